@@ -1,0 +1,81 @@
+"""FAISS indexes over unit-length embeddings: inner product = cosine similarity.
+
+``flat`` is exact and the default; ``ivf_flat``, ``ivf_pq`` and ``hnsw`` trade a
+little recall for speed and memory on large catalogues (see the README's rule).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+INDEX_TYPES = ("flat", "ivf_flat", "ivf_pq", "hnsw")
+
+
+def build_index(embeddings: np.ndarray, params: dict[str, Any], seed: int = 0) -> faiss.Index:
+    """Index float32 (n, dim) unit vectors; row i of ``embeddings`` is FAISS id i."""
+    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+    n, dim = embeddings.shape
+    kind = params["type"]
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind in ("ivf_flat", "ivf_pq"):
+        nlist = min(int(params["nlist"]), max(1, n // 39))  # FAISS wants >= 39 training points per list
+        quantizer = faiss.IndexFlatIP(dim)
+        if kind == "ivf_flat":
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFPQ(quantizer, dim, nlist, int(params["pq_m"]), int(params["pq_bits"]),
+                                     faiss.METRIC_INNER_PRODUCT)
+        index.cp.seed = seed
+        index.train(embeddings)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, int(params["hnsw_m"]), faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = int(params["ef_construction"])
+    else:
+        raise ValueError(f"unknown index.type {kind!r}; choose one of {', '.join(INDEX_TYPES)}")
+    index.add(embeddings)
+    configure_search(index, params)
+    return index
+
+
+def configure_search(index: faiss.Index, params: dict[str, Any]) -> None:
+    """Apply query-time knobs (nprobe, efSearch); they are not stored in the index file."""
+    if isinstance(index, faiss.IndexIVF):
+        index.nprobe = int(params.get("nprobe", 1))
+    if isinstance(index, faiss.IndexHNSW):
+        index.hnsw.efSearch = int(params.get("ef_search", 16))
+
+
+def save_index(index: faiss.Index, path: str | Path) -> None:
+    faiss.write_index(index, str(path))
+
+
+def load_index(path: str | Path, params: dict[str, Any]) -> faiss.Index:
+    index = faiss.read_index(str(path))
+    configure_search(index, params)
+    return index
+
+
+def search(
+    index: faiss.Index, queries: np.ndarray, k: int, allowed_rows: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores float32 (q, k), rows int64 (q, k)); -1 rows where fewer than k exist.
+
+    ``allowed_rows`` restricts the search to those rows, so a filter still gets k results.
+    """
+    queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, index.d)
+    k = max(1, min(int(k), index.ntotal))
+    if allowed_rows is None:
+        return index.search(queries, k)
+    selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed_rows, dtype=np.int64))
+    if isinstance(index, faiss.IndexIVF):
+        search_params = faiss.SearchParametersIVF(sel=selector, nprobe=index.nprobe)
+    elif isinstance(index, faiss.IndexHNSW):
+        search_params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(index.hnsw.efSearch, k))
+    else:
+        search_params = faiss.SearchParameters(sel=selector)
+    return index.search(queries, k, params=search_params)

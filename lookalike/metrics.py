@@ -1,0 +1,113 @@
+"""Retrieval metrics over ranked neighbour lists, with the query itself excluded.
+
+Every function takes ``relevant``: a bool array (n_queries, k) saying whether the
+i-th returned item shares the query's label, and where needed ``n_relevant``:
+(n_queries,) the number of relevant items in the gallery other than the query.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+METRIC_NAMES = ("precision_at_1", "precision_at_5", "recall_at_5", "map_at_5", "top5_accuracy", "map_at_r")
+
+
+def exclude_self(neighbours: np.ndarray, query_rows: np.ndarray, k: int) -> np.ndarray:
+    """Drop each query's own row from its neighbour list, keep the first ``k``.
+
+    neighbours: int (n_queries, >= k + 1) gallery rows, best first, -1 for "none".
+    Returns int (n_queries, k), padded with -1 where fewer than k remain.
+    """
+    out = np.full((len(neighbours), k), -1, dtype=np.int64)
+    for i, (row, query) in enumerate(zip(neighbours, query_rows)):
+        kept = row[(row != query) & (row >= 0)][:k]
+        out[i, : len(kept)] = kept
+    return out
+
+
+def relevance(neighbours: np.ndarray, query_labels: np.ndarray, gallery_labels: np.ndarray) -> np.ndarray:
+    """bool (n_queries, k): neighbour shares the query's label; padding (-1) is never relevant."""
+    valid = neighbours >= 0
+    labels = gallery_labels[np.where(valid, neighbours, 0)]
+    return valid & (labels == query_labels[:, None])
+
+
+def _average_precision(relevant: np.ndarray, cutoff: np.ndarray, normaliser: np.ndarray) -> np.ndarray:
+    """sum_{i <= cutoff} P@i * rel_i / normaliser, per query."""
+    ranks = np.arange(1, relevant.shape[1] + 1)
+    within = ranks[None, :] <= cutoff[:, None]
+    hits = relevant & within
+    precision = np.cumsum(hits, axis=1) / ranks[None, :]
+    total = (precision * hits).sum(axis=1)
+    return np.where(normaliser > 0, total / np.maximum(normaliser, 1), 0.0)
+
+
+def per_query_scores(relevant: np.ndarray, n_relevant: np.ndarray) -> dict[str, np.ndarray]:
+    """Each metric per query (n_queries,), so any grouping can average them.
+
+    P@k = hits in top k / k; R@5 = hits in top 5 / R; AP@5 = sum_{i<=5} P@i rel_i / min(5, R);
+    top-5 accuracy = any hit in top 5; MAP@R = sum_{i<=R} P@i rel_i / R (Musgrave et al. 2020),
+    where R is the number of relevant gallery items other than the query.
+    """
+    if relevant.shape[1] < max(5, n_relevant.max(initial=0)):
+        raise ValueError(
+            f"need max(5, max R) = {max(5, n_relevant.max(initial=0))} ranked results, got {relevant.shape[1]}"
+        )
+    found5 = relevant[:, :5].sum(axis=1)
+    return {
+        "precision_at_1": relevant[:, 0].astype(float),
+        "precision_at_5": found5 / 5.0,
+        "recall_at_5": np.where(n_relevant > 0, found5 / np.maximum(n_relevant, 1), 0.0),
+        "map_at_5": _average_precision(relevant[:, :5], np.full(len(relevant), 5), np.minimum(5, n_relevant)),
+        "top5_accuracy": relevant[:, :5].any(axis=1).astype(float),
+        "map_at_r": _average_precision(relevant, n_relevant, n_relevant),
+    }
+
+
+def retrieval_metrics(relevant: np.ndarray, n_relevant: np.ndarray) -> dict[str, float]:
+    """All six metrics averaged over queries; ``relevant`` must span max(5, max R) ranks."""
+    return {name: float(values.mean()) for name, values in per_query_scores(relevant, n_relevant).items()}
+
+
+def per_label_table(relevant: np.ndarray, n_relevant: np.ndarray, query_labels: np.ndarray) -> pd.DataFrame:
+    """One row per label: query count and the mean of each metric over that label's queries."""
+    scores = pd.DataFrame(per_query_scores(relevant, n_relevant))
+    scores.insert(0, "label", query_labels)
+    table = scores.groupby("label", sort=True).mean()
+    table.insert(0, "queries", scores.groupby("label").size())
+    table.insert(1, "gallery_relevant", pd.Series(n_relevant).groupby(query_labels).first())
+    return table.reset_index()
+
+
+def count_relevant(query_labels: np.ndarray, gallery_labels: np.ndarray, self_in_gallery: bool = True) -> np.ndarray:
+    """Relevant gallery items per query, not counting the query itself."""
+    values, counts = np.unique(gallery_labels, return_counts=True)
+    lookup = dict(zip(values.tolist(), counts.tolist()))
+    n = np.array([lookup.get(label, 0) for label in query_labels.tolist()], dtype=np.int64)
+    return n - 1 if self_in_gallery else n
+
+
+def evaluate_retrieval(
+    embeddings: np.ndarray,
+    labels: np.ndarray,
+    query_rows: np.ndarray,
+    index=None,
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Queries = ``query_rows`` of the gallery ``embeddings`` (each excluded from its own results).
+
+    Searches ``index`` (a FAISS index over ``embeddings``) or an exact one built
+    here. Returns the six metrics and the per-label table.
+    """
+    from lookalike.index import build_index, search
+
+    labels = np.asarray(labels)
+    query_rows = np.asarray(query_rows, dtype=np.int64)
+    if index is None:
+        index = build_index(embeddings, {"type": "flat"})
+    n_relevant = count_relevant(labels[query_rows], labels)
+    depth = int(max(5, n_relevant.max(initial=0)))
+    _, neighbours = search(index, embeddings[query_rows], depth + 1)
+    ranked = exclude_self(neighbours, query_rows, depth)
+    relevant = relevance(ranked, labels[query_rows], labels)
+    return retrieval_metrics(relevant, n_relevant), per_label_table(relevant, n_relevant, labels[query_rows])

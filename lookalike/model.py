@@ -1,0 +1,102 @@
+"""The embedding model: backbone -> global average pooling -> head -> unit-length embedding.
+
+The full model is ``image -> backbone -> GAP -> head``, with the backbone and head
+as nested models named "backbone" and "head", so stages can cache the pooled
+backbone features once and train or apply the head alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+from lookalike.backbones import build_backbone
+from lookalike.preprocessing import PreprocessSpec, iter_input_batches
+
+
+def build_head(feature_dim: int, hidden_dim: int = 512, embedding_dim: int = 256,
+               dropout: float = 0.0, embedding: str = "head", seed: int = 0) -> keras.Model:
+    """Pooled backbone features (feature_dim,) -> Dense(hidden, ReLU) -> Dense(emb) -> L2 norm.
+
+    ``embedding="concat"`` returns the unit head output beside the unit backbone
+    features, renormalised: (embedding_dim + feature_dim,).
+    """
+    init = keras.initializers.GlorotUniform
+    features = keras.Input((feature_dim,), name="pooled_features")
+    x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(features) if dropout else features
+    x = keras.layers.Dense(hidden_dim, activation="relu", kernel_initializer=init(seed), name="dense_hidden")(x)
+    x = keras.layers.Dense(embedding_dim, kernel_initializer=init(seed + 1), name="dense_embedding")(x)
+    x = keras.layers.UnitNormalization(name="l2_normalise")(x)
+    if embedding == "concat":
+        unit_features = keras.layers.UnitNormalization(name="unit_features")(features)
+        x = keras.layers.Concatenate(name="concat")([x, unit_features])
+        x = keras.layers.UnitNormalization(name="l2_normalise_concat")(x)
+    return keras.Model(features, x, name="head")
+
+
+def build_feature_model(backbone: keras.Model) -> keras.Model:
+    """image -> pooled backbone features: the pretrained baseline and the training input."""
+    inputs = keras.Input(backbone.input_shape[1:], name="image")
+    pooled = keras.layers.GlobalAveragePooling2D(name="global_average_pooling")(backbone(inputs))
+    return keras.Model(inputs, pooled, name="feature_model")
+
+
+def build_embedding_model(backbone: keras.Model, head: keras.Model) -> keras.Model:
+    """image (preprocessed, float32) -> unit embedding."""
+    inputs = keras.Input(backbone.input_shape[1:], name="image")
+    pooled = keras.layers.GlobalAveragePooling2D(name="global_average_pooling")(backbone(inputs))
+    return keras.Model(inputs, head(pooled), name="lookalike_embedder")
+
+
+def new_backbone(name: str, image_size: int, weights: str | None) -> keras.Model:
+    """The backbone, renamed "backbone" so the embedding model can find it."""
+    backbone = build_backbone(name, image_size, weights)
+    backbone.name = "backbone"
+    return backbone
+
+
+def load_embedding_model(path: str | Path) -> keras.Model:
+    return keras.models.load_model(path, compile=False)
+
+
+class CompiledModel:
+    """A Keras model behind one traced ``tf.function``: no per-call Keras overhead.
+
+    ``model.predict`` on one image costs tens of milliseconds of fixed overhead;
+    a traced function with a batch dimension of None is traced once and reused.
+    """
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        signature = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
+        self._call = tf.function(lambda x: model(x, training=False), input_signature=[signature])
+
+    @property
+    def output_dim(self) -> int:
+        return int(self.model.output_shape[-1])
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        return self._call(tf.convert_to_tensor(inputs, tf.float32)).numpy()
+
+
+def predict_paths(
+    compiled: CompiledModel,
+    paths: list[str],
+    spec: PreprocessSpec,
+    batch_size: int = 32,
+    augment_seed: int | None = None,
+    description: str = "images",
+) -> np.ndarray:
+    """float32 (len(paths), output_dim): the model over image files, decoding in parallel."""
+    out = np.empty((len(paths), compiled.output_dim), dtype=np.float32)
+    position = 0
+    with tqdm(total=len(paths), desc=description, unit="img", mininterval=5) as progress:
+        for batch in iter_input_batches(paths, spec, batch_size, augment_seed):
+            out[position : position + len(batch)] = compiled(batch)
+            position += len(batch)
+            progress.update(len(batch))
+    return out

@@ -1,0 +1,118 @@
+"""Loading and checking ``params.yaml`` before any work starts.
+
+A wrong value fails fast with one message naming the param, instead of a stack
+trace twenty minutes into a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lookalike.backbones import BACKBONES, backbone_info
+from lookalike.index import INDEX_TYPES
+from lookalike.preprocessing import PreprocessSpec
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOSSES = ("triplet", "triplet_soft", "multi_similarity", "proxy_softmax")
+MININGS = ("random", "semihard", "batch_hard")  # for the triplet losses
+
+
+class ParamsError(ValueError):
+    """A value in params.yaml is invalid; the message names it."""
+
+
+def _require(params: dict, dotted: str) -> Any:
+    value: Any = params
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise ParamsError(f"params.yaml: missing '{dotted}'")
+        value = value[part]
+    return value
+
+
+def _check(condition: bool, dotted: str, message: str, value: Any) -> None:
+    if not condition:
+        raise ParamsError(f"params.yaml: {dotted} = {value!r}: {message}")
+
+
+def _int_at_least(params: dict, dotted: str, minimum: int) -> None:
+    value = _require(params, dotted)
+    _check(isinstance(value, int) and not isinstance(value, bool) and value >= minimum, dotted,
+           f"must be an integer >= {minimum}", value)
+
+
+def _fraction(params: dict, dotted: str) -> None:
+    value = _require(params, dotted)
+    _check(isinstance(value, (int, float)) and 0 < value < 1, dotted, "must be a number between 0 and 1", value)
+
+
+def _choice(params: dict, dotted: str, choices: tuple[str, ...]) -> None:
+    value = _require(params, dotted)
+    _check(value in choices, dotted, f"must be one of {', '.join(choices)}", value)
+
+
+def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
+    """Raise :class:`ParamsError` on the first invalid value; return params unchanged."""
+    catalogue = root / _require(params, "data.catalogue_dir")
+    _check(catalogue.is_dir(), "data.catalogue_dir", f"folder {catalogue} does not exist", str(catalogue))
+    _int_at_least(params, "subset.size", 2)
+    _int_at_least(params, "subset.min_per_class", 2)
+    _fraction(params, "subset.test_fraction")
+    _fraction(params, "subset.val_fraction")
+    _choice(params, "backbone.name", BACKBONES)
+    _int_at_least(params, "backbone.image_size", 32)
+    _choice(params, "backbone.resize_mode", ("pad", "stretch"))
+    _int_at_least(params, "features.batch_size", 1)
+    _int_at_least(params, "features.augmented_views", 0)
+    _int_at_least(params, "model.hidden_dim", 1)
+    _int_at_least(params, "model.embedding_dim", 1)
+    _choice(params, "model.embedding", ("head", "concat"))
+    _choice(params, "train.loss", LOSSES)
+    _choice(params, "train.mining", MININGS)
+    _int_at_least(params, "train.classes_per_batch", 2)
+    _int_at_least(params, "train.images_per_class", 2)
+    _int_at_least(params, "train.steps", 1)
+    _int_at_least(params, "train.eval_every", 1)
+    _int_at_least(params, "train.patience", 1)
+    _int_at_least(params, "train.finetune_blocks", 0)
+    _int_at_least(params, "train.finetune_steps", 0)
+    blocks = backbone_info(params["backbone"]["name"]).num_blocks
+    _check(params["train"]["finetune_blocks"] <= blocks, "train.finetune_blocks",
+           f"{params['backbone']['name']} has {blocks} blocks", params["train"]["finetune_blocks"])
+    _choice(params, "index.type", INDEX_TYPES)
+    for knob in ("nlist", "nprobe", "pq_m", "pq_bits", "hnsw_m", "ef_construction", "ef_search"):
+        _int_at_least(params, f"index.{knob}", 1)
+    embedding_dim = params["model"]["embedding_dim"]
+    if params["index"]["type"] == "ivf_pq":
+        _check(embedding_dim % params["index"]["pq_m"] == 0, "index.pq_m",
+               f"must divide model.embedding_dim ({embedding_dim})", params["index"]["pq_m"])
+    _int_at_least(params, "evaluate.k", 1)
+    _int_at_least(params, "search.k", 1)
+    max_mb = _require(params, "search.max_upload_mb")
+    _check(isinstance(max_mb, (int, float)) and max_mb > 0, "search.max_upload_mb", "must be > 0", max_mb)
+    return params
+
+
+def load_params(path: str | Path | None = None, root: Path = PROJECT_ROOT) -> dict:
+    path = Path(path) if path else root / "params.yaml"
+    if not path.is_file():
+        raise ParamsError(f"params file not found: {path}")
+    try:
+        params = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path} is not valid YAML: {error}") from error
+    if not isinstance(params, dict):
+        raise ParamsError(f"{path} must hold a mapping of sections")
+    return validate(params, root)
+
+
+def preprocess_spec(params: dict) -> PreprocessSpec:
+    backbone = params["backbone"]
+    return PreprocessSpec(
+        image_size=int(backbone["image_size"]),
+        resize_mode=backbone["resize_mode"],
+        normalisation=backbone_info(backbone["name"]).normalisation,
+    )

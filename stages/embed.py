@@ -1,0 +1,40 @@
+"""Stage embed: every subset image -> artifacts/embeddings.npy, image_paths.npy, items.csv (same row order).
+
+While the backbone is frozen the saved model's head is applied to the cached
+backbone features: the same numbers as the full model (tests/test_pipeline.py
+checks it) at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lookalike.artifacts import write_bytes, write_npy
+from lookalike.catalogue import read_table, write_table
+from lookalike.model import CompiledModel, load_embedding_model, predict_paths
+from lookalike.params import PROJECT_ROOT, load_params, preprocess_spec
+from lookalike.training import embed_features
+
+
+def main() -> None:
+    params = load_params()
+    subset = read_table(PROJECT_ROOT / "data/subset.csv")
+    model = load_embedding_model(PROJECT_ROOT / "artifacts/model.keras")
+    paths = subset["image_path"].tolist()
+    if params["train"]["finetune_blocks"] == 0:
+        features = np.load(PROJECT_ROOT / "artifacts/features.npy", mmap_mode="r")[0]
+        embeddings = embed_features(model.get_layer("head"), np.asarray(features))
+        print(f"embedded {len(paths)} images from cached backbone features")
+    else:
+        embeddings = predict_paths(CompiledModel(model), paths, preprocess_spec(params),
+                                   params["features"]["batch_size"], description="embeddings")
+    norms = np.linalg.norm(embeddings, axis=1)
+    if not np.allclose(norms, 1.0, atol=1e-4):
+        raise SystemExit(f"embeddings are not unit length (norms {norms.min():.4f}..{norms.max():.4f})")
+    write_npy(PROJECT_ROOT / "artifacts/embeddings.npy", embeddings.astype(np.float32))
+    write_npy(PROJECT_ROOT / "artifacts/image_paths.npy", np.array(paths, dtype=str))
+    write_bytes(PROJECT_ROOT / "artifacts/items.csv", write_table(subset.drop(columns=["image_path"])))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Stage evaluate: test-split queries against the whole index, self excluded.
+
+Writes metrics/metrics.json (the trained model and, beside it, the pretrained
+backbone features without the head) and metrics/per_label.csv, and logs the
+run to MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from lookalike.artifacts import write_bytes, write_json
+from lookalike.catalogue import read_table
+from lookalike.index import load_index
+from lookalike.metrics import evaluate_retrieval
+from lookalike.params import PROJECT_ROOT, load_params
+
+
+def log_to_mlflow(params: dict, metrics: dict) -> None:
+    """One MLflow run per evaluation: flattened params, both metric sets, the model file."""
+    import mlflow
+
+    mlflow.set_tracking_uri(params["mlflow"]["tracking_uri"])
+    mlflow.set_experiment(params["mlflow"]["experiment"])
+    with mlflow.start_run():
+        mlflow.log_params({f"{section}.{key}": value for section, values in params.items()
+                           if section != "mlflow" for key, value in values.items()})
+        mlflow.log_metrics({f"{model}_{name}": value for model in ("trained", "pretrained")
+                            for name, value in metrics[model].items()})
+        mlflow.log_artifact(str(PROJECT_ROOT / "artifacts/model.keras"), artifact_path="model")
+        mlflow.log_artifact(str(PROJECT_ROOT / "artifacts/manifest.json"), artifact_path="model")
+
+
+def main() -> None:
+    params = load_params()
+    label = params["data"]["label_column"]
+    artifacts = PROJECT_ROOT / "artifacts"
+    manifest = json.loads((artifacts / "manifest.json").read_text())
+    items = read_table(artifacts / "items.csv")
+    embeddings = np.load(artifacts / "embeddings.npy")
+    index = load_index(artifacts / "faiss.index", params["index"])
+    if not (len(items) == len(embeddings) == index.ntotal == manifest["count"]):
+        raise SystemExit("items, embeddings and index disagree in size: rerun the pipeline (dvc repro)")
+    labels = items[label].to_numpy()
+    queries = np.flatnonzero(items["split"].to_numpy() == "test")
+    trained, per_label = evaluate_retrieval(embeddings, labels, queries, index)
+    features = np.load(artifacts / "features.npy", mmap_mode="r")[0]
+    features = np.asarray(features) / np.linalg.norm(features, axis=1, keepdims=True)
+    pretrained, _ = evaluate_retrieval(features, labels, queries)
+    metrics = {
+        "trained": trained,
+        "pretrained": pretrained,
+        "gain": {name: trained[name] - pretrained[name] for name in trained},
+        "queries": int(len(queries)),
+        "gallery": int(len(items)),
+        "index": params["index"]["type"],
+    }
+    for name in ("trained", "pretrained"):
+        print(f"{name:>10}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics[name].items()))
+    write_json(PROJECT_ROOT / "metrics/metrics.json", metrics)
+    write_bytes(PROJECT_ROOT / "metrics/per_label.csv", per_label.round(4).to_csv(index=False).encode())
+    log_to_mlflow(params, metrics)
+
+
+if __name__ == "__main__":
+    main()

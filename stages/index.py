@@ -1,0 +1,45 @@
+"""Stage index: embeddings -> artifacts/faiss.index and artifacts/manifest.json.
+
+The manifest pins the model, embeddings, paths, items and index by sha256, with
+the counts and the preprocessing the model expects; every reader checks it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from lookalike.artifacts import make_manifest, write_json, write_with
+from lookalike.index import build_index, save_index
+from lookalike.params import PROJECT_ROOT, load_params, preprocess_spec
+
+
+def main() -> None:
+    params = load_params()
+    artifacts = PROJECT_ROOT / "artifacts"
+    embeddings = np.load(artifacts / "embeddings.npy")
+    paths = np.load(artifacts / "image_paths.npy")
+    if len(paths) != len(embeddings):
+        raise SystemExit(f"{len(embeddings)} embeddings but {len(paths)} image paths: rerun embed (dvc repro)")
+    started = time.perf_counter()
+    index = build_index(embeddings, params["index"], seed=params["subset"]["seed"])
+    print(f"{params['index']['type']} index of {index.ntotal} x {index.d} built in {time.perf_counter() - started:.2f} s")
+    write_with(artifacts / "faiss.index", lambda tmp: save_index(index, tmp))
+    spec = preprocess_spec(params)
+    files = {name: artifacts / file for name, file in (
+        ("model", "model.keras"), ("embeddings", "embeddings.npy"), ("image_paths", "image_paths.npy"),
+        ("items", "items.csv"), ("index", "faiss.index"))}
+    manifest = make_manifest(files, {"count": int(len(embeddings)), "dimension": int(embeddings.shape[1])}, {
+        "preprocess": {"image_size": spec.image_size, "resize_mode": spec.resize_mode,
+                       "normalisation": spec.normalisation},
+        "label_column": params["data"]["label_column"],
+        "catalogue_dir": params["data"]["catalogue_dir"],
+        "backbone": params["backbone"]["name"],
+        "index": params["index"],
+    })
+    write_json(artifacts / "manifest.json", manifest)
+
+
+if __name__ == "__main__":
+    main()
