@@ -11,11 +11,11 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +80,7 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 def make_manifest(files: dict[str, Path], counts: dict[str, int], params: dict[str, Any]) -> dict[str, Any]:
     return {
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": {name: {"path": Path(path).name, "sha256": sha256_file(path)} for name, path in files.items()},
         **counts,
         "params": params,

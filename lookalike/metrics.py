@@ -20,7 +20,7 @@ def exclude_self(neighbours: np.ndarray, query_rows: np.ndarray, k: int) -> np.n
     Returns int (n_queries, k), padded with -1 where fewer than k remain.
     """
     out = np.full((len(neighbours), k), -1, dtype=np.int64)
-    for i, (row, query) in enumerate(zip(neighbours, query_rows)):
+    for i, (row, query) in enumerate(zip(neighbours, query_rows, strict=False)):
         kept = row[(row != query) & (row >= 0)][:k]
         out[i, : len(kept)] = kept
     return out
@@ -83,7 +83,7 @@ def per_label_table(relevant: np.ndarray, n_relevant: np.ndarray, query_labels: 
 def count_relevant(query_labels: np.ndarray, gallery_labels: np.ndarray, self_in_gallery: bool = True) -> np.ndarray:
     """Relevant gallery items per query, not counting the query itself."""
     values, counts = np.unique(gallery_labels, return_counts=True)
-    lookup = dict(zip(values.tolist(), counts.tolist()))
+    lookup = dict(zip(values.tolist(), counts.tolist(), strict=False))
     n = np.array([lookup.get(label, 0) for label in query_labels.tolist()], dtype=np.int64)
     return n - 1 if self_in_gallery else n
 

@@ -10,12 +10,11 @@ import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps, UnidentifiedImageError
 
-ImageSource = Union[str, Path, bytes, bytearray, memoryview]
+ImageSource = str | Path | bytes | bytearray | memoryview
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP; beyond that decoding alone costs seconds and GBs

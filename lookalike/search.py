@@ -93,7 +93,8 @@ class Searcher:
         }
         for what, (actual, expected) in checks.items():
             if actual != expected:
-                raise ArtifactMismatchError(f"{what} is {actual} but the manifest says {expected}: rebuild with dvc repro")
+                raise ArtifactMismatchError(
+                    f"{what} is {actual} but the manifest says {expected}: rebuild with dvc repro")
         norms = np.linalg.norm(embeddings, axis=1)
         if not np.allclose(norms, 1.0, atol=1e-3):
             raise ArtifactMismatchError("embeddings are not unit length: rebuild with dvc repro")
@@ -148,7 +149,7 @@ class Searcher:
         depth = k + (len(excluded) if allowed is None else 0)
         scores, rows = search(self.index, vector[None], depth, allowed)
         matches = []
-        for score, row in zip(scores[0], rows[0]):
+        for score, row in zip(scores[0], rows[0], strict=False):
             if row < 0 or int(row) in excluded:
                 continue
             item = self.items.iloc[int(row)]
@@ -181,8 +182,8 @@ class Searcher:
         """For every item its k nearest others: columns id, rank, related_id, score."""
         scores, rows = search(self.index, self.embeddings, k + 1)
         records = []
-        for row, (row_scores, row_neighbours) in enumerate(zip(scores, rows)):
-            kept = [(s, n) for s, n in zip(row_scores, row_neighbours) if n >= 0 and n != row][:k]
+        for row, (row_scores, row_neighbours) in enumerate(zip(scores, rows, strict=False)):
+            kept = [(s, n) for s, n in zip(row_scores, row_neighbours, strict=False) if n >= 0 and n != row][:k]
             item_id = int(self.items["id"].iat[row])
             records.extend((item_id, rank, int(self.items["id"].iat[n]), round(float(s), 6))
                            for rank, (s, n) in enumerate(kept, start=1))

@@ -88,7 +88,7 @@ def train_head(
             loss = metric_loss(embeddings, batch_labels, loss_name, mining, margin, noise, proxies,
                                float(train_params["proxy_scale"]))
         gradients = tape.gradient(loss, variables)
-        optimizer.apply_gradients(zip(gradients, variables))
+        optimizer.apply_gradients(zip(gradients, variables, strict=False))
         return loss
 
     groups = rows_by_label(labels, train_rows)
@@ -160,7 +160,7 @@ def finetune_backbone(
             embeddings = model(images, training=True)
             loss = metric_loss(embeddings, batch_labels, train_params["loss"], train_params["mining"],
                                float(train_params["margin"]), noise, proxies, float(train_params["proxy_scale"]))
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=False))
         return loss
 
     groups = rows_by_label(labels, train_rows)

@@ -24,7 +24,8 @@ def main() -> None:
         raise SystemExit(f"{len(embeddings)} embeddings but {len(paths)} image paths: rerun embed (dvc repro)")
     started = time.perf_counter()
     index = build_index(embeddings, params["index"], seed=params["subset"]["seed"])
-    print(f"{params['index']['type']} index of {index.ntotal} x {index.d} built in {time.perf_counter() - started:.2f} s")
+    seconds = time.perf_counter() - started
+    print(f"{params['index']['type']} index of {index.ntotal} x {index.d} built in {seconds:.2f} s")
     write_with(artifacts / "faiss.index", lambda tmp: save_index(index, tmp))
     spec = preprocess_spec(params)
     files = {name: artifacts / file for name, file in (
