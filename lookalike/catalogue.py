@@ -59,7 +59,7 @@ class CatalogueReport:
         return {"csv_rows": self.csv_rows, "items": self.items, **counts, **asdict(self)}
 
 
-def _parse_lines(text: str, report: CatalogueReport) -> tuple[list[str], list[list[str]]]:
+def _parse_lines(text: str, report: CatalogueReport) -> tuple[list[str], list[list[str]], list[int]]:
     lines = text.splitlines()
     if not lines or not lines[0].strip():
         raise CatalogueError("styles.csv is empty: it needs a header line and at least one row")
@@ -67,7 +67,7 @@ def _parse_lines(text: str, report: CatalogueReport) -> tuple[list[str], list[li
     header = [h.strip() for h in header]
     n_fields = len(header)
     free_text_last = header and header[-1] == FREE_TEXT_COLUMN
-    rows = []
+    rows, numbers = [], []
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
             continue
@@ -79,7 +79,8 @@ def _parse_lines(text: str, report: CatalogueReport) -> tuple[list[str], list[li
             report.malformed_lines.append(number)
             continue
         rows.append(fields)
-    return header, rows
+        numbers.append(number)
+    return header, rows, numbers
 
 
 def read_styles(csv_path: str | Path, label_column: str = "articleType") -> tuple[pd.DataFrame, CatalogueReport]:
@@ -92,8 +93,8 @@ def read_styles(csv_path: str | Path, label_column: str = "articleType") -> tupl
     if not csv_path.is_file():
         raise CatalogueError(f"catalogue CSV not found: {csv_path}")
     report = CatalogueReport()
-    text = csv_path.read_bytes().decode("utf-8", errors="replace")
-    header, rows = _parse_lines(text, report)
+    text = csv_path.read_bytes().decode("utf-8-sig", errors="replace")  # -sig: Excel's byte-order mark
+    header, rows, line_numbers = _parse_lines(text, report)
     for required in ("id", label_column):
         if required not in header:
             raise CatalogueError(f"{csv_path} has no '{required}' column (columns: {', '.join(header)})")
@@ -104,7 +105,8 @@ def read_styles(csv_path: str | Path, label_column: str = "articleType") -> tupl
     bad_id = ids.isna()
     if bad_id.any():
         log.warning("%d rows have a non-numeric id and are skipped", int(bad_id.sum()))
-        report.malformed_lines.extend(int(i) + 2 for i in table.index[bad_id])
+        report.malformed_lines.extend(line_numbers[i] for i in table.index[bad_id])
+        report.malformed_lines.sort()
     table = table[~bad_id].copy()
     table["id"] = ids[~bad_id].astype("int64")
     duplicated = table["id"].duplicated(keep="first")

@@ -46,6 +46,8 @@ def configure_search(index: faiss.Index, params: dict[str, Any]) -> None:
     """Apply query-time knobs (nprobe, efSearch); they are not stored in the index file."""
     if isinstance(index, faiss.IndexIVF):
         index.nprobe = int(params.get("nprobe", 1))
+        if index.direct_map.type == faiss.DirectMap.NoMap:
+            index.make_direct_map()  # lets filtered searches fall back to exact scoring
     if isinstance(index, faiss.IndexHNSW):
         index.hnsw.efSearch = int(params.get("ef_search", 16))
 
@@ -65,7 +67,10 @@ def search(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k (scores float32 (q, k), rows int64 (q, k)); -1 rows where fewer than k exist.
 
-    ``allowed_rows`` restricts the search to those rows, so a filter still gets k results.
+    ``allowed_rows`` restricts the search to those rows, so a filter still gets k
+    results: an approximate index that finds too few of them (the allowed rows
+    lie outside the probed lists or graph neighbourhood) falls back to exact
+    scoring of the allowed rows.
     """
     queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, index.d)
     k = max(1, min(int(k), index.ntotal))
@@ -78,4 +83,20 @@ def search(
         search_params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(index.hnsw.efSearch, k))
     else:
         search_params = faiss.SearchParameters(sel=selector)
-    return index.search(queries, k, params=search_params)
+    scores, rows = index.search(queries, k, params=search_params)
+    wanted = min(k, len(allowed_rows))
+    if isinstance(index, faiss.IndexFlat) or (rows >= 0).sum(axis=1).min(initial=wanted) >= wanted:
+        return scores, rows
+    return _exact_among(index, queries, k, np.asarray(allowed_rows, dtype=np.int64))
+
+
+def _exact_among(index: faiss.Index, queries: np.ndarray, k: int, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force inner product against the stored vectors of ``rows`` only."""
+    vectors = index.reconstruct_batch(rows)
+    similarity = queries @ vectors.T
+    order = np.argsort(-similarity, axis=1, kind="stable")[:, :k]
+    scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
+    found = np.full((len(queries), k), -1, dtype=np.int64)
+    scores[:, : order.shape[1]] = np.take_along_axis(similarity, order, axis=1)
+    found[:, : order.shape[1]] = rows[order]
+    return scores, found

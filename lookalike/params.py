@@ -64,6 +64,8 @@ def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
     _fraction(params, "subset.val_fraction")
     _choice(params, "backbone.name", BACKBONES)
     _int_at_least(params, "backbone.image_size", 32)
+    _check(params["backbone"]["image_size"] <= 1024, "backbone.image_size", "must be at most 1024",
+           params["backbone"]["image_size"])
     _choice(params, "backbone.resize_mode", ("pad", "stretch"))
     _int_at_least(params, "features.batch_size", 1)
     _int_at_least(params, "features.augmented_views", 0)

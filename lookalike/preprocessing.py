@@ -67,8 +67,9 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode to 8-bit RGB; transparency is flattened onto white."""
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         array = np.asarray(image, dtype=np.float64)
-        peak = array.max() if array.size else 0
-        scale = 255.0 / 65535.0 if peak > 255 else 1.0
+        # 16-bit modes span 0..65535; PIL's 32-bit "I" is ambiguous, so judge it by its peak.
+        wide = image.mode != "I" or (array.max() if array.size else 0) > 255
+        scale = 255.0 / 65535.0 if wide else 1.0
         image = Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8), mode="L")
     elif image.mode == "F":
         array = np.asarray(image, dtype=np.float64)

@@ -35,14 +35,21 @@ def stratified_subset(
         "labels_left_out": {str(k): int(v) for k, v in rare.sort_index().items()},
         "rows_left_out_rare_label": int(len(table) - len(kept)),
     }
+    report["labels_dropped_by_sampling"] = {}
     if size < len(kept):
-        quota = _largest_remainder(kept[label_column].value_counts(), size)
+        available = kept[label_column].value_counts()
+        quota = _largest_remainder(available, size)
+        while (quota < 2).any() and (quota >= 2).sum() > 1:
+            # A label with one sampled image can be neither split into train and test nor a
+            # useful query: drop the smallest such label and share its images out again.
+            smallest = quota[quota < 2].sort_index().idxmin()
+            report["labels_dropped_by_sampling"][str(smallest)] = int(available[smallest])
+            available = available.drop(smallest)
+            quota = _largest_remainder(available, size)
         rng = np.random.default_rng(seed)
         picked = []
-        for label, group in kept.groupby(label_column, sort=True):
-            n = int(quota[label])
-            if n >= 1:
-                picked.append(group.iloc[np.sort(rng.choice(len(group), size=n, replace=False))])
+        for label, group in kept[kept[label_column].isin(quota.index)].groupby(label_column, sort=True):
+            picked.append(group.iloc[np.sort(rng.choice(len(group), size=int(quota[label]), replace=False))])
         kept = pd.concat(picked)
     report["rows"] = int(len(kept))
     return kept.sort_values("id").reset_index(drop=True), report

@@ -105,8 +105,15 @@ def read_legacy_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             raise WeightsFormatError(f"{path} is not a legacy torch file: {error}") from error
         if magic != LEGACY_MAGIC_NUMBER or protocol != LEGACY_PROTOCOL_VERSION:
             raise WeightsFormatError(f"{path}: bad magic number or protocol version")
-        tree = _safe_load(stream)
-        storage_keys = _safe_load(stream)
+        try:
+            tree = _safe_load(stream)
+            storage_keys = _safe_load(stream)
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
+            if isinstance(error, WeightsFormatError):
+                raise
+            raise WeightsFormatError(f"{path}: damaged state_dict pickle: {error}") from error
+        if not isinstance(tree, dict) or not isinstance(storage_keys, list):
+            raise WeightsFormatError(f"{path} does not hold a state_dict")
 
         refs: dict[str, _StorageRef] = {}
         for tensor in tree.values():
@@ -114,7 +121,10 @@ def read_legacy_state_dict(path: str | Path) -> dict[str, np.ndarray]:
                 refs.setdefault(tensor.storage.key, tensor.storage)
         storages: dict[str, np.ndarray] = {}
         for key in storage_keys:
-            (numel,) = struct.unpack("<q", stream.read(8))
+            header = stream.read(8)
+            if len(header) != 8:
+                raise WeightsFormatError(f"{path}: truncated before storage {key}")
+            (numel,) = struct.unpack("<q", header)
             ref = refs.get(key)
             if ref is None:
                 raise WeightsFormatError(f"{path}: storage {key} is not referenced")
@@ -129,10 +139,15 @@ def read_legacy_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             raise WeightsFormatError(f"{path}: entry {name} is not a tensor")
         flat = storages[tensor.storage.key]
         itemsize = flat.dtype.itemsize
+        if any(s < 0 for s in tensor.stride) or tensor.offset < 0:
+            raise WeightsFormatError(f"{path}: entry {name} has a negative stride or offset")
+        last = tensor.offset + sum((n - 1) * s for n, s in zip(tensor.shape, tensor.stride, strict=True))
+        if 0 not in tensor.shape and last >= len(flat):
+            raise WeightsFormatError(f"{path}: entry {name} reaches past the end of its storage")
         view = np.lib.stride_tricks.as_strided(
             flat[tensor.offset :],
             shape=tensor.shape,
             strides=tuple(s * itemsize for s in tensor.stride),
         )
-        state[name] = np.array(view)  # own, contiguous copy
+        state[name] = np.array(view, order="C")  # own, C-contiguous copy
     return state

@@ -1,0 +1,160 @@
+"""lookalike.params.validate: every bad value fails fast with a message naming the param."""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+import yaml
+
+from lookalike.params import PROJECT_ROOT, ParamsError, load_params, preprocess_spec, validate
+
+PARAMS_FILE = PROJECT_ROOT / "params.yaml"
+
+
+@pytest.fixture(scope="module")
+def real_params() -> dict:
+    return yaml.safe_load(PARAMS_FILE.read_text())
+
+
+@pytest.fixture
+def params(real_params, tmp_path) -> dict:
+    """A deep copy of params.yaml whose catalogue folder is an existing empty tmp folder."""
+    mutable = copy.deepcopy(real_params)
+    mutable["data"]["catalogue_dir"] = str(tmp_path)  # absolute: root / absolute = absolute
+    return mutable
+
+
+def set_value(params: dict, dotted: str, value) -> dict:
+    section, key = dotted.split(".")
+    params[section][key] = value
+    return params
+
+
+def raises_naming(dotted: str):
+    return pytest.raises(ParamsError, match=re.escape(dotted))
+
+
+def test_real_params_file_validates(real_params, shared_catalogue_dir):
+    assert validate(copy.deepcopy(real_params)) == real_params
+    assert load_params() == real_params
+
+
+def test_mutable_copy_validates(params):
+    assert validate(params) is params
+
+
+@pytest.mark.parametrize(("dotted", "bad"), [
+    ("backbone.name", "vgg16"),
+    ("backbone.name", "EfficientNet_Lite0"),
+    ("index.type", "annoy"),
+    ("evaluate.k", 0),
+    ("evaluate.k", -3),
+    ("evaluate.k", 2.5),
+    ("evaluate.k", True),
+    ("search.k", 0),
+    ("search.k", "5"),
+    ("subset.test_fraction", 0),
+    ("subset.test_fraction", 1),
+    ("subset.test_fraction", 1.5),
+    ("subset.test_fraction", -0.2),
+    ("subset.test_fraction", "0.2"),
+    ("subset.val_fraction", 1.0),
+    ("train.loss", "contrastive"),
+    ("train.mining", "hardest"),
+    ("backbone.resize_mode", "crop"),
+    ("model.embedding", "both"),
+    ("search.max_upload_mb", 0),
+])
+def test_bad_value_raises_naming_the_param(params, dotted, bad):
+    with raises_naming(dotted):
+        validate(set_value(params, dotted, bad))
+
+
+def test_missing_catalogue_folder_raises_naming_the_param(params, tmp_path):
+    params["data"]["catalogue_dir"] = str(tmp_path / "no-such-folder")
+    with raises_naming("data.catalogue_dir"):
+        validate(params)
+
+
+def test_catalogue_folder_is_resolved_against_root(params, tmp_path):
+    (tmp_path / "catalogue").mkdir()
+    params["data"]["catalogue_dir"] = "catalogue"
+    assert validate(params, root=tmp_path) is params
+    with raises_naming("data.catalogue_dir"):
+        validate(params, root=tmp_path / "elsewhere")
+
+
+def test_finetune_blocks_beyond_the_backbone_raise(params):
+    params["backbone"]["name"] = "efficientnet_lite0"  # 16 MBConv blocks
+    params["train"]["finetune_blocks"] = 16
+    validate(params)
+    params["train"]["finetune_blocks"] = 17
+    with raises_naming("train.finetune_blocks"):
+        validate(params)
+
+
+def test_finetune_blocks_limit_follows_the_backbone(params):
+    params["train"]["finetune_blocks"] = 17
+    params["backbone"]["name"] = "resnet50"  # 16 residual blocks
+    with raises_naming("train.finetune_blocks"):
+        validate(params)
+    params["backbone"]["name"] = "efficientnet_lite2"  # deeper: 17 is allowed
+    validate(params)
+
+
+def test_pq_m_not_dividing_embedding_dim_raises_for_ivf_pq(params):
+    params["model"]["embedding_dim"] = 256
+    params["index"]["pq_m"] = 48
+    params["index"]["type"] = "flat"
+    validate(params)  # pq_m only matters for ivf_pq
+    params["index"]["type"] = "ivf_pq"
+    with raises_naming("index.pq_m"):
+        validate(params)
+    params["index"]["pq_m"] = 32
+    validate(params)
+
+
+def test_missing_param_raises_naming_it(params):
+    del params["train"]["loss"]
+    with pytest.raises(ParamsError, match=re.escape("missing 'train.loss'")):
+        validate(params)
+
+
+def test_missing_section_raises_naming_the_param(params):
+    del params["evaluate"]
+    with raises_naming("evaluate.k"):
+        validate(params)
+
+
+def test_load_params_refuses_invalid_yaml(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("data: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(path)
+
+
+def test_load_params_refuses_a_non_mapping(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("- just\n- a list\n")
+    with pytest.raises(ParamsError, match="mapping"):
+        load_params(path)
+
+
+def test_load_params_missing_file_raises(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_preprocess_spec_follows_the_backbone(params):
+    spec = preprocess_spec(params)
+    assert (spec.image_size, spec.resize_mode, spec.normalisation) == (224, "pad", "lite")
+    params["backbone"].update(name="resnet50", resize_mode="stretch", image_size=200)
+    spec = preprocess_spec(params)
+    assert (spec.image_size, spec.resize_mode, spec.normalisation) == (200, "stretch", "caffe")
+
+
+def test_image_size_beyond_the_preprocessing_limit_raises(params):
+    with raises_naming("backbone.image_size"):
+        validate(set_value(params, "backbone.image_size", 2048))

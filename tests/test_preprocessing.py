@@ -1,0 +1,330 @@
+"""lookalike.preprocessing: decoding every image mode, normalisation, and refusing bad input."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.preprocessing import (
+    InvalidImageError,
+    PreprocessSpec,
+    augment,
+    image_to_input,
+    iter_input_batches,
+    load_image,
+    normalise,
+    preprocess,
+)
+
+RED = (255, 0, 0)
+BLUE = (0, 0, 255)
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def noise_image(width: int = 64, height: int = 48, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8), "RGB")
+
+
+def bilevel_png(width: int, height: int) -> bytes:
+    """A valid, all-black 1-bit greyscale PNG; zlib squeezes even 20000x20000 to a few tens of KB."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    compressor = zlib.compressobj(9)
+    scanline = b"\x00" * (1 + (width + 7) // 8)  # filter byte 0, then packed bits
+    rows_per_block = max(1, (1 << 20) // len(scanline))
+    parts = []
+    for start in range(0, height, rows_per_block):
+        parts.append(compressor.compress(scanline * min(rows_per_block, height - start)))
+    parts.append(compressor.flush())
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+
+
+# ---------------------------------------------------------------- modes to RGB
+
+
+def test_greyscale_becomes_equal_rgb_channels():
+    image = load_image(encode(Image.new("L", (10, 6), 100), "PNG"))
+    assert image.mode == "RGB"
+    assert image.size == (10, 6)
+    assert (pixels(image) == 100).all()
+
+
+def test_rgba_transparent_areas_become_white():
+    rgba = Image.new("RGBA", (10, 10), (0, 0, 0, 0))  # fully transparent black
+    rgba.paste((255, 0, 0, 255), (0, 0, 5, 10))  # left half opaque red
+    rgba.paste((0, 0, 0, 128), (5, 0, 10, 5))  # top-right quarter half-transparent black
+    image = pixels(load_image(encode(rgba, "PNG")))
+    assert (image[:, :5] == RED).all()
+    assert (image[5:, 5:] == 255).all()
+    assert np.abs(image[:5, 5:] - 127).max() <= 1  # 50 % black over white
+
+
+def test_greyscale_with_alpha_is_flattened_onto_white():
+    la = Image.new("LA", (4, 4), (0, 0))
+    image = pixels(load_image(encode(la, "PNG")))
+    assert (image == 255).all()
+
+
+def test_palette_image_keeps_its_colours():
+    palette_image = Image.new("P", (4, 2), 0)
+    palette_image.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette_image.paste(1, (2, 0, 4, 2))
+    image = pixels(load_image(encode(palette_image, "PNG")))
+    assert (image[:, :2] == RED).all()
+    assert (image[:, 2:] == BLUE).all()
+
+
+def test_palette_image_with_transparent_index_becomes_white_there():
+    palette_image = Image.new("P", (4, 2), 0)
+    palette_image.putpalette([255, 0, 0, 0, 0, 255] + [0] * 762)
+    palette_image.paste(1, (2, 0, 4, 2))
+    data = encode(palette_image, "PNG", transparency=1)
+    assert Image.open(io.BytesIO(data)).mode == "P"
+    image = pixels(load_image(data))
+    assert (image[:, :2] == RED).all()
+    assert (image[:, 2:] == 255).all()
+
+
+def test_cmyk_jpeg_becomes_rgb():
+    cmyk = Image.new("CMYK", (16, 16), (0, 0, 0, 0))  # no ink: white
+    cmyk.paste((0, 0, 0, 255), (0, 0, 8, 16))  # black ink on the left
+    data = encode(cmyk, "JPEG", quality=95)
+    assert Image.open(io.BytesIO(data)).mode == "CMYK"
+    image = pixels(load_image(data))
+    assert image.shape == (16, 16, 3)
+    assert image[:, :6].max() <= 10
+    assert image[:, 10:].min() >= 245
+
+
+def test_16_bit_greyscale_png_is_scaled_to_8_bits():
+    values = np.linspace(0, 65535, 64).astype(np.uint16).reshape(8, 8)
+    data = encode(Image.fromarray(values), "PNG")
+    assert Image.open(io.BytesIO(data)).mode == "I;16"
+    image = pixels(load_image(data))
+    expected = values.astype(np.float64) * 255 / 65535
+    assert np.abs(image[..., 0] - expected).max() <= 1
+    assert (image[..., 0] == image[..., 2]).all()
+
+
+def test_exif_orientation_6_is_applied():
+    stored = Image.new("RGB", (40, 20), (255, 255, 255))
+    stored.paste(RED, (0, 0, 8, 8))  # marker in the stored top-left corner
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    image = load_image(encode(stored, "JPEG", quality=95, exif=exif.tobytes()))
+    assert image.size == (20, 40)  # upright: portrait
+    upright = pixels(image)
+    assert np.abs(upright[3, 16] - RED).max() <= 30  # the marker is now top-right
+    assert upright[3, 3].min() >= 225
+    assert upright[36, 16].min() >= 225
+
+
+def test_animated_gif_uses_the_first_frame():
+    frames = [Image.new("RGB", (8, 8), RED), Image.new("RGB", (8, 8), BLUE)]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    assert Image.open(io.BytesIO(data)).n_frames == 2
+    image = pixels(load_image(data))
+    assert (image == RED).all()
+
+
+# ---------------------------------------------------------------- sources, output, resizing
+
+
+def test_path_and_bytes_give_identical_arrays(tmp_path):
+    data = encode(noise_image(), "JPEG", quality=90)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(data)
+    spec = PreprocessSpec(image_size=64)
+    from_path = preprocess(path, spec)
+    np.testing.assert_array_equal(from_path, preprocess(str(path), spec))
+    np.testing.assert_array_equal(from_path, preprocess(data, spec))
+    np.testing.assert_array_equal(from_path, preprocess(bytearray(data), spec))
+    np.testing.assert_array_equal(from_path, preprocess(memoryview(data), spec))
+
+
+@pytest.mark.parametrize("size", [32, 65, 224])
+@pytest.mark.parametrize("mode", ["pad", "stretch"])
+@pytest.mark.parametrize("normalisation", ["lite", "caffe"])
+def test_output_shape_and_dtype(size, mode, normalisation):
+    spec = PreprocessSpec(image_size=size, resize_mode=mode, normalisation=normalisation)
+    out = preprocess(encode(noise_image(50, 30), "PNG"), spec)
+    assert out.shape == (size, size, 3)
+    assert out.dtype == np.float32
+
+
+def test_pad_mode_keeps_aspect_with_white_borders():
+    wide = Image.new("RGB", (40, 20), RED)  # padded onto a 40x40 white square
+    out = image_to_input(wide, PreprocessSpec(image_size=32, resize_mode="pad", normalisation="lite"))
+    white, red = np.float32(1.0), normalise(np.array(RED, dtype=np.uint8), "lite")
+    assert (out[:6] == white).all()  # top band: rows 0-7 of 32 are padding
+    assert (out[-6:] == white).all()
+    np.testing.assert_allclose(out[12:20], np.broadcast_to(red, (8, 32, 3)), atol=0.02)
+
+
+def test_stretch_mode_fills_the_square_without_borders():
+    wide = Image.new("RGB", (40, 20), RED)
+    out = image_to_input(wide, PreprocessSpec(image_size=32, resize_mode="stretch", normalisation="lite"))
+    np.testing.assert_allclose(out, np.broadcast_to(normalise(np.array(RED, dtype=np.uint8), "lite"), out.shape),
+                               atol=1e-6)
+
+
+def test_lite_normalisation_is_x_minus_127_over_128():
+    values = np.array([[[0, 127, 255]]], dtype=np.uint8)
+    out = normalise(values, "lite")
+    assert out.dtype == np.float32
+    # (0 - 127) / 128 = -0.9921875; (127 - 127) / 128 = 0; (255 - 127) / 128 = 1.0
+    np.testing.assert_array_equal(out, np.array([[[-0.9921875, 0.0, 1.0]]], dtype=np.float32))
+
+
+def test_white_image_in_lite_normalisation_is_all_ones():
+    out = preprocess(encode(Image.new("RGB", (20, 30), (255, 255, 255)), "PNG"), PreprocessSpec(image_size=32))
+    assert (out == 1.0).all()
+
+
+def test_caffe_normalisation_is_bgr_minus_imagenet_mean():
+    out = normalise(np.array([[10, 20, 30]], dtype=np.uint8), "caffe")
+    # RGB (10, 20, 30) -> BGR (30, 20, 10) minus the BGR mean (103.939, 116.779, 123.68)
+    np.testing.assert_allclose(out, [[30 - 103.939, 20 - 116.779, 10 - 123.68]], rtol=1e-6)
+    assert out.dtype == np.float32
+
+
+def test_unknown_normalisation_raises():
+    with pytest.raises(ValueError, match="normalisation"):
+        normalise(np.zeros((1, 3), dtype=np.uint8), "torch")
+
+
+@pytest.mark.parametrize(("kwargs", "named"), [
+    ({"resize_mode": "crop"}, "resize_mode"),
+    ({"normalisation": "torch"}, "normalisation"),
+    ({"image_size": 16}, "image_size"),
+    ({"image_size": 2048}, "image_size"),
+])
+def test_preprocess_spec_rejects_bad_values(kwargs, named):
+    with pytest.raises(ValueError, match=named):
+        PreprocessSpec(**kwargs)
+
+
+# ---------------------------------------------------------------- invalid input
+
+
+def test_empty_bytes_are_refused():
+    with pytest.raises(InvalidImageError, match="empty"):
+        load_image(b"")
+
+
+def test_empty_file_is_refused(tmp_path):
+    path = tmp_path / "empty.jpg"
+    path.write_bytes(b"")
+    with pytest.raises(InvalidImageError, match="empty"):
+        load_image(path)
+
+
+def test_text_bytes_are_refused():
+    with pytest.raises(InvalidImageError, match="not an image"):
+        load_image(b"id,articleType\n1,Tshirts\n")
+
+
+def test_truncated_jpeg_is_refused():
+    data = encode(noise_image(128, 128), "JPEG", quality=90)
+    with pytest.raises(InvalidImageError, match="truncated"):
+        load_image(data[: len(data) // 2])
+
+
+def test_missing_file_is_refused(tmp_path):
+    with pytest.raises(InvalidImageError, match="not found"):
+        load_image(tmp_path / "nowhere.jpg")
+
+
+def test_bytes_over_max_bytes_are_refused():
+    data = encode(noise_image(), "PNG")
+    with pytest.raises(InvalidImageError, match="limit"):
+        load_image(data, max_bytes=len(data) - 1)
+    assert load_image(data, max_bytes=len(data)).size == (64, 48)
+
+
+def test_file_over_max_bytes_is_refused(tmp_path):
+    path = tmp_path / "big.png"
+    path.write_bytes(encode(noise_image(), "PNG"))
+    with pytest.raises(InvalidImageError, match="limit"):
+        preprocess(path, PreprocessSpec(image_size=32), max_bytes=100)
+
+
+def test_decompression_bomb_is_refused():
+    data = bilevel_png(20000, 20000)  # 400 megapixels in a few tens of KB
+    assert len(data) < 200_000
+    with pytest.raises(InvalidImageError, match="too large"):
+        load_image(data)
+
+
+def test_image_over_the_pixel_limit_is_refused():
+    data = bilevel_png(7000, 7000)  # 49 MP: under PIL's own bomb limit, over ours (40 MP)
+    with pytest.raises(InvalidImageError, match="megapixels"):
+        load_image(data)
+
+
+def test_small_bilevel_png_helper_is_a_real_image():
+    image = load_image(bilevel_png(30, 10))  # guards the PNG writer used by the two tests above
+    assert image.size == (30, 10)
+    assert (pixels(image) == 0).all()
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def test_augment_is_deterministic_for_a_seed():
+    image = noise_image(80, 60)
+    first = np.asarray(augment(image, np.random.default_rng(7)))
+    second = np.asarray(augment(image, np.random.default_rng(7)))
+    np.testing.assert_array_equal(first, second)
+
+
+def test_augment_differs_between_seeds():
+    image = noise_image(80, 60)
+    views = [np.asarray(augment(image, np.random.default_rng(seed))) for seed in range(4)]
+    assert any(view.shape != views[0].shape or not np.array_equal(view, views[0]) for view in views[1:])
+
+
+def test_augment_crops_to_at_least_80_percent():
+    image = noise_image(100, 50)
+    for seed in range(10):
+        width, height = augment(image, np.random.default_rng(seed)).size
+        assert 80 <= width <= 100
+        assert 40 <= height <= 50
+
+
+def test_iter_input_batches_are_independent_of_batch_size(tmp_path):
+    paths = []
+    for i in range(5):
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(encode(noise_image(40, 30, seed=i), "PNG"))
+        paths.append(str(path))
+    spec = PreprocessSpec(image_size=32)
+    by_two = np.concatenate(list(iter_input_batches(paths, spec, batch_size=2, augment_seed=3)))
+    by_five = np.concatenate(list(iter_input_batches(paths, spec, batch_size=5, augment_seed=3, workers=1)))
+    assert by_two.shape == (5, 32, 32, 3)
+    np.testing.assert_array_equal(by_two, by_five)
+    plain = np.concatenate(list(iter_input_batches(paths, spec, batch_size=2)))
+    np.testing.assert_array_equal(plain[1], preprocess(paths[1], spec))
+
+
+def test_dark_16_bit_greyscale_png_stays_dark():
+    data = encode(Image.fromarray(np.full((4, 4), 200, dtype=np.uint16)), "PNG")  # 200/65535: nearly black
+    assert Image.open(io.BytesIO(data)).mode == "I;16"
+    assert pixels(load_image(data)).max() <= 1
