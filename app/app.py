@@ -1,0 +1,354 @@
+"""Lookalike: the shopper page. Find catalogue products that look like a photo or like another product.
+
+Start it from the repository root with ``streamlit run app/app.py`` (see docs/app.md).
+The model, embeddings and index are loaded once per process (st.cache_resource) and
+shared by every visitor; each interaction only embeds (for an upload) and searches.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+APP_DIR = Path(__file__).resolve().parent
+ROOT = APP_DIR.parent
+for _path in (str(APP_DIR), str(ROOT)):  # `streamlit run` puts only app/ on sys.path; lookalike lives in ROOT
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+import streamlit as st  # noqa: E402
+from streamlit import config as st_config  # noqa: E402
+from streamlit.delta_generator import DeltaGenerator  # noqa: E402
+from streamlit.runtime.uploaded_file_manager import UploadedFile  # noqa: E402
+
+from lookalike.artifacts import ArtifactMismatchError  # noqa: E402
+from lookalike.preprocessing import InvalidImageError, load_image  # noqa: E402
+from lookalike.search import FILTER_COLUMNS, Match, Searcher, SearchResponse  # noqa: E402
+
+# isort: split
+from page_logic import (  # noqa: E402  (app/, beside this script)
+    ARTIFACTS_ENV,
+    BUILD_COMMAND,
+    FILTER_LABELS,
+    MAX_K,
+    UPLOAD_TYPES,
+    ArtifactInfo,
+    PageSettings,
+    artifact_info,
+    artifacts_dir,
+    describe,
+    diagnose_artifacts,
+    display_name,
+    escape_markdown,
+    item_label,
+    metrics_path,
+    page_count,
+    read_settings,
+)
+
+log = logging.getLogger("lookalike.app")
+T = TypeVar("T")
+
+RESULT_COLUMNS = 5
+BROWSE_COLUMNS = 8
+BROWSE_ROWS = 2
+PREVIEW_SIDE = 480  # the uploaded photo is shown downsized: a 40 MP original would only slow the page
+
+
+@st.cache_resource(show_spinner="Loading the catalogue and the lookalike model…")
+def load_searcher(folder: str, max_bytes: int) -> Searcher:
+    """Once per process and folder: every session and rerun shares the model, embeddings and index."""
+    return Searcher.load(folder, root=ROOT, max_bytes=max_bytes)
+
+
+@st.cache_resource(show_spinner=False)
+def catalogue_view(folder: str, max_bytes: int, _searcher: Searcher) -> tuple[dict[int, str], dict[str, list[str]]]:
+    """Picker labels (id -> 'id · name') and filter choices, computed once per loaded searcher."""
+    items = _searcher.items
+    labels = {int(i): item_label(int(i), display_name({"productDisplayName": n}))
+              for i, n in zip(items["id"], items["productDisplayName"], strict=True)}
+    options = {c: sorted(str(v) for v in items[c].dropna().unique()) for c in FILTER_COLUMNS if c in items}
+    return labels, options
+
+
+# --- state changes (widget callbacks run before the script, so the page renders the new query at once) ---
+
+def choose_item(item_id: int) -> None:
+    """Make a catalogue item the query: 'more like this', the product picker and the browse grid all land here."""
+    st.session_state["query"] = {"kind": "item", "id": int(item_id)}
+
+
+def choose_picked() -> None:
+    """The picker's on_change: a newly picked product becomes the query."""
+    picked = st.session_state.get("pick")
+    if picked is not None:
+        choose_item(picked)
+
+
+def choose_upload() -> None:
+    """Back to the photo still in the uploader after wandering off through 'more like this'."""
+    uploaded = st.session_state.get("upload")
+    if isinstance(uploaded, UploadedFile):
+        st.session_state["query"] = {"kind": "upload", "file_id": uploaded.file_id}
+
+
+def clear_filters() -> None:
+    """One click instead of four; runs before the multiselects exist, so their state may be set."""
+    for column in FILTER_COLUMNS:
+        st.session_state[f"filter_{column}"] = []
+
+
+# --- page sections ---
+
+def artifacts_problem_page(folder: Path, error: Exception) -> None:
+    """A readable stop page instead of a traceback: which folder, what is wrong, and the command that fixes it."""
+    kind = diagnose_artifacts(folder)
+    st.title("Lookalike")
+    st.error(f"**Search is unavailable: the search artifacts are {kind}.**\n\n{escape_markdown(str(error))}",
+             icon=":material/error:")
+    st.markdown(f"The page reads its artifacts from `{folder}`. Build them from the repository root with:")
+    st.code(BUILD_COMMAND, language="bash")
+    st.caption(f"Then reload this page. To use another folder, set the environment variable `{ARTIFACTS_ENV}`.")
+    st.stop()
+
+
+def sidebar(settings: PageSettings, options: dict[str, list[str]], info: ArtifactInfo) -> tuple[int, dict]:
+    """K, the filters and the facts about the model in use; returns (k, filters)."""
+    with st.sidebar:
+        st.header("Refine")
+        k = st.slider("Results to show", 1, MAX_K, settings.default_k, key="k")
+        filters = {column: st.multiselect(FILTER_LABELS.get(column, column), options.get(column, []),
+                                          key=f"filter_{column}", placeholder="Any")
+                   for column in FILTER_COLUMNS}
+        if any(filters.values()):
+            st.button("Clear filters", key="clear_filters", on_click=clear_filters, icon=":material/filter_alt_off:")
+        st.divider()
+        st.subheader("About the search")
+        precision = "not available" if info.precision_at_5 is None else f"{info.precision_at_5:.1%}"
+        st.markdown(
+            f"- Catalogue: **{info.items:,}** products\n"
+            f"- Model `{info.model_hash}` ({info.backbone})\n"
+            f"- Index `{info.index_hash}` ({info.index_type})\n"
+            f"- Built {info.created}\n"
+            f"- Test precision@5: **{precision}**",
+            help="First 12 characters of the model and index sha256 in artifacts/manifest.json; precision@5 is "
+                 "the share of the top 5 results with the query's product type, on held-out test photos.",
+        )
+    return k, filters
+
+
+def upload_tab(settings: PageSettings, widget_mb: int) -> UploadedFile | None:
+    """The photo uploader; a newly uploaded file becomes the query."""
+    uploaded = st.file_uploader(
+        "Upload a photo of something you like", type=list(UPLOAD_TYPES), key="upload", max_upload_size=widget_mb,
+        help=f"JPEG, PNG, WebP, BMP or GIF (first frame), up to {settings.max_upload_mb:g} MB.")
+    current = uploaded.file_id if isinstance(uploaded, UploadedFile) else None
+    if current != st.session_state.get("seen_upload"):  # a new file (or a removed one) since the last run
+        st.session_state["seen_upload"] = current
+        if current is not None:
+            st.session_state["query"] = {"kind": "upload", "file_id": current}
+        elif (st.session_state.get("query") or {}).get("kind") == "upload":
+            st.session_state["query"] = None
+    query = st.session_state.get("query") or {}
+    if current is not None and query.get("kind") != "upload":
+        st.button("Search with this photo again", key="search_photo_again", on_click=choose_upload,
+                  icon=":material/image_search:")
+    return uploaded if isinstance(uploaded, UploadedFile) else None
+
+
+def find_tab(labels: dict[int, str]) -> None:
+    """Pick a product by id or name; the select box filters as you type."""
+    st.selectbox("Product", list(labels), index=None, format_func=labels.get, key="pick", on_change=choose_picked,
+                 placeholder="Type a product id or part of its name…")
+    picked = st.session_state.get("pick")
+    query = st.session_state.get("query") or {}
+    if picked is not None and query != {"kind": "item", "id": int(picked)}:
+        st.button("Show related products", key="show_picked", on_click=choose_item, args=(int(picked),),
+                  icon=":material/search:")
+
+
+def browse_tab(searcher: Searcher, filters: dict) -> None:
+    """A page of catalogue products (respecting the filters), each one click away from its related products."""
+    allowed = searcher.allowed_rows(filters)
+    rows = list(range(len(searcher.items))) if allowed is None else [int(r) for r in allowed]
+    if not rows:
+        st.info("No products match your filters. Clear some in the sidebar.", icon=":material/filter_alt_off:")
+        return
+    per_page = BROWSE_COLUMNS * BROWSE_ROWS
+    pages = page_count(len(rows), per_page)
+    st.caption(f"{len(rows):,} products" + (" match your filters" if allowed is not None else "") +
+               ". Pick one to see related products.")
+    grid = st.container(key="browse")
+    page = st.pagination(pages, key=f"browse_page_{pages}", max_visible_pages=7)  # new count, back to page 1
+    start = (min(max(int(page), 1), pages) - 1) * per_page
+    with grid:
+        for column, row in in_grid(rows[start:start + per_page], BROWSE_COLUMNS):
+            item = searcher.items.iloc[row]
+            item_id, name = int(item["id"]), display_name({"productDisplayName": item["productDisplayName"]})
+            with column:
+                product_image(searcher.resolve_path(row), name)
+                st.caption(name)
+                st.button("Related", key=f"browse-{item_id}", on_click=choose_item, args=(item_id,),
+                          width="stretch", help=f"Products that look like {name}")
+
+
+def in_grid(things: Sequence[T], columns: int) -> Iterator[tuple[DeltaGenerator, T]]:
+    """Lay things out row by row in equal columns; a short last row keeps the same card width."""
+    for start in range(0, len(things), columns):
+        yield from zip(st.columns(columns), things[start:start + columns], strict=False)
+
+
+def product_image(path: Path | str, name: str) -> None:
+    """A catalogue photo, or a quiet placeholder if the shared image folder is not there."""
+    if Path(path).is_file():
+        st.image(str(path), width="stretch", alt=name)
+    else:
+        st.markdown(":material/image_not_supported: *photo unavailable*")
+
+
+def result_card(match: Match) -> None:
+    """One result: photo, name, type/colour/gender, similarity and the way on ('more like this')."""
+    name = display_name(match.metadata)
+    with st.container(key=f"result-{match.rank}", border=True):
+        product_image(match.image_path, name)
+        st.markdown(f"**{escape_markdown(name)}**")
+        st.caption(f"{describe(match.metadata)} · #{match.id}")
+        st.progress(min(max(match.score, 0.0), 1.0), text=f"Similarity {match.score:.2f}")
+        st.button("More like this", key=f"more-{match.id}", on_click=choose_item, args=(match.id,),
+                  width="stretch", icon=":material/search:")
+
+
+def results_section(searcher: Searcher, response: SearchResponse, k: int, filters: dict,
+                    exclude_item: int | None) -> None:
+    """The grid of the top K; says so when the filters leave fewer than K candidates."""
+    active = {c: v for c, v in filters.items() if v}
+    if active:
+        allowed = searcher.allowed_rows(active)
+        candidates = len(allowed) - int(exclude_item is not None and searcher.row_of(exclude_item) in set(allowed))
+        chosen = " · ".join(", ".join(values) for values in active.values())
+        if candidates == 0:
+            st.warning(f"No products match your filters ({chosen}). Clear some in the sidebar.",
+                       icon=":material/filter_alt_off:")
+            return
+        if candidates < k:
+            st.warning(f"Only {candidates} products match your filters ({chosen}), so you see {candidates} "
+                       f"instead of {k}.", icon=":material/info:")
+        else:
+            st.caption(f"Top {k} of {candidates:,} products matching: {chosen}")
+    with st.container(key="results"):
+        for column, match in in_grid(response.matches, RESULT_COLUMNS):
+            with column:
+                result_card(match)
+
+
+def timing_line(response: SearchResponse, embedded: bool) -> str:
+    """Query time as shoppers (and whoever tunes the index) read it; a catalogue item needs no embedding."""
+    embed = f"embedding {response.embed_ms:.0f} ms" if embedded else "embedding precomputed"
+    return f"Query time {response.total_ms:.0f} ms ({embed}, search {response.search_ms:.1f} ms)"
+
+
+def upload_query(searcher: Searcher, uploaded: UploadedFile | None, k: int, filters: dict) -> None:
+    """Search with the uploaded photo; a bad file gets the reason on the page and nothing else changes."""
+    if uploaded is None:
+        return
+    data = uploaded.getvalue()
+    try:
+        preview = load_image(data, max_bytes=searcher.max_bytes)
+        response = searcher.search(data, k, filters)
+    except InvalidImageError as error:
+        st.error(f"**We couldn't use {escape_markdown(uploaded.name)}:** {escape_markdown(str(error))}.\n\n"
+                 "Please try another photo.", icon=":material/broken_image:")
+        return
+    preview.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
+    query_column, info_column = st.columns([1, 4], gap="large")
+    with query_column:
+        with st.container(key="query-photo", border=True):
+            st.image(preview, width="stretch", alt="Your photo")
+            st.caption("Your photo")
+    with info_column:
+        st.subheader("Lookalikes from the catalogue")
+        st.markdown(f"Products that look like **{escape_markdown(uploaded.name)}**.")
+        st.caption(timing_line(response, embedded=True))
+    results_section(searcher, response, k, filters, exclude_item=None)
+
+
+def item_query(searcher: Searcher, item_id: int, k: int, filters: dict) -> None:
+    """Related products for a catalogue item (never the item itself)."""
+    try:
+        row = searcher.row_of(item_id)
+    except KeyError:
+        st.error(f"There is no product #{item_id} in the catalogue.", icon=":material/error:")
+        return
+    response = searcher.similar_items(item_id, k, filters)
+    item = searcher.items.iloc[row]
+    metadata = {c: str(item[c]) for c in ("productDisplayName", "articleType", "baseColour", "gender")}
+    name = display_name(metadata)
+    query_column, info_column = st.columns([1, 4], gap="large")
+    with query_column:
+        with st.container(key="query-item", border=True):
+            product_image(searcher.resolve_path(row), name)
+            st.caption(f"{describe(metadata)} · #{item_id}")
+    with info_column:
+        st.subheader("Related products")
+        st.markdown(f"More like **{escape_markdown(name)}**.")
+        st.caption(timing_line(response, embedded=False))
+    results_section(searcher, response, k, filters, exclude_item=item_id)
+
+
+@st.cache_resource(show_spinner=False)
+def upload_cap_mb(server_mb: int, widget_mb: int) -> int:
+    """The uploader's cap: never above what the server accepts, which would fail without our message.
+
+    Cached so the mismatch warning is logged once per process, not on every rerun.
+    """
+    if server_mb < widget_mb:
+        log.warning("server.maxUploadSize is %s MB but search.max_upload_mb in params.yaml allows %s MB: "
+                    "uploads are capped at %s MB (see docs/app.md)", server_mb, widget_mb, server_mb)
+    return min(server_mb, widget_mb)
+
+
+def main() -> None:
+    """Settings and artifacts first (a stop page if they are broken), then sidebar, the three inputs, results."""
+    st.set_page_config(page_title="Lookalike · find similar products", page_icon="👗", layout="wide")
+    settings = read_settings()
+    folder = artifacts_dir()
+    try:
+        searcher = load_searcher(str(folder), settings.max_bytes)
+    except (ArtifactMismatchError, OSError, ValueError, KeyError) as error:
+        artifacts_problem_page(folder, error)
+        return
+    labels, options = catalogue_view(str(folder), settings.max_bytes, searcher)
+    info = artifact_info(searcher.manifest, metrics_path(folder))
+
+    widget_mb = upload_cap_mb(int(st_config.get_option("server.maxUploadSize")), settings.widget_max_mb)
+
+    k, filters = sidebar(settings, options, info)
+    st.title("Lookalike")
+    st.caption("Find products in our catalogue that look like a photo you have, or like a product you already "
+               "love. Use the sidebar to narrow the results.")
+    st.session_state.setdefault("query", None)
+    photo_tab, pick_tab, grid_tab = st.tabs([":material/photo_camera: Upload a photo",
+                                             ":material/search: Find a product",
+                                             ":material/grid_view: Browse the catalogue"])
+    with photo_tab:
+        uploaded = upload_tab(settings, widget_mb)
+    with pick_tab:
+        find_tab(labels)
+    with grid_tab:
+        browse_tab(searcher, filters)
+
+    st.divider()
+    query = st.session_state.get("query")
+    if not query:
+        st.info("Upload a photo, pick a product or browse the catalogue to see lookalikes here.",
+                icon=":material/checkroom:")
+    elif query["kind"] == "upload":
+        upload_query(searcher, uploaded, k, filters)
+    else:
+        item_query(searcher, int(query["id"]), k, filters)
+
+
+main()
