@@ -221,13 +221,11 @@ def result_card(match: Match) -> None:
                   width="stretch", icon=":material/search:")
 
 
-def results_section(searcher: Searcher, response: SearchResponse, k: int, filters: dict,
-                    exclude_item: int | None) -> None:
+def results_section(response: SearchResponse, k: int, filters: dict) -> None:
     """The grid of the top K; says so when the filters leave fewer than K candidates."""
     active = {c: v for c, v in filters.items() if v}
     if active:
-        allowed = searcher.allowed_rows(active)
-        candidates = len(allowed) - int(exclude_item is not None and searcher.row_of(exclude_item) in set(allowed))
+        candidates = response.candidates
         chosen = " · ".join(", ".join(values) for values in active.values())
         if candidates == 0:
             st.warning(f"No products match your filters ({chosen}). Clear some in the sidebar.",
@@ -272,30 +270,29 @@ def upload_query(searcher: Searcher, uploaded: UploadedFile | None, k: int, filt
         st.subheader("Lookalikes from the catalogue")
         st.markdown(f"Products that look like **{escape_markdown(uploaded.name)}**.")
         st.caption(timing_line(response, embedded=True))
-    results_section(searcher, response, k, filters, exclude_item=None)
+    results_section(response, k, filters)
 
 
 def item_query(searcher: Searcher, item_id: int, k: int, filters: dict) -> None:
     """Related products for a catalogue item (never the item itself)."""
     try:
-        row = searcher.row_of(item_id)
+        item = searcher.item(item_id)
     except KeyError:
         st.error(f"There is no product #{item_id} in the catalogue.", icon=":material/error:")
         return
     response = searcher.similar_items(item_id, k, filters)
-    item = searcher.items.iloc[row]
-    metadata = {c: str(item[c]) for c in ("productDisplayName", "articleType", "baseColour", "gender")}
+    metadata = item.metadata
     name = display_name(metadata)
     query_column, info_column = st.columns([1, 4], gap="large")
     with query_column:
         with st.container(key="query-item", border=True):
-            product_image(searcher.resolve_path(row), name)
+            product_image(item.image_path, name)
             st.caption(f"{describe(metadata)} · #{item_id}")
     with info_column:
         st.subheader("Related products")
         st.markdown(f"More like **{escape_markdown(name)}**.")
         st.caption(timing_line(response, embedded=False))
-    results_section(searcher, response, k, filters, exclude_item=item_id)
+    results_section(response, k, filters)
 
 
 @st.cache_resource(show_spinner=False)

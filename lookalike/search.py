@@ -48,7 +48,7 @@ class SearchResponse:
     embed_ms: float = 0.0
     search_ms: float = 0.0
     total_ms: float = 0.0
-    filtered_out: int = 0  # catalogue items the filters excluded
+    candidates: int = 0  # catalogue items that could be returned: passing the filters, not excluded
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,6 +118,15 @@ class Searcher:
         except (KeyError, ValueError, TypeError):
             raise KeyError(f"no catalogue item with id {item_id!r}") from None
 
+    def metadata(self, row: int) -> dict[str, str]:
+        """Display fields of the item at ``row`` (text as in styles.csv; "NA" stays "NA")."""
+        return {c: str(self.items[c].iat[row]) for c in METADATA_COLUMNS if c in self.items}
+
+    def item(self, item_id: int) -> Match:
+        """One catalogue item as a rank-0 match with score 1: its id, image path and metadata."""
+        row = self.row_of(item_id)
+        return Match(0, int(item_id), 1.0, str(self.resolve_path(row)), self.metadata(row))
+
     def embed_image(self, source: ImageSource) -> np.ndarray:
         """float32 (dim,) unit embedding of a path or image bytes."""
         return self.model(preprocess(source, self.spec, self.max_bytes)[None])[0]
@@ -141,24 +150,23 @@ class Searcher:
             raise ValueError("k must be at least 1")
         started = time.perf_counter()
         allowed = self.allowed_rows(filters)
-        excluded = set(int(r) for r in exclude_rows)
+        excluded = {int(r) for r in exclude_rows}
         if allowed is not None and excluded:
             allowed = np.setdiff1d(allowed, np.fromiter(excluded, dtype=np.int64))
-        if allowed is not None and len(allowed) == 0:
-            return SearchResponse([], filtered_out=len(self.items))
+        candidates = len(self.items) - len(excluded) if allowed is None else len(allowed)
+        if candidates == 0:
+            return SearchResponse([], candidates=0)
         depth = k + (len(excluded) if allowed is None else 0)
         scores, rows = search(self.index, vector[None], depth, allowed)
         matches = []
         for score, row in zip(scores[0], rows[0], strict=False):
             if row < 0 or int(row) in excluded:
                 continue
-            item = self.items.iloc[int(row)]
-            matches.append(Match(len(matches) + 1, int(item["id"]), float(score), str(self.resolve_path(int(row))),
-                                 {c: str(item[c]) for c in METADATA_COLUMNS if c in item}))
+            matches.append(Match(len(matches) + 1, int(self.items["id"].iat[int(row)]), float(score),
+                                 str(self.resolve_path(int(row))), self.metadata(int(row))))
             if len(matches) == k:
                 break
-        filtered_out = 0 if allowed is None else len(self.items) - len(allowed) - len(excluded)
-        return SearchResponse(matches, search_ms=(time.perf_counter() - started) * 1e3, filtered_out=filtered_out)
+        return SearchResponse(matches, search_ms=(time.perf_counter() - started) * 1e3, candidates=candidates)
 
     def search(self, source: ImageSource, k: int = 5, filters: dict | None = None) -> SearchResponse:
         """The k catalogue items most similar to an image (path or bytes)."""

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Set up (if needed) and run the whole test suite: lint, unit, pipeline, app and browser tests.
+# Set up (if needed) and run every test: lint, unit, pipeline, page (AppTest) and browser tests.
+# The page tests use the pinned artifacts, so the default pipeline runs first (a no-op when up to date).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --dev
-.venv/bin/ruff check .
-.venv/bin/python -m pytest "$@"
+export PATH="$PWD/.venv/bin:$PATH"
+ruff check .
+dvc repro
+python -m pytest "$@"
