@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +21,9 @@ from typing import Any
 import numpy as np
 
 MANIFEST_FILES = ("model", "embeddings", "image_paths", "items", "index")
+# Test hook: "kill-before-rename:<file name>" makes the process SIGKILL itself after writing that
+# file's temporary copy and before the rename, the worst moment for an interruption.
+FAILPOINT_ENV = "LOOKALIKE_FAILPOINT"
 
 
 class ArtifactMismatchError(RuntimeError):
@@ -31,6 +35,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp*"):  # left by a killed earlier run
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -39,6 +45,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; outputs should read like any file
     try:
         yield tmp_path
+        if os.environ.get(FAILPOINT_ENV) == f"kill-before-rename:{path.name}":
+            os.kill(os.getpid(), signal.SIGKILL)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)

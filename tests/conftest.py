@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,3 +30,68 @@ def shared_catalogue_dir() -> Path:
             pytrace=False,
         )
     return SHARED_DATA
+
+
+# --------------------------------------------------------------------------------------
+# Pipeline fixture: the six DVC stages on a 60-image slice, in a scratch project
+# --------------------------------------------------------------------------------------
+
+REPO = REPO_ROOT
+SHARED = SHARED_DATA
+STAGES = ("sample_subset", "features", "train", "embed", "index", "evaluate")
+SLICE_LABELS = ("Tshirts", "Casual Shoes", "Watches", "Handbags", "Sunglasses", "Kurtas")
+PER_LABEL = 10
+
+
+def _make_slice(folder: Path) -> None:
+    """A Kaggle-layout catalogue of 10 images for each of 6 labels, plus the CSV quirks."""
+    lines = (SHARED / "styles.csv").read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    picked, per_label = [header], dict.fromkeys(SLICE_LABELS, 0)
+    (folder / "images").mkdir(parents=True)
+    for line in rows:
+        fields = line.split(",", 9)
+        label, image = fields[4], SHARED / "images" / f"{fields[0]}.jpg"
+        if label in per_label and per_label[label] < PER_LABEL and image.is_file():
+            per_label[label] += 1
+            picked.append(line)
+            shutil.copy(image, folder / "images" / image.name)
+    picked.append("999999999,Men,Apparel,Topwear,Tshirts,Blue,Summer,2012,Casual,Row, with no image")
+    (folder / "styles.csv").write_text("\n".join(picked) + "\n")
+
+
+def run(args: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+def ran_stages(output: str) -> set[str]:
+    return {stage for stage in STAGES if f"Running stage '{stage}'" in output}
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scratch copy of the project with small params, after one `dvc repro`."""
+    if not SHARED.is_dir():
+        pytest.fail(f"the shared sample is missing: {SHARED}")
+    root = tmp_path_factory.mktemp("project")
+    for name in ("lookalike", "stages"):
+        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    catalogue = root.parent / "catalogue"
+    _make_slice(catalogue)
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["catalogue_dir"] = str(catalogue)
+    params["subset"].update(size=60, min_per_class=5, test_fraction=0.2, val_fraction=0.15)
+    params["backbone"]["image_size"] = 96
+    params["features"].update(batch_size=16, augmented_views=1)
+    params["train"].update(steps=60, eval_every=20, classes_per_batch=4, images_per_class=4)
+    params["mlflow"]["tracking_uri"] = f"sqlite:///{root / 'mlflow.db'}"
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], root)
+    run(["dvc", "init", "-q"], root)
+    output = run(["dvc", "repro"], root)
+    assert ran_stages(output) == set(STAGES), output[-3000:]
+    return root

@@ -1,0 +1,224 @@
+"""Nothing breaks, nothing is lost: bad inputs, mismatched artifacts, killed stages, concurrent calls.
+
+Runs against the scratch pipeline project of conftest.py (60 images), never the
+repository's own artifacts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+from conftest import STAGES, ran_stages, run
+from PIL import Image
+
+from lookalike.artifacts import FAILPOINT_ENV, ArtifactMismatchError
+from lookalike.preprocessing import InvalidImageError
+from lookalike.search import Searcher
+
+MAX_BYTES = 2_000_000
+
+
+def _encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _photo() -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (80, 60, 3), dtype=np.uint8), "RGB")
+
+
+def _rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    return _encode(_photo(), "JPEG", exif=exif)
+
+
+def _animated_gif() -> bytes:
+    frames = [Image.new("RGB", (40, 40), colour) for colour in ("red", "green", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return buffer.getvalue()
+
+
+def _bomb_png() -> bytes:
+    return _encode(Image.new("1", (20000, 20000)), "PNG")  # 400 megapixels in a few kilobytes
+
+
+# name -> (bytes, whether the API answers it); every other case must raise InvalidImageError
+CORPUS: dict[str, tuple[bytes, bool]] = {
+    "empty file": (b"", False),
+    "text renamed .jpg": (b"this is not an image, just text\n" * 20, False),
+    "truncated JPEG": (_encode(_photo(), "JPEG")[:300], False),
+    "corrupt PNG": (_encode(_photo(), "PNG")[:60] + b"\x00garbage" * 40, False),
+    "CMYK JPEG": (_encode(_photo().convert("CMYK"), "JPEG"), True),
+    "16-bit PNG": (_encode(Image.fromarray(np.full((64, 48), 40000, np.uint16)), "PNG"), True),
+    "RGBA PNG": (_encode(Image.new("RGBA", (50, 70), (10, 200, 30, 90)), "PNG"), True),
+    "animated GIF": (_animated_gif(), True),
+    "EXIF-rotated JPEG": (_rotated_jpeg(), True),
+    "1x1 image": (_encode(Image.new("RGB", (1, 1), "white"), "PNG"), True),
+    "20000x20000 image (decompression bomb)": (_bomb_png(), False),
+    "over the size cap": (b"\xff\xd8\xff\xe0" + bytes(MAX_BYTES + 10), False),
+    "PDF": (b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n", False),
+    "HEIC": (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200), False),
+}
+
+
+def _tree_digest(folder: Path, skip_temporary: bool = False) -> dict[str, str]:
+    """sha256 per file; optionally without the ".<name>.*.tmp*" copies a killed writer leaves behind."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not (skip_temporary and ".tmp" in p.name)}
+
+
+@pytest.fixture(scope="module")
+def searcher(tiny_project: Path) -> Searcher:
+    return Searcher.load(tiny_project / "artifacts", root=tiny_project, max_bytes=MAX_BYTES)
+
+
+@pytest.mark.parametrize("case", list(CORPUS))
+def test_bad_input_corpus_answers_or_raises_one_readable_error(searcher: Searcher, tiny_project: Path,
+                                                               tmp_path: Path, case: str) -> None:
+    data, answers = CORPUS[case]
+    before = _tree_digest(tiny_project / "artifacts")
+    cwd_before = sorted(os.listdir(tmp_path))
+    os.chdir(tmp_path)
+    try:
+        if answers:
+            response = searcher.search(data, k=3)
+            assert len(response.matches) == 3
+        else:
+            with pytest.raises(InvalidImageError) as caught:
+                searcher.search(data, k=3)
+            message = str(caught.value)
+            assert 10 < len(message) < 300 and "Traceback" not in message
+        good = searcher.search(searcher.resolve_path(0), k=3)  # the next query is served as usual
+        assert good.matches[0].id == int(searcher.items["id"].iat[0])
+    finally:
+        os.chdir(tiny_project)
+    assert _tree_digest(tiny_project / "artifacts") == before
+    assert sorted(os.listdir(tmp_path)) == cwd_before
+
+
+def _copy_artifacts(tiny_project: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "artifacts"
+    shutil.copytree(tiny_project / "artifacts", target)
+    return target
+
+
+@pytest.mark.parametrize("name", ["model.keras", "embeddings.npy", "image_paths.npy", "items.csv", "faiss.index"])
+def test_searcher_refuses_a_changed_artifact_and_names_it(tiny_project: Path, tmp_path: Path, name: str) -> None:
+    artifacts = _copy_artifacts(tiny_project, tmp_path)
+    with (artifacts / name).open("ab") as stream:
+        stream.write(b"\0")
+    with pytest.raises(ArtifactMismatchError, match=name.replace(".", r"\.")):
+        Searcher.load(artifacts, root=tiny_project)
+
+
+def test_searcher_refuses_artifacts_that_disagree_even_with_a_consistent_manifest(tiny_project: Path,
+                                                                                  tmp_path: Path) -> None:
+    from lookalike.artifacts import sha256_file
+
+    artifacts = _copy_artifacts(tiny_project, tmp_path)
+    np.save(artifacts / "embeddings.npy", np.load(artifacts / "embeddings.npy")[:-1])  # one row short
+    manifest = json.loads((artifacts / "manifest.json").read_text())
+    manifest["files"]["embeddings"]["sha256"] = sha256_file(artifacts / "embeddings.npy")
+    (artifacts / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactMismatchError, match="embeddings rows is 59 but the manifest says 60"):
+        Searcher.load(artifacts, root=tiny_project)
+
+
+def _stage_env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+@pytest.mark.parametrize(("stage", "output"), [("train", "model.keras"), ("index", "faiss.index"),
+                                               ("embed", "embeddings.npy")])
+def test_a_stage_killed_before_its_rename_leaves_the_previous_artifacts_whole(
+    tiny_project: Path, tmp_path: Path, stage: str, output: str
+) -> None:
+    project = tmp_path / "copy"
+    shutil.copytree(tiny_project, project, symlinks=True)
+    before = _tree_digest(project / "artifacts")
+    result = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=project, capture_output=True,
+                            env={**_stage_env(), FAILPOINT_ENV: f"kill-before-rename:{output}"}, timeout=600)
+    assert result.returncode == -signal.SIGKILL
+    assert _tree_digest(project / "artifacts", skip_temporary=True) == before
+    Searcher.load(project / "artifacts", root=project)  # still loadable
+    assert "didn't change" in run(["dvc", "status"], project) or "up to date" in run(["dvc", "status"], project)
+    run([sys.executable, "-m", f"stages.{stage}"], project)  # the next run completes and clears the leftovers
+    assert not [p for p in (project / "artifacts").iterdir() if ".tmp" in p.name]
+
+
+def test_a_stage_killed_mid_run_leaves_the_previous_artifacts_whole(tiny_project: Path, tmp_path: Path) -> None:
+    project = tmp_path / "copy"
+    shutil.copytree(tiny_project, project, symlinks=True)
+    before = _tree_digest(project / "artifacts")
+    process = subprocess.Popen([sys.executable, "-m", "stages.features"], cwd=project, env=_stage_env(),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:  # kill once it is computing, whatever the machine's speed
+        if "backbone features" in line:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    assert _tree_digest(project / "artifacts", skip_temporary=True) == before
+    Searcher.load(project / "artifacts", root=project)
+
+
+def test_concurrent_searches_give_exactly_the_sequential_results(searcher: Searcher) -> None:
+    paths = [searcher.resolve_path(row) for row in range(len(searcher.items))]
+    queries = [paths[i % len(paths)] for i in range(100)]
+
+    def answer(path: Path) -> list[tuple[int, float]]:
+        return [(m.id, round(m.score, 5)) for m in searcher.search(path, k=5).matches]
+
+    expected = [answer(path) for path in queries]
+    results: dict[int, list] = {}
+    errors: list[BaseException] = []
+
+    def worker(thread: int) -> None:
+        try:
+            results[thread] = [answer(path) for path in queries]
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert all(results[t] == expected for t in range(8))
+
+
+def test_resident_memory_stays_flat_over_1000_queries(searcher: Searcher) -> None:
+    data = [searcher.resolve_path(row).read_bytes() for row in range(len(searcher.items))]
+    for payload in data[:50]:  # warm-up: traces, allocator pools
+        searcher.search(payload, k=5)
+    process = psutil.Process()
+    start = process.memory_info().rss
+    for i in range(1000):
+        searcher.search(data[i % len(data)], k=5)
+    growth_mb = (process.memory_info().rss - start) / 2**20
+    assert growth_mb < 40, f"resident memory grew by {growth_mb:.1f} MB over 1000 queries"
+
+
+def test_two_forced_runs_give_identical_metrics(tiny_project: Path, tmp_path: Path) -> None:
+    project = tmp_path / "copy"
+    shutil.copytree(tiny_project, project, symlinks=True)
+    first = json.loads((project / "metrics/metrics.json").read_text())
+    assert ran_stages(run(["dvc", "repro", "--force"], project)) == set(STAGES)
+    assert json.loads((project / "metrics/metrics.json").read_text()) == first
