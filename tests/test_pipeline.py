@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import PER_LABEL, SLICE_LABELS, STAGES, ran_stages, run
+from conftest import PER_LABEL, SLICE_LABELS, ran_stages, run
+
 
 def test_every_output_exists_and_agrees(tiny_project: Path) -> None:
     artifacts = tiny_project / "artifacts"
