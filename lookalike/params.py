@@ -79,6 +79,7 @@ def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
     _int_at_least(params, "train.steps", 1)
     _int_at_least(params, "train.eval_every", 1)
     _int_at_least(params, "train.patience", 1)
+    _choice(params, "train.selection", ("map_at_r", "no_regression"))
     _int_at_least(params, "train.finetune_blocks", 0)
     _int_at_least(params, "train.finetune_steps", 0)
     blocks = backbone_info(params["backbone"]["name"]).num_blocks

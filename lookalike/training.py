@@ -20,6 +20,7 @@ from lookalike.metrics import evaluate_retrieval
 from lookalike.model import build_head
 
 SELECTION_METRIC = "map_at_r"
+SELECTIONS = ("map_at_r", "no_regression")
 
 
 @dataclass
@@ -99,7 +100,20 @@ def train_head(
         embedded = embed_features(head, features[0, gallery_rows])
         return evaluate_retrieval(embedded, labels[gallery_rows], val_positions)[0]
 
-    history, best = [], (-1.0, 0, {}, head.get_weights())
+    # "no_regression": the kept step must match or beat the pretrained features on every val metric,
+    # so training never makes search worse for the queries the head would otherwise lose.
+    floor: dict[str, float] = {}
+    if train_params["selection"] == "no_regression" and len(val_rows):
+        pooled = features[0, gallery_rows]
+        unit = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        floor = evaluate_retrieval(unit, labels[gallery_rows], val_positions)[0]
+        log("pretrained features on val: " + ", ".join(f"{k} {v:.4f}" for k, v in floor.items()))
+
+    def criterion(scores: dict[str, float]) -> float:
+        regresses = any(scores[name] < value for name, value in floor.items())
+        return scores[SELECTION_METRIC] - (2.0 if regresses else 0.0)  # any step that does not regress wins
+
+    history, best = [], (-3.0, 0, {}, head.get_weights())
     checks_without_gain, started = 0, time.perf_counter()
     for step_number in range(1, int(train_params["steps"]) + 1):
         rows = sample_pk_batch(rng, groups, train_params["classes_per_batch"], train_params["images_per_class"])
@@ -110,16 +124,18 @@ def train_head(
         if step_number % train_params["eval_every"] == 0 or step_number == train_params["steps"]:
             scores = validate() if len(val_rows) else {SELECTION_METRIC: -loss}
             record.update({f"val_{k}": v for k, v in scores.items()})
-            if scores[SELECTION_METRIC] > best[0]:
-                best, checks_without_gain = (scores[SELECTION_METRIC], step_number, scores, head.get_weights()), 0
+            if criterion(scores) > best[0]:
+                best, checks_without_gain = (criterion(scores), step_number, scores, head.get_weights()), 0
             else:
                 checks_without_gain += 1
             log(f"step {step_number}: loss {loss:.4f}, val MAP@R {scores[SELECTION_METRIC]:.4f} "
-                f"(best {best[0]:.4f} at {best[1]})")
+                f"(kept: step {best[1]})")
         history.append(record)
         if checks_without_gain >= train_params["patience"]:
             log(f"early stop at step {step_number}: no gain in {checks_without_gain} checks")
             break
+    if floor and best[0] < 0:
+        log("warning: no checked step matched the pretrained features on every val metric; kept the best MAP@R")
     head.set_weights(best[3])
     return TrainResult(head, pd.DataFrame(history), best[1], best[2], time.perf_counter() - started,
                        proxies.numpy(), np.asarray(label_names))
