@@ -172,3 +172,34 @@ def test_upload_results_and_more_like_this(server: str, chromium: Path) -> None:
             page.screenshot(path=str(OUTPUTS / "browser-more-like-this.png"))
         finally:
             browser.close()
+
+
+def test_ten_concurrent_sessions_are_all_served(server: str, chromium: Path) -> None:
+    """Ten shoppers at once, each with their own photo: every page gets its K results, the server logs no error."""
+    from playwright.sync_api import expect, sync_playwright
+
+    photos = sorted((ROOT / "../shared/data/fashion-5k/images").resolve().glob("1*.jpg"))[:10]
+    log_path = OUTPUTS / "browser-streamlit.log"
+    log_before = log_path.read_text(errors="replace") if log_path.is_file() else ""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(chromium), headless=True, args=CHROMIUM_ARGS)
+        try:
+            pages = [browser.new_context().new_page() for _ in photos]
+            for page in pages:
+                page.set_default_timeout(UI_TIMEOUT_MS)
+                page.goto(server)
+            for page in pages:
+                expect(page.get_by_role("heading", name="Lookalike")).to_be_visible(timeout=UI_TIMEOUT_MS)
+            for page, photo in zip(pages, photos, strict=True):  # all ten uploads in flight together
+                page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(photo))
+            for page, photo in zip(pages, photos, strict=True):
+                expect(page.locator('.st-key-results [class*="st-key-result-"]')).to_have_count(
+                    K, timeout=UI_TIMEOUT_MS)
+                _wait_idle(page)
+                expect(page.get_by_text(photo.name).first).to_be_visible()
+                assert not page.locator('[data-testid="stException"]').count()
+            pages[-1].screenshot(path=str(OUTPUTS / "browser-concurrent-last.png"))
+        finally:
+            browser.close()
+    new_log = (log_path.read_text(errors="replace") if log_path.is_file() else "")[len(log_before):]
+    assert "Traceback" not in new_log and "Error" not in new_log, new_log[-3000:]
