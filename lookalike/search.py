@@ -199,22 +199,31 @@ class Searcher:
 
 
 def evaluate_folder(searcher: Searcher, folder: str | Path, label_column: str | None = None,
-                    batch_size: int = 32) -> dict:
+                    batch_size: int = 32, with_baseline: bool = False) -> dict:
     """The pinned model on another catalogue folder: every image a query against all the others.
 
     No retraining. Queries whose label has no other image in the folder cannot
-    score and are left out (counted in the result).
+    score and are left out (counted in the result). ``with_baseline`` also scores
+    the pinned model's pretrained backbone features without the head.
     """
+    from lookalike.model import CompiledModel, build_feature_model
+
     label_column = label_column or searcher.manifest["params"]["label_column"]
     table, report = load_catalogue(folder, label_column)
-    embeddings = predict_paths(searcher.model, table["image_path"].tolist(), searcher.spec, batch_size,
-                               description="folder embeddings")
+    paths = table["image_path"].tolist()
     labels = table[label_column].to_numpy()
     counts = pd.Series(labels).value_counts()
     queries = np.flatnonzero(pd.Series(labels).map(counts).to_numpy() >= 2)
-    metrics, _ = evaluate_retrieval(embeddings, labels, queries)
-    return {"folder": str(folder), "images": len(table), "queries": len(queries),
-            "queries_without_relevant": int(len(table) - len(queries)), "catalogue": report.summary(), **metrics}
+    embeddings = predict_paths(searcher.model, paths, searcher.spec, batch_size, description="folder embeddings")
+    result = {"folder": str(folder), "images": len(table), "queries": len(queries),
+              "queries_without_relevant": int(len(table) - len(queries)), "catalogue": report.summary(),
+              "trained": evaluate_retrieval(embeddings, labels, queries)[0]}
+    if with_baseline:
+        backbone = CompiledModel(build_feature_model(searcher.model.model.get_layer("backbone")))
+        features = predict_paths(backbone, paths, searcher.spec, batch_size, description="backbone features")
+        features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+        result["pretrained"] = evaluate_retrieval(features, labels, queries)[0]
+    return result
 
 
 def _print_response(response: SearchResponse, as_json: bool) -> None:
@@ -245,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = commands.add_parser("evaluate-folder", help="evaluate the pinned model on another catalogue folder")
     folder.add_argument("folder")
     folder.add_argument("--out", help="also write the metrics to this JSON file")
+    folder.add_argument("--baseline", action="store_true", help="also score the pretrained backbone features")
     args = parser.parse_args(argv)
     try:
         searcher = Searcher.load(args.artifacts)
@@ -259,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
             write_bytes(args.out, table.to_csv(index=False).encode())
             print(f"wrote {len(table)} rows ({table['id'].nunique()} items x up to {args.k}) to {args.out}")
         else:
-            result = evaluate_folder(searcher, args.folder)
+            result = evaluate_folder(searcher, args.folder, with_baseline=args.baseline)
             print(json.dumps(result, indent=2))
             if args.out:
                 from lookalike.artifacts import write_json

@@ -98,3 +98,17 @@ def test_second_repro_runs_nothing_and_index_param_reruns_only_index_and_evaluat
     assert ran_stages(run(["dvc", "repro"], tiny_project)) == {"index", "evaluate"}
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], tiny_project).strip().splitlines()[-1])
     assert "metrics/metrics.json" in diff
+
+
+def test_evaluate_folder_scores_another_catalogue_without_retraining(tiny_project: Path) -> None:
+    from lookalike.search import Searcher, evaluate_folder
+
+    searcher = Searcher.load(tiny_project / "artifacts", root=tiny_project)
+    model_before = (tiny_project / "artifacts/model.keras").read_bytes()
+    result = evaluate_folder(searcher, tiny_project.parent / "catalogue", with_baseline=True)
+    assert result["images"] == 60 and result["queries"] == 60 and result["queries_without_relevant"] == 0
+    chance = (PER_LABEL - 1) / (60 - 1)
+    for model in ("trained", "pretrained"):
+        assert all(0.0 <= value <= 1.0 for value in result[model].values())
+        assert result[model]["precision_at_5"] > 2 * chance
+    assert (tiny_project / "artifacts/model.keras").read_bytes() == model_before
