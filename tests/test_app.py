@@ -23,6 +23,7 @@ from types import ModuleType
 import pandas as pd
 import pytest
 import streamlit as st
+from bad_inputs import bad_input_corpus
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -364,6 +365,22 @@ def test_bad_upload_shows_the_reason_and_the_next_upload_works(app: AppTest, pag
     assert name in app.error[0].value
     assert not has_results(app)
 
+    upload(app, "my-shirt.jpg", photo())
+    assert not app.error
+    assert len(result_ids(app)) == DEFAULT_K
+
+
+@pytest.mark.parametrize("case", list(bad_input_corpus(10_000_000)))
+def test_every_file_of_the_bad_input_corpus_gets_an_answer_or_a_message(app: AppTest, page_logic: ModuleType,
+                                                                         case: str) -> None:
+    settings = page_logic.read_settings()
+    data, answers = bad_input_corpus(settings.max_bytes)[case]
+    upload(app, "upload.jpg", data)  # the uploader checks the extension; the content is what is tested
+    if answers:
+        assert not app.error and len(result_ids(app)) == DEFAULT_K
+    else:
+        assert len(app.error) == 1 and "upload.jpg" in app.error[0].value
+        assert not has_results(app)
     upload(app, "my-shirt.jpg", photo())
     assert not app.error
     assert len(result_ids(app)) == DEFAULT_K
