@@ -173,9 +173,12 @@ def iter_input_batches(
     spec: PreprocessSpec,
     batch_size: int,
     augment_seed: int | None = None,
-    workers: int = 2,
+    workers: int = 1,
 ):
-    """Yield float32 (batch, size, size, 3) inputs in order, decoding ahead on threads.
+    """Yield float32 (batch, size, size, 3) inputs in order, decoding ahead on a thread.
+
+    One worker is enough: decoding a catalogue photo costs about a tenth of its forward
+    pass, and on 2 cores a second decoder only competes with the model (bench/throughput.py).
 
     With ``augment_seed`` each image gets one random :func:`augment` view, seeded
     per image, so the result does not depend on threading or batch size.

@@ -68,6 +68,8 @@ class Searcher:
     root: Path = PROJECT_ROOT
     max_bytes: int = DEFAULT_MAX_BYTES
     _row_of_id: dict = field(default_factory=dict, repr=False)
+    _metadata_columns: dict = field(default_factory=dict, repr=False)  # column -> object array: rows in microseconds
+    _item_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
 
     @classmethod
     def load(cls, artifacts_dir: str | Path | None = None, root: str | Path = PROJECT_ROOT,
@@ -105,6 +107,8 @@ class Searcher:
         searcher = cls(manifest, CompiledModel(model), spec, embeddings, image_paths, items, index, Path(root),
                        max_bytes)
         searcher._row_of_id = {int(i): row for row, i in enumerate(items["id"])}
+        searcher._item_ids = items["id"].to_numpy()
+        searcher._metadata_columns = {c: items[c].to_numpy(dtype=object) for c in METADATA_COLUMNS if c in items}
         searcher.model(np.zeros((1, spec.image_size, spec.image_size, 3), np.float32))  # trace once, up front
         return searcher
 
@@ -120,7 +124,7 @@ class Searcher:
 
     def metadata(self, row: int) -> dict[str, str]:
         """Display fields of the item at ``row`` (text as in styles.csv; "NA" stays "NA")."""
-        return {c: str(self.items[c].iat[row]) for c in METADATA_COLUMNS if c in self.items}
+        return {c: str(values[row]) for c, values in self._metadata_columns.items()}
 
     def item(self, item_id: int) -> Match:
         """One catalogue item as a rank-0 match with score 1: its id, image path and metadata."""
@@ -162,7 +166,7 @@ class Searcher:
         for score, row in zip(scores[0], rows[0], strict=False):
             if row < 0 or int(row) in excluded:
                 continue
-            matches.append(Match(len(matches) + 1, int(self.items["id"].iat[int(row)]), float(score),
+            matches.append(Match(len(matches) + 1, int(self._item_ids[int(row)]), float(score),
                                  str(self.resolve_path(int(row))), self.metadata(int(row))))
             if len(matches) == k:
                 break
