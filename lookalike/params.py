@@ -92,11 +92,16 @@ def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
     if params["index"]["type"] == "ivf_pq":
         _check(embedding_dim % params["index"]["pq_m"] == 0, "index.pq_m",
                f"must divide model.embedding_dim ({embedding_dim})", params["index"]["pq_m"])
-    _int_at_least(params, "evaluate.k", 1)
     _int_at_least(params, "search.k", 1)
     max_mb = _require(params, "search.max_upload_mb")
     _check(isinstance(max_mb, (int, float)) and max_mb > 0, "search.max_upload_mb", "must be > 0", max_mb)
     return params
+
+
+def check_k_fits(params: dict, catalogue_size: int) -> None:
+    """search.k must not exceed the items there are to return (known once the subset is built)."""
+    _check(params["search"]["k"] <= catalogue_size, "search.k",
+           f"is larger than the catalogue ({catalogue_size} items)", params["search"]["k"])
 
 
 def load_params(path: str | Path | None = None, root: Path = PROJECT_ROOT) -> dict:

@@ -12,7 +12,7 @@ import numpy as np
 
 from lookalike.artifacts import make_manifest, write_json, write_with
 from lookalike.index import build_index, save_index
-from lookalike.params import PROJECT_ROOT, load_params, preprocess_spec
+from lookalike.params import PROJECT_ROOT, check_k_fits, load_params, preprocess_spec
 
 
 def main() -> None:
@@ -20,6 +20,7 @@ def main() -> None:
     artifacts = PROJECT_ROOT / "artifacts"
     embeddings = np.load(artifacts / "embeddings.npy")
     paths = np.load(artifacts / "image_paths.npy")
+    check_k_fits(params, len(embeddings))
     if len(paths) != len(embeddings):
         raise SystemExit(f"{len(embeddings)} embeddings but {len(paths)} image paths: rerun embed (dvc repro)")
     started = time.perf_counter()

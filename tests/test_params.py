@@ -49,10 +49,9 @@ def test_mutable_copy_validates(params):
     ("backbone.name", "vgg16"),
     ("backbone.name", "EfficientNet_Lite0"),
     ("index.type", "annoy"),
-    ("evaluate.k", 0),
-    ("evaluate.k", -3),
-    ("evaluate.k", 2.5),
-    ("evaluate.k", True),
+    ("search.k", -3),
+    ("search.k", 2.5),
+    ("search.k", True),
     ("search.k", 0),
     ("search.k", "5"),
     ("subset.test_fraction", 0),
@@ -123,9 +122,17 @@ def test_missing_param_raises_naming_it(params):
 
 
 def test_missing_section_raises_naming_the_param(params):
-    del params["evaluate"]
-    with raises_naming("evaluate.k"):
+    del params["search"]
+    with raises_naming("search.k"):
         validate(params)
+
+
+def test_k_larger_than_the_catalogue_raises_naming_the_param(params):
+    from lookalike.params import check_k_fits
+
+    check_k_fits(params, params["search"]["k"])  # equal is fine
+    with raises_naming("search.k"):
+        check_k_fits(params, params["search"]["k"] - 1)
 
 
 def test_load_params_refuses_invalid_yaml(tmp_path):
