@@ -89,8 +89,13 @@ def load_image(
     source: ImageSource,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    draft_size: int | None = None,
 ) -> Image.Image:
     """Decode a path or bytes into an upright 8-bit RGB image.
+
+    ``draft_size`` lets a large JPEG decode at a reduced scale that still covers
+    that many pixels a side (libjpeg's DCT scaling): a phone photo decodes several
+    times faster, and images already smaller are decoded exactly as without it.
 
     Raises :class:`InvalidImageError` for anything that is not a usable image
     (empty, not an image, truncated, too large, absurd dimensions).
@@ -109,6 +114,8 @@ def load_image(
                 )
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)  # animated: the first frame stands for the item
+            if draft_size is not None and image.format == "JPEG":
+                image.draft(image.mode, (draft_size, draft_size))
             image.load()
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)
@@ -129,7 +136,9 @@ def fit_square(image: Image.Image, image_size: int, resize_mode: str) -> Image.I
         canvas = Image.new("RGB", (side, side), WHITE)
         canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
         image = canvas
-    return image.resize((image_size, image_size), Image.Resampling.BICUBIC)
+    # reducing_gap only acts when shrinking by more than 3x (large uploads); catalogue-size photos are
+    # upsampled and resized exactly as without it.
+    return image.resize((image_size, image_size), Image.Resampling.BICUBIC, reducing_gap=3.0)
 
 
 def normalise(pixels_uint8: np.ndarray, normalisation: str) -> np.ndarray:
@@ -150,7 +159,7 @@ def image_to_input(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
 
 def preprocess(source: ImageSource, spec: PreprocessSpec, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
     """Path or bytes to a float32 (image_size, image_size, 3) model input."""
-    return image_to_input(load_image(source, max_bytes=max_bytes), spec)
+    return image_to_input(load_image(source, max_bytes=max_bytes, draft_size=spec.image_size), spec)
 
 
 def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -186,7 +195,7 @@ def iter_input_batches(
     from concurrent.futures import ThreadPoolExecutor
 
     def one(position: int) -> np.ndarray:
-        image = load_image(paths[position])
+        image = load_image(paths[position], draft_size=spec.image_size)
         if augment_seed is not None:
             image = augment(image, np.random.default_rng([augment_seed, position]))
         return image_to_input(image, spec)

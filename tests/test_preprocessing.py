@@ -328,3 +328,23 @@ def test_dark_16_bit_greyscale_png_stays_dark():
     data = encode(Image.fromarray(np.full((4, 4), 200, dtype=np.uint16)), "PNG")  # 200/65535: nearly black
     assert Image.open(io.BytesIO(data)).mode == "I;16"
     assert pixels(load_image(data)).max() <= 1
+
+
+def test_draft_decoding_leaves_catalogue_size_photos_bit_identical_and_large_ones_close():
+    from lookalike.preprocessing import image_to_input, load_image, preprocess
+
+    spec = PreprocessSpec(224, "pad", "lite")
+    rng = np.random.default_rng(3)
+    small = Image.fromarray(rng.integers(0, 256, (80, 60, 3), dtype=np.uint8), "RGB")
+    small_jpeg = encode(small, "JPEG")
+    exact = image_to_input(load_image(small_jpeg), spec)
+    assert np.array_equal(preprocess(small_jpeg, spec), exact)
+
+    gradient = np.linspace(0, 255, 1600, dtype=np.float32)
+    large = np.stack([np.tile(gradient, (1200, 1)), np.tile(gradient[::-1], (1200, 1)),
+                      np.full((1200, 1600), 128, np.float32)], axis=-1).astype(np.uint8)
+    large_jpeg = encode(Image.fromarray(large, "RGB"), "JPEG")
+    full = image_to_input(load_image(large_jpeg), spec)
+    drafted = preprocess(large_jpeg, spec)
+    assert drafted.shape == full.shape
+    assert np.abs(drafted - full).mean() < 0.02  # in units of the (x - 127) / 128 input: under 3 grey levels
