@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lookalike.index import build_index, search
+
 METRIC_NAMES = ("precision_at_1", "precision_at_5", "recall_at_5", "map_at_5", "top5_accuracy", "map_at_r")
 
 
@@ -20,7 +22,7 @@ def exclude_self(neighbours: np.ndarray, query_rows: np.ndarray, k: int) -> np.n
     Returns int (n_queries, k), padded with -1 where fewer than k remain.
     """
     out = np.full((len(neighbours), k), -1, dtype=np.int64)
-    for i, (row, query) in enumerate(zip(neighbours, query_rows, strict=False)):
+    for i, (row, query) in enumerate(zip(neighbours, query_rows, strict=True)):
         kept = row[(row != query) & (row >= 0)][:k]
         out[i, : len(kept)] = kept
     return out
@@ -83,7 +85,7 @@ def per_label_table(relevant: np.ndarray, n_relevant: np.ndarray, query_labels: 
 def count_relevant(query_labels: np.ndarray, gallery_labels: np.ndarray, self_in_gallery: bool = True) -> np.ndarray:
     """Relevant gallery items per query, not counting the query itself."""
     values, counts = np.unique(gallery_labels, return_counts=True)
-    lookup = dict(zip(values.tolist(), counts.tolist(), strict=False))
+    lookup = dict(zip(values.tolist(), counts.tolist(), strict=True))
     n = np.array([lookup.get(label, 0) for label in query_labels.tolist()], dtype=np.int64)
     return n - 1 if self_in_gallery else n
 
@@ -99,8 +101,6 @@ def evaluate_retrieval(
     Searches ``index`` (a FAISS index over ``embeddings``) or an exact one built
     here. Returns the six metrics and the per-label table.
     """
-    from lookalike.index import build_index, search
-
     labels = np.asarray(labels)
     query_rows = np.asarray(query_rows, dtype=np.int64)
     if index is None:

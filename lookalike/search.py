@@ -25,7 +25,7 @@ from lookalike.artifacts import ArtifactMismatchError, verify_manifest
 from lookalike.catalogue import load_catalogue, read_table
 from lookalike.index import load_index, search
 from lookalike.metrics import evaluate_retrieval
-from lookalike.model import CompiledModel, load_embedding_model, predict_paths
+from lookalike.model import CompiledModel, build_feature_model, load_embedding_model, predict_paths
 from lookalike.params import PROJECT_ROOT
 from lookalike.preprocessing import DEFAULT_MAX_BYTES, ImageSource, InvalidImageError, PreprocessSpec, preprocess
 
@@ -163,7 +163,7 @@ class Searcher:
         depth = k + (len(excluded) if allowed is None else 0)
         scores, rows = search(self.index, vector[None], depth, allowed)
         matches = []
-        for score, row in zip(scores[0], rows[0], strict=False):
+        for score, row in zip(scores[0], rows[0], strict=True):
             if row < 0 or int(row) in excluded:
                 continue
             matches.append(Match(len(matches) + 1, int(self._item_ids[int(row)]), float(score),
@@ -194,10 +194,10 @@ class Searcher:
         """For every item its k nearest others: columns id, rank, related_id, score."""
         scores, rows = search(self.index, self.embeddings, k + 1)
         records = []
-        for row, (row_scores, row_neighbours) in enumerate(zip(scores, rows, strict=False)):
-            kept = [(s, n) for s, n in zip(row_scores, row_neighbours, strict=False) if n >= 0 and n != row][:k]
-            item_id = int(self.items["id"].iat[row])
-            records.extend((item_id, rank, int(self.items["id"].iat[n]), round(float(s), 6))
+        for row, (row_scores, row_neighbours) in enumerate(zip(scores, rows, strict=True)):
+            kept = [(s, n) for s, n in zip(row_scores, row_neighbours, strict=True) if n >= 0 and n != row][:k]
+            item_id = int(self._item_ids[row])
+            records.extend((item_id, rank, int(self._item_ids[n]), round(float(s), 6))
                            for rank, (s, n) in enumerate(kept, start=1))
         return pd.DataFrame(records, columns=["id", "rank", "related_id", "score"])
 
@@ -210,8 +210,6 @@ def evaluate_folder(searcher: Searcher, folder: str | Path, label_column: str | 
     score and are left out (counted in the result). ``with_baseline`` also scores
     the pinned model's pretrained backbone features without the head.
     """
-    from lookalike.model import CompiledModel, build_feature_model
-
     label_column = label_column or searcher.manifest["params"]["label_column"]
     table, report = load_catalogue(folder, label_column)
     paths = table["image_path"].tolist()

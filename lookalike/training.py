@@ -89,7 +89,7 @@ def train_head(
             loss = metric_loss(embeddings, batch_labels, loss_name, mining, margin, noise, proxies,
                                float(train_params["proxy_scale"]))
         gradients = tape.gradient(loss, variables)
-        optimizer.apply_gradients(zip(gradients, variables, strict=False))
+        optimizer.apply_gradients(zip(gradients, variables, strict=True))
         return loss
 
     groups = rows_by_label(labels, train_rows)
@@ -176,7 +176,7 @@ def finetune_backbone(
             embeddings = model(images, training=True)
             loss = metric_loss(embeddings, batch_labels, train_params["loss"], train_params["mining"],
                                float(train_params["margin"]), noise, proxies, float(train_params["proxy_scale"]))
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=False))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
         return loss
 
     groups = rows_by_label(labels, train_rows)

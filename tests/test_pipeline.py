@@ -112,3 +112,23 @@ def test_evaluate_folder_scores_another_catalogue_without_retraining(tiny_projec
         assert all(0.0 <= value <= 1.0 for value in result[model].values())
         assert result[model]["precision_at_5"] > 2 * chance
     assert (tiny_project / "artifacts/model.keras").read_bytes() == model_before
+
+
+def test_related_table_and_command_line(tiny_project: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import pandas as pd
+
+    from lookalike.search import Searcher, main
+
+    table = Searcher.load(tiny_project / "artifacts", root=tiny_project).related_table(k=3)
+    assert len(table) == 60 * 3 and table["id"].nunique() == 60
+    assert not (table["id"] == table["related_id"]).any()
+    assert all((group["score"].diff().dropna() <= 1e-6).all() for _, group in table.groupby("id"))
+
+    out = tmp_path / "related.csv"
+    assert main(["--artifacts", str(tiny_project / "artifacts"), "related", "--k", "3", "--out", str(out)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out), table)
+    image = str(Searcher.load(tiny_project / "artifacts", root=tiny_project).resolve_path(5))
+    assert main(["--artifacts", str(tiny_project / "artifacts"), "query", image, "--k", "2", "--json"]) == 0
+    assert '"rank": 1' in capsys.readouterr().out
+    assert main(["--artifacts", str(tiny_project / "artifacts"), "query", str(tmp_path / "missing.jpg")]) == 2
+    assert "image file not found" in capsys.readouterr().err
