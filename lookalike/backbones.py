@@ -222,7 +222,9 @@ def block_layer_groups(model: keras.Model, name: str) -> list[list[keras.layers.
             if layer.name in ("conv_head", "bn1", "head_relu"):
                 key = order[-1] if order else None
         else:
-            key = layer.name.split("_")[0] if layer.name.startswith("conv") and "_block" in layer.name else None
+            # keras.applications names ResNet layers "conv<stage>_block<n>_..."; a block is stage + n
+            key = "_".join(layer.name.split("_")[:2]) if layer.name.startswith("conv") and "_block" in layer.name \
+                else None
         if key is None:
             continue
         if key not in groups:
