@@ -40,7 +40,6 @@ from page_logic import (  # noqa: E402  (app/, beside this script)
     artifact_info,
     artifacts_dir,
     describe,
-    diagnose_artifacts,
     display_name,
     escape_markdown,
     item_label,
@@ -105,7 +104,7 @@ def clear_filters() -> None:
 
 def artifacts_problem_page(folder: Path, error: Exception) -> None:
     """A readable stop page instead of a traceback: which folder, what is wrong, and the command that fixes it."""
-    kind = diagnose_artifacts(folder)
+    kind = error.kind if isinstance(error, ArtifactMismatchError) else "mismatched"
     st.title("Lookalike")
     st.error(f"**Search is unavailable: the search artifacts are {kind}.**\n\n{escape_markdown(str(error))}",
              icon=":material/error:")

@@ -139,28 +139,6 @@ def page_count(total: int, per_page: int) -> int:
     return max(1, math.ceil(total / per_page))
 
 
-def diagnose_artifacts(folder: Path) -> str:
-    """Name the problem with an artifacts folder in a few words: missing, incomplete, damaged or mismatched.
-
-    Cheap (no hashing): only used to word the error page after Searcher.load has refused the folder.
-    """
-    manifest = folder / "manifest.json"
-    if not folder.is_dir():
-        return "missing"
-    if not manifest.is_file():
-        return "missing"
-    try:
-        files = json.loads(manifest.read_text()).get("files", {})
-    except (OSError, ValueError, AttributeError):
-        return "damaged"
-    if not isinstance(files, dict):
-        return "damaged"
-    for entry in files.values():
-        if not isinstance(entry, dict) or not (folder / str(entry.get("path", ""))).is_file():
-            return "incomplete"
-    return "mismatched"
-
-
 _MARKDOWN_SPECIALS = "\\`*_[]<>#|~$"  # the ones that matter mid-sentence
 
 

@@ -27,7 +27,15 @@ FAILPOINT_ENV = "LOOKALIKE_FAILPOINT"
 
 
 class ArtifactMismatchError(RuntimeError):
-    """Artifacts are missing or disagree with each other or with the manifest."""
+    """Artifacts are missing or disagree with each other or with the manifest.
+
+    ``kind`` words the problem for a page: "missing" (nothing built), "damaged" (unreadable
+    manifest), "incomplete" (a listed file absent) or "mismatched" (hashes, counts, shapes).
+    """
+
+    def __init__(self, message: str, kind: str = "mismatched"):
+        super().__init__(message)
+        self.kind = kind
 
 
 @contextmanager
@@ -100,18 +108,19 @@ def verify_manifest(directory: str | Path, manifest_name: str = "manifest.json")
     directory = Path(directory)
     manifest_path = directory / manifest_name
     if not manifest_path.is_file():
-        raise ArtifactMismatchError(f"no manifest at {manifest_path}: the pipeline has not been run (dvc repro)")
+        raise ArtifactMismatchError(f"no manifest at {manifest_path}: the pipeline has not been run (dvc repro)",
+                                    kind="missing")
     try:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as error:
-        raise ArtifactMismatchError(f"{manifest_path} is not valid JSON: {error}") from error
+        raise ArtifactMismatchError(f"{manifest_path} is not valid JSON: {error}", kind="damaged") from error
     for name in MANIFEST_FILES:
         entry = manifest.get("files", {}).get(name)
         if entry is None:
-            raise ArtifactMismatchError(f"manifest lists no '{name}' file")
+            raise ArtifactMismatchError(f"manifest lists no '{name}' file", kind="incomplete")
         path = directory / entry["path"]
         if not path.is_file():
-            raise ArtifactMismatchError(f"{name} file {path} is missing")
+            raise ArtifactMismatchError(f"{name} file {path} is missing", kind="incomplete")
         actual = sha256_file(path)
         if actual != entry["sha256"]:
             raise ArtifactMismatchError(

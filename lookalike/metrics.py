@@ -15,6 +15,12 @@ from lookalike.index import build_index, search
 METRIC_NAMES = ("precision_at_1", "precision_at_5", "recall_at_5", "map_at_5", "top5_accuracy", "map_at_r")
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """float32 rows scaled to unit length (cosine = inner product); all-zero rows stay zero."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
 def exclude_self(neighbours: np.ndarray, query_rows: np.ndarray, k: int) -> np.ndarray:
     """Drop each query's own row from its neighbour list, keep the first ``k``.
 

@@ -24,7 +24,7 @@ import pandas as pd
 from lookalike.artifacts import ArtifactMismatchError, verify_manifest
 from lookalike.catalogue import load_catalogue, read_table
 from lookalike.index import load_index, search
-from lookalike.metrics import evaluate_retrieval
+from lookalike.metrics import evaluate_retrieval, unit_rows
 from lookalike.model import CompiledModel, build_feature_model, load_embedding_model, predict_paths
 from lookalike.params import PROJECT_ROOT
 from lookalike.preprocessing import DEFAULT_MAX_BYTES, ImageSource, InvalidImageError, PreprocessSpec, preprocess
@@ -223,8 +223,7 @@ def evaluate_folder(searcher: Searcher, folder: str | Path, label_column: str | 
     if with_baseline:
         backbone = CompiledModel(build_feature_model(searcher.model.model.get_layer("backbone")))
         features = predict_paths(backbone, paths, searcher.spec, batch_size, description="backbone features")
-        features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
-        result["pretrained"] = evaluate_retrieval(features, labels, queries)[0]
+        result["pretrained"] = evaluate_retrieval(unit_rows(features), labels, queries)[0]
     return result
 
 

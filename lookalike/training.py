@@ -16,7 +16,7 @@ import pandas as pd
 import tensorflow as tf
 
 from lookalike.losses import metric_loss
-from lookalike.metrics import evaluate_retrieval
+from lookalike.metrics import evaluate_retrieval, unit_rows
 from lookalike.model import build_head
 
 SELECTION_METRIC = "map_at_r"
@@ -104,9 +104,7 @@ def train_head(
     # so training never makes search worse for the queries the head would otherwise lose.
     floor: dict[str, float] = {}
     if train_params["selection"] == "no_regression" and len(val_rows):
-        pooled = features[0, gallery_rows]
-        unit = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        floor = evaluate_retrieval(unit, labels[gallery_rows], val_positions)[0]
+        floor = evaluate_retrieval(unit_rows(features[0, gallery_rows]), labels[gallery_rows], val_positions)[0]
         log("pretrained features on val: " + ", ".join(f"{k} {v:.4f}" for k, v in floor.items()))
 
     def criterion(scores: dict[str, float]) -> float:

@@ -14,7 +14,7 @@ import numpy as np
 from lookalike.artifacts import write_bytes, write_json
 from lookalike.catalogue import read_table
 from lookalike.index import load_index
-from lookalike.metrics import evaluate_retrieval
+from lookalike.metrics import evaluate_retrieval, unit_rows
 from lookalike.params import PROJECT_ROOT, load_params
 
 
@@ -46,8 +46,7 @@ def main() -> None:
     labels = items[label].to_numpy()
     queries = np.flatnonzero(items["split"].to_numpy() == "test")
     trained, per_label = evaluate_retrieval(embeddings, labels, queries, index)
-    features = np.load(artifacts / "features.npy", mmap_mode="r")[0]
-    features = np.asarray(features) / np.linalg.norm(features, axis=1, keepdims=True)
+    features = unit_rows(np.load(artifacts / "features.npy", mmap_mode="r")[0])
     pretrained, _ = evaluate_retrieval(features, labels, queries)
     metrics = {
         "trained": trained,
