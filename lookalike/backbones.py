@@ -232,3 +232,20 @@ def block_layer_groups(model: keras.Model, name: str) -> list[list[keras.layers.
             order.append(key)
         groups[key].append(layer)
     return [groups[k] for k in order]
+
+
+def split_backbone(backbone: keras.Model, name: str, trainable_blocks: int) -> tuple[keras.Model, keras.Model]:
+    """(bottom, top) sharing the backbone's layers: bottom maps an image to the input of the last
+    ``trainable_blocks`` blocks, top maps that (h, w, c) map on to the backbone's output.
+
+    The bottom's output is cached once, so fine-tuning the top costs a fraction of a full
+    backward pass; training the top trains the backbone itself (the layers are shared).
+    """
+    import keras
+
+    groups = block_layer_groups(backbone, name)
+    if not 0 < trainable_blocks < len(groups):
+        raise ValueError(f"{name}: trainable_blocks must be between 1 and {len(groups) - 1}, not {trainable_blocks}")
+    cut = groups[-trainable_blocks - 1][-1].output
+    bottom = keras.Model(backbone.input, cut, name="backbone_bottom")
+    return bottom, keras.Model(cut, backbone.output, name="backbone_top")

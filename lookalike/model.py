@@ -76,8 +76,9 @@ class CompiledModel:
         self._call = tf.function(lambda x: model(x, training=False), input_signature=[signature])
 
     @property
-    def output_dim(self) -> int:
-        return int(self.model.output_shape[-1])
+    def output_shape(self) -> tuple[int, ...]:
+        """One output's shape, without the batch dimension: (dim,) or (h, w, c)."""
+        return tuple(int(d) for d in self.model.output_shape[1:])
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
         return self._call(tf.convert_to_tensor(inputs, tf.float32)).numpy()
@@ -91,8 +92,8 @@ def predict_paths(
     augment_seed: int | None = None,
     description: str = "images",
 ) -> np.ndarray:
-    """float32 (len(paths), output_dim): the model over image files, decoding in parallel."""
-    out = np.empty((len(paths), compiled.output_dim), dtype=np.float32)
+    """float32 (len(paths), *output_shape): the model over image files, decoding in parallel."""
+    out = np.empty((len(paths), *compiled.output_shape), dtype=np.float32)
     position = 0
     with tqdm(total=len(paths), desc=description, unit="img", mininterval=5) as progress:
         for batch in iter_input_batches(paths, spec, batch_size, augment_seed):

@@ -83,8 +83,12 @@ def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
     _int_at_least(params, "train.finetune_blocks", 0)
     _int_at_least(params, "train.finetune_steps", 0)
     blocks = backbone_info(params["backbone"]["name"]).num_blocks
-    _check(params["train"]["finetune_blocks"] <= blocks, "train.finetune_blocks",
-           f"{params['backbone']['name']} has {blocks} blocks", params["train"]["finetune_blocks"])
+    _check(params["train"]["finetune_blocks"] < blocks, "train.finetune_blocks",
+           f"{params['backbone']['name']} has {blocks} blocks; at most {blocks - 1} can train",
+           params["train"]["finetune_blocks"])
+    _check(not (params["train"]["finetune_blocks"] and params["train"]["selection"] == "no_regression"),
+           "train.selection", "no_regression compares pooled pretrained features; it needs finetune_blocks: 0",
+           params["train"]["selection"])
     _choice(params, "index.type", INDEX_TYPES)
     for knob in ("nlist", "nprobe", "pq_m", "pq_bits", "hnsw_m", "ef_construction", "ef_search"):
         _int_at_least(params, f"index.{knob}", 1)

@@ -47,11 +47,15 @@ def sample_pk_batch(rng: np.random.Generator, groups: list[np.ndarray], classes:
     return np.concatenate(picks)
 
 
-def embed_features(head: keras.Model, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """float32 (n, emb_dim): the head over pooled features (n, feature_dim)."""
+def embed_features(model: keras.Model, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """float32 (n, emb_dim): ``model`` (the head, or top blocks + head) over cached features
+    (n, feature_dim) or maps (n, h, w, c); maps go in batches of 256 to bound activation memory."""
+    if features.ndim > 2:
+        batch_size = min(batch_size, 256)
     return np.concatenate([
-        head(features[i : i + batch_size], training=False).numpy() for i in range(0, len(features), batch_size)
-    ]) if len(features) else np.zeros((0, head.output_shape[-1]), np.float32)
+        model(np.asarray(features[i : i + batch_size], np.float32), training=False).numpy()
+        for i in range(0, len(features), batch_size)
+    ]) if len(features) else np.zeros((0, model.output_shape[-1]), np.float32)
 
 
 def train_head(
@@ -62,19 +66,31 @@ def train_head(
     model_params: dict,
     train_params: dict,
     log=print,
+    backbone_top: keras.Model | None = None,
 ) -> TrainResult:
-    """Train a head on ``features`` float32 (views, n, feature_dim); view 0 is the plain image.
+    """Train a head on ``features`` (views, n, ...); view 0 is the plain image.
 
+    ``features`` are pooled backbone features (views, n, feature_dim), or, with
+    ``backbone_top``, cached (views, n, h, w, c) maps that the top backbone blocks
+    turn into pooled features: those blocks then train too, at
+    ``train.finetune_learning_rate`` (cosine decay over ``train.finetune_steps``).
     Only ``train_rows`` are sampled (any view); ``val_rows`` are queries against
     train + val for early stopping on MAP@R.
     """
     seed = int(train_params["seed"])
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
-    views, _, feature_dim = features.shape
+    views = features.shape[0]
+    feature_dim = features.shape[-1] if backbone_top is None else int(backbone_top.output_shape[-1])
     head = build_head(feature_dim, model_params["hidden_dim"], model_params["embedding_dim"],
                       train_params["dropout"], model_params["embedding"], seed)
+    embedder = head if backbone_top is None else stack_top_and_head(backbone_top, head)
+    steps = int(train_params["finetune_steps"] if backbone_top is not None else train_params["steps"])
     optimizer = keras.optimizers.AdamW(train_params["learning_rate"], weight_decay=train_params["weight_decay"])
+    top_variables = [] if backbone_top is None else backbone_top.trainable_variables
+    top_optimizer = keras.optimizers.AdamW(
+        keras.optimizers.schedules.CosineDecay(float(train_params["finetune_learning_rate"]), steps),
+        weight_decay=train_params["weight_decay"])
     loss_name, mining, margin = train_params["loss"], train_params["mining"], float(train_params["margin"])
     label_codes, label_names = pd.factorize(labels)
     label_codes = label_codes.astype(np.int32)
@@ -85,11 +101,13 @@ def train_head(
     @tf.function
     def step(batch_features, batch_labels, noise):
         with tf.GradientTape() as tape:
-            embeddings = head(batch_features, training=True)
+            embeddings = embedder(batch_features, training=True)
             loss = metric_loss(embeddings, batch_labels, loss_name, mining, margin, noise, proxies,
                                float(train_params["proxy_scale"]))
-        gradients = tape.gradient(loss, variables)
-        optimizer.apply_gradients(zip(gradients, variables, strict=True))
+        gradients = tape.gradient(loss, variables + top_variables)
+        optimizer.apply_gradients(zip(gradients[: len(variables)], variables, strict=True))
+        if top_variables:
+            top_optimizer.apply_gradients(zip(gradients[len(variables):], top_variables, strict=True))
         return loss
 
     groups = rows_by_label(labels, train_rows)
@@ -97,13 +115,15 @@ def train_head(
     val_positions = np.searchsorted(gallery_rows, val_rows)
 
     def validate() -> dict[str, float]:
-        embedded = embed_features(head, features[0, gallery_rows])
+        embedded = embed_features(embedder, features[0, gallery_rows])
         return evaluate_retrieval(embedded, labels[gallery_rows], val_positions)[0]
 
     # "no_regression": the kept step must match or beat the pretrained features on every val metric,
     # so training never makes search worse for the queries the head would otherwise lose.
     floor: dict[str, float] = {}
     if train_params["selection"] == "no_regression" and len(val_rows):
+        if backbone_top is not None:
+            raise ValueError("train.selection: no_regression needs pooled features; set train.finetune_blocks: 0")
         floor = evaluate_retrieval(unit_rows(features[0, gallery_rows]), labels[gallery_rows], val_positions)[0]
         log("pretrained features on val: " + ", ".join(f"{k} {v:.4f}" for k, v in floor.items()))
 
@@ -111,81 +131,48 @@ def train_head(
         regresses = any(scores[name] < value for name, value in floor.items())
         return scores[SELECTION_METRIC] - (2.0 if regresses else 0.0)  # any step that does not regress wins
 
-    history, best = [], (-3.0, 0, {}, head.get_weights())
+    history, best = [], (-3.0, 0, {}, embedder.get_weights())
     checks_without_gain, started = 0, time.perf_counter()
-    for step_number in range(1, int(train_params["steps"]) + 1):
+    for step_number in range(1, steps + 1):
         rows = sample_pk_batch(rng, groups, train_params["classes_per_batch"], train_params["images_per_class"])
         view = rng.integers(0, views, size=len(rows))
         noise = rng.random((len(rows), len(rows)), dtype=np.float32)
-        loss = float(step(features[view, rows], label_codes[rows], noise))
+        batch = tf.convert_to_tensor(features[view, rows], tf.float32)
+        loss = float(step(batch, label_codes[rows], noise))
         record = {"step": step_number, "loss": loss}
-        if step_number % train_params["eval_every"] == 0 or step_number == train_params["steps"]:
+        if step_number % train_params["eval_every"] == 0 or step_number == steps:
             scores = validate() if len(val_rows) else {SELECTION_METRIC: -loss}
             record.update({f"val_{k}": v for k, v in scores.items()})
             if criterion(scores) > best[0]:
-                best, checks_without_gain = (criterion(scores), step_number, scores, head.get_weights()), 0
+                best, checks_without_gain = (criterion(scores), step_number, scores, embedder.get_weights()), 0
             else:
                 checks_without_gain += 1
             log(f"step {step_number}: loss {loss:.4f}, val MAP@R {scores[SELECTION_METRIC]:.4f} "
-                f"(kept: step {best[1]})")
+                f"(kept: step {best[1]}, {time.perf_counter() - started:.0f} s)")
         history.append(record)
         if checks_without_gain >= train_params["patience"]:
             log(f"early stop at step {step_number}: no gain in {checks_without_gain} checks")
             break
     if floor and best[0] < 0:
         log("warning: no checked step matched the pretrained features on every val metric; kept the best MAP@R")
-    head.set_weights(best[3])
+    embedder.set_weights(best[3])
     return TrainResult(head, pd.DataFrame(history), best[1], best[2], time.perf_counter() - started,
                        proxies.numpy(), np.asarray(label_names))
 
 
-def finetune_backbone(
-    model: keras.Model, image_paths: list[str], labels: np.ndarray, train_rows: np.ndarray,
-    params: dict, trained: TrainResult, log=print,
-) -> dict[str, float]:
-    """Fine-tune the last ``train.finetune_blocks`` backbone blocks and the head on images.
+def stack_top_and_head(backbone_top: keras.Model, head: keras.Model) -> keras.Model:
+    """Cached (h, w, c) maps -> top backbone blocks -> GAP -> head: what fine-tuning trains."""
+    maps = keras.Input(backbone_top.input_shape[1:], name="cached_maps")
+    pooled = keras.layers.GlobalAveragePooling2D(name="global_average_pooling")(backbone_top(maps))
+    return keras.Model(maps, head(pooled), name="top_and_head")
 
-    Runs after the head has trained on cached features, with the same loss, on
-    P x K batches of augmented train images. Batch-norm statistics stay frozen.
-    Costs seconds per step on CPU, hence off by default.
-    """
-    from lookalike.backbones import block_layer_groups
-    from lookalike.params import preprocess_spec
-    from lookalike.preprocessing import augment, image_to_input, load_image
 
-    train_params = params["train"]
-    rng = np.random.default_rng(int(train_params["seed"]) + 1)
-    backbone = model.get_layer("backbone")
+def freeze_for_finetuning(backbone: keras.Model, backbone_top: keras.Model) -> None:
+    """Only the top blocks' convolutions train; batch-norm layers keep their ImageNet statistics
+    (a frozen Keras BatchNormalization also runs in inference mode)."""
     for layer in backbone.layers:
         layer.trainable = False
-    for group in block_layer_groups(backbone, params["backbone"]["name"])[-int(train_params["finetune_blocks"]):]:
-        for layer in group:
-            layer.trainable = not isinstance(layer, keras.layers.BatchNormalization)
     backbone.trainable = True
-    spec = preprocess_spec(params)
-    codes = pd.Index(trained.label_names).get_indexer(labels).astype(np.int32)
-    proxies = tf.Variable(trained.proxies)
-    variables = model.trainable_variables + ([proxies] if train_params["loss"] == "proxy_softmax" else [])
-    optimizer = keras.optimizers.Adam(train_params["finetune_learning_rate"])
-
-    @tf.function
-    def step(images, batch_labels, noise):
-        with tf.GradientTape() as tape:
-            embeddings = model(images, training=True)
-            loss = metric_loss(embeddings, batch_labels, train_params["loss"], train_params["mining"],
-                               float(train_params["margin"]), noise, proxies, float(train_params["proxy_scale"]))
-        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
-        return loss
-
-    groups = rows_by_label(labels, train_rows)
-    started = time.perf_counter()
-    for step_number in range(1, int(train_params["finetune_steps"]) + 1):
-        rows = sample_pk_batch(rng, groups, train_params["classes_per_batch"], train_params["images_per_class"])
-        images = np.stack([image_to_input(augment(load_image(image_paths[r]), rng), spec) for r in rows])
-        noise = rng.random((len(rows), len(rows)), dtype=np.float32)
-        loss = float(step(images, codes[rows], noise))
-        if step_number % 10 == 0:
-            log(f"fine-tune step {step_number}: loss {loss:.4f}")
-    seconds = time.perf_counter() - started
-    return {"finetune_seconds": round(seconds, 1),
-            "finetune_seconds_per_step": round(seconds / max(1, int(train_params["finetune_steps"])), 2)}
+    for layer in backbone_top.layers:
+        layer.trainable = bool(layer.weights) and not isinstance(layer, keras.layers.BatchNormalization)
+    backbone_top.trainable = True

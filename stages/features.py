@@ -1,8 +1,12 @@
-"""Stage features: pooled pretrained-backbone features of every subset image, computed once.
+"""Stage features: pretrained-backbone features of every subset image, computed once.
 
-artifacts/features.npy: float32 (1 + augmented_views, n_images, feature_dim) in
-data/subset.csv row order; view 0 is the plain image, the others are augmented
-views of train images (copies of view 0 elsewhere, never sampled).
+artifacts/features.npy: float32 (1 + augmented_views, n_images, feature_dim) pooled
+features in data/subset.csv row order; view 0 is the plain image, the others are
+augmented views of train images (copies of view 0 elsewhere, never sampled).
+
+artifacts/feature_maps.npy: with ``train.finetune_blocks: N > 0``, float16
+(1 + augmented_views, n_images, h, w, c), the maps entering the last N backbone
+blocks, so fine-tuning those blocks never re-runs the frozen ones; an empty array otherwise.
 """
 
 from __future__ import annotations
@@ -12,33 +16,48 @@ import time
 import numpy as np
 
 from lookalike.artifacts import write_json, write_npy
+from lookalike.backbones import split_backbone
 from lookalike.catalogue import read_table
 from lookalike.model import CompiledModel, build_feature_model, new_backbone, predict_paths
 from lookalike.params import PROJECT_ROOT, load_params, preprocess_spec
+from lookalike.training import embed_features
 
 
 def main() -> None:
     params = load_params()
-    backbone, features = params["backbone"], params["features"]
+    backbone_params, features = params["backbone"], params["features"]
+    finetune_blocks = params["train"]["finetune_blocks"]
     subset = read_table(PROJECT_ROOT / "data/subset.csv")
     spec = preprocess_spec(params)
-    model = CompiledModel(build_feature_model(new_backbone(backbone["name"], spec.image_size, backbone["weights"])))
+    backbone = new_backbone(backbone_params["name"], spec.image_size, backbone_params["weights"])
+    if finetune_blocks:
+        bottom, top = split_backbone(backbone, backbone_params["name"], finetune_blocks)
+        model, pool_maps = CompiledModel(bottom), build_feature_model(top)
+    else:
+        model = CompiledModel(build_feature_model(backbone))
     paths = subset["image_path"].tolist()
-    started = time.perf_counter()
-    plain = predict_paths(model, paths, spec, features["batch_size"], description="backbone features")
-    views = [plain]
     train_rows = np.flatnonzero(subset["split"].to_numpy() == "train")
-    for view in range(1, features["augmented_views"] + 1):
-        augmented = plain.copy()
-        augmented[train_rows] = predict_paths(
-            model, [paths[i] for i in train_rows], spec, features["batch_size"],
-            augment_seed=features["seed"] * 1000 + view, description=f"augmented view {view}",
-        )
-        views.append(augmented)
+    started = time.perf_counter()
+    pooled_views, map_views = [], []
+    for view in range(features["augmented_views"] + 1):
+        rows = np.arange(len(paths)) if view == 0 else train_rows
+        outputs = predict_paths(model, [paths[i] for i in rows], spec, features["batch_size"],
+                                augment_seed=None if view == 0 else features["seed"] * 1000 + view,
+                                description="backbone features" if view == 0 else f"augmented view {view}")
+        if finetune_blocks:
+            maps = map_views[0].copy() if view else np.empty((len(paths), *outputs.shape[1:]), np.float16)
+            maps[rows] = outputs
+            map_views.append(maps)
+            outputs = embed_features(pool_maps, outputs)  # pooled from the float32 maps, as the full model does
+        pooled = pooled_views[0].copy() if view else np.empty((len(paths), outputs.shape[1]), np.float32)
+        pooled[rows] = outputs
+        pooled_views.append(pooled)
     seconds = time.perf_counter() - started
     images = len(paths) + len(train_rows) * features["augmented_views"]
     print(f"features: {images} images in {seconds:.1f} s ({images / seconds:.1f} images/s)")
-    write_npy(PROJECT_ROOT / "artifacts/features.npy", np.stack(views))
+    write_npy(PROJECT_ROOT / "artifacts/features.npy", np.stack(pooled_views))
+    write_npy(PROJECT_ROOT / "artifacts/feature_maps.npy",
+              np.stack(map_views) if map_views else np.zeros((0,), np.float16))
     write_json(PROJECT_ROOT / "metrics/features.json", {
         "images": images, "seconds": round(seconds, 1), "images_per_second": round(images / seconds, 1),
     })

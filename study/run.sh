@@ -37,7 +37,8 @@ run proxy-stretch backbone.resize_mode=stretch
 run proxy-160px backbone.image_size=160
 run proxy-288px backbone.image_size=288
 run proxy-lite2-260px backbone.name=efficientnet_lite2 backbone.image_size=260
-run proxy-finetune-1-block train.finetune_blocks=1 train.finetune_steps=60
+run proxy-finetune-5-blocks train.finetune_blocks=5 features.augmented_views=3 train.eval_every=250
+run proxy-finetune-8-blocks train.finetune_blocks=8 features.augmented_views=3 train.eval_every=250
 git checkout -q -- params.yaml
 python study/table.py > study/results.md
 echo "wrote study/results.md"

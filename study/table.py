@@ -50,15 +50,14 @@ def command(params: dict, defaults: dict) -> str:
 
 def main() -> None:
     defaults = _flatten(yaml.safe_load(Path("params.yaml").read_text()))
-    print("| configuration | " + " | ".join(HEADER) + " | same features, no head: P@5 / top-5 | head training s "
+    print("| configuration | " + " | ".join(HEADER) + " | same features, no head: P@5 / top-5 | training s (per step) "
           "| command |")
     print("|---|" + "---|" * (len(HEADER) + 3))
     for row in experiments():
         trained, pretrained = row["metrics"]["trained"], row["metrics"]["pretrained"]
-        seconds = row["train"].get("head_seconds", "-")
-        per_step = row["train"].get("finetune_seconds_per_step")
-        if per_step:
-            seconds = f"{seconds} + fine-tune {per_step} s/step"
+        train = row["train"]
+        seconds = f"{train['train_seconds']} ({train['seconds_per_step']} s/step)" if "train_seconds" in train \
+            else train.get("head_seconds", "-")  # head_seconds: rows run before fine-tuning trained on maps
         print(f"| {row['name']} | " + " | ".join(f"{trained[m]:.3f}" for m in METRICS)
               + f" | {pretrained['precision_at_5']:.3f} / {pretrained['top5_accuracy']:.3f} | {seconds} "
               f"| {command(row['params'], defaults)} |")

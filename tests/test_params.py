@@ -87,9 +87,9 @@ def test_catalogue_folder_is_resolved_against_root(params, tmp_path):
 
 def test_finetune_blocks_beyond_the_backbone_raise(params):
     params["backbone"]["name"] = "efficientnet_lite0"  # 16 MBConv blocks
-    params["train"]["finetune_blocks"] = 16
+    params["train"]["finetune_blocks"] = 15
     validate(params)
-    params["train"]["finetune_blocks"] = 17
+    params["train"]["finetune_blocks"] = 16  # the cut would fall before the first block
     with raises_naming("train.finetune_blocks"):
         validate(params)
 
