@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The retrieval-quality study: one DVC experiment per configuration, each reproducible from the
 # committed params.yaml with the `dvc exp run -S ...` line it prints. Run from the repository root
-# after `dvc repro` (the baseline); takes about 30-40 minutes on 2 cores. It resets params.yaml
+# after `dvc repro` (the baseline); takes about 45 minutes on 2 cores. It resets params.yaml
 # to the committed version before each experiment, so commit any edits first.
 set -euo pipefail
 cd "$(dirname "$0")/.."

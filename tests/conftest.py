@@ -87,7 +87,8 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["subset"].update(size=60, min_per_class=5, test_fraction=0.2, val_fraction=0.15)
     params["backbone"]["image_size"] = 96
     params["features"].update(batch_size=16, augmented_views=1)
-    params["train"].update(steps=60, eval_every=20, classes_per_batch=4, images_per_class=4)
+    params["train"].update(steps=60, eval_every=20, classes_per_batch=4, images_per_class=4,
+                           finetune_blocks=0)  # the head alone; fine-tuning has its own test
     params["mlflow"]["tracking_uri"] = f"sqlite:///{root / 'mlflow.db'}"
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], root)

@@ -132,3 +132,29 @@ def test_related_table_and_command_line(tiny_project: Path, tmp_path: Path, caps
     assert '"rank": 1' in capsys.readouterr().out
     assert main(["--artifacts", str(tiny_project / "artifacts"), "query", str(tmp_path / "missing.jpg")]) == 2
     assert "image file not found" in capsys.readouterr().err
+
+
+def test_finetuning_blocks_caches_their_input_maps_and_trains_only_them(tiny_project: Path, tmp_path: Path) -> None:
+    project = tmp_path / "finetune"
+    shutil.copytree(tiny_project, project, symlinks=True)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"].update(finetune_blocks=2, finetune_steps=20, eval_every=10)
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran_stages(run(["dvc", "repro"], project)) == {"features", "train", "embed", "index", "evaluate"}
+    maps = np.load(project / "artifacts/feature_maps.npy")
+    assert maps.dtype == np.float16 and maps.shape == (2, 60, 3, 3, 192)  # 96 px: the last two blocks see 3x3
+    pooled = np.load(project / "artifacts/features.npy")
+    np.testing.assert_allclose(pooled, np.load(tiny_project / "artifacts/features.npy"), atol=1e-4)
+    assert np.load(tiny_project / "artifacts/feature_maps.npy").shape == (0,)  # not fine-tuning: nothing cached
+    sys.path.insert(0, str(project))
+    try:
+        from lookalike.model import load_embedding_model
+
+        tuned = load_embedding_model(project / "artifacts/model.keras").get_layer("backbone")
+        frozen = load_embedding_model(tiny_project / "artifacts/model.keras").get_layer("backbone")
+    finally:
+        sys.path.remove(str(project))
+    moved = {a.path for a, b in zip(tuned.weights, frozen.weights, strict=True) if not np.array_equal(a, b)}
+    assert moved and all(path.startswith(("blocks_14_", "blocks_15_", "conv_head")) for path in moved), moved
+    metrics = json.loads((project / "metrics/metrics.json").read_text())
+    assert 0.0 <= metrics["trained"]["precision_at_5"] <= 1.0

@@ -8,7 +8,7 @@ import yaml
 
 from lookalike.metrics import evaluate_retrieval
 from lookalike.params import PROJECT_ROOT
-from lookalike.training import embed_features, rows_by_label, sample_pk_batch, train_head
+from lookalike.training import embed_features, rows_by_label, sample_pk_batch, stack_top_and_head, train_head
 
 
 def test_pk_batch_has_p_labels_with_k_rows_each() -> None:
@@ -68,3 +68,35 @@ def test_no_regression_selection_keeps_a_step_at_least_as_good_as_raw_features_o
     floor = evaluate_retrieval(raw, labels[gallery], np.searchsorted(gallery, val_rows))[0]
     assert any(m.startswith("pretrained features on val") for m in messages)
     assert all(result.best_validation[name] >= floor[name] for name in floor), (result.best_validation, floor)
+
+
+def test_finetuning_on_cached_maps_trains_the_top_blocks_only_and_the_saved_model_agrees(train_params) -> None:
+    import keras
+
+    from lookalike.backbones import build_backbone, split_backbone
+    from lookalike.model import build_embedding_model
+    from lookalike.training import freeze_for_finetuning
+
+    keras.utils.set_random_seed(0)
+    backbone = build_backbone("efficientnet_lite0", 64, weights="imagenet")  # random weights give all-zero maps
+    bottom, top = split_backbone(backbone, "efficientnet_lite0", 2)
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.array(list("abcd")), 8)
+    images = rng.uniform(-1, 1, (len(labels), 64, 64, 3)).astype(np.float32)
+    images[:, :8, :8, :] += np.arange(4).repeat(8)[:, None, None, None] * 0.5  # a label cue
+    maps = bottom(images).numpy().astype(np.float16)[None]
+    before = {w.path: w.numpy().copy() for w in backbone.weights}
+    freeze_for_finetuning(backbone, top)
+    model, train = train_params
+    rows = np.arange(len(labels))
+    result = train_head(maps, labels, rows[rows % 4 != 0], rows[rows % 4 == 0], model,
+                        {**train, "finetune_steps": 20, "eval_every": 10, "classes_per_batch": 4},
+                        log=lambda _: None, backbone_top=top)
+    changed = {w.path for w in backbone.weights if not np.array_equal(w.numpy(), before[w.path])}
+    top_paths = {w.path for w in top.weights}
+    assert changed and changed <= top_paths  # nothing below the cut moves
+    assert not any("bn" in path or "batch_normalization" in path for path in changed)  # ImageNet BN statistics kept
+    assert {w.path for w in top.trainable_weights} == changed
+    full = build_embedding_model(backbone, result.head)
+    on_maps = embed_features(stack_top_and_head(top, result.head), maps[0])
+    np.testing.assert_allclose(full(images).numpy(), on_maps, atol=2e-3)  # maps were cached as float16
