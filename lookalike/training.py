@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from lookalike.losses import metric_loss
 from lookalike.metrics import evaluate_retrieval, unit_rows
-from lookalike.model import build_head
+from lookalike.model import CompiledModel, build_head
 
 SELECTION_METRIC = "map_at_r"
 SELECTIONS = ("map_at_r", "no_regression")
@@ -47,15 +47,18 @@ def sample_pk_batch(rng: np.random.Generator, groups: list[np.ndarray], classes:
     return np.concatenate(picks)
 
 
-def embed_features(model: keras.Model, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+def embed_features(model: keras.Model | CompiledModel, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """float32 (n, emb_dim): ``model`` (the head, or top blocks + head) over cached features
-    (n, feature_dim) or maps (n, h, w, c); maps go in batches of 256 to bound activation memory."""
+    (n, feature_dim) or maps (n, h, w, c); maps go in batches of 256 to bound activation memory.
+
+    The call is a traced function: eager Keras calls over maps grew memory by gigabytes.
+    """
+    compiled = model if isinstance(model, CompiledModel) else CompiledModel(model)
     if features.ndim > 2:
         batch_size = min(batch_size, 256)
     return np.concatenate([
-        model(np.asarray(features[i : i + batch_size], np.float32), training=False).numpy()
-        for i in range(0, len(features), batch_size)
-    ]) if len(features) else np.zeros((0, model.output_shape[-1]), np.float32)
+        compiled(np.asarray(features[i : i + batch_size], np.float32)) for i in range(0, len(features), batch_size)
+    ]) if len(features) else np.zeros((0, *compiled.output_shape), np.float32)
 
 
 def train_head(
@@ -114,8 +117,10 @@ def train_head(
     gallery_rows = np.sort(np.concatenate([train_rows, val_rows]))
     val_positions = np.searchsorted(gallery_rows, val_rows)
 
+    compiled_embedder = CompiledModel(embedder)  # traced once; reads the live weights at every check
+
     def validate() -> dict[str, float]:
-        embedded = embed_features(embedder, features[0, gallery_rows])
+        embedded = embed_features(compiled_embedder, features[0, gallery_rows])
         return evaluate_retrieval(embedded, labels[gallery_rows], val_positions)[0]
 
     # "no_regression": the kept step must match or beat the pretrained features on every val metric,

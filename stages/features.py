@@ -32,7 +32,7 @@ def main() -> None:
     backbone = new_backbone(backbone_params["name"], spec.image_size, backbone_params["weights"])
     if finetune_blocks:
         bottom, top = split_backbone(backbone, backbone_params["name"], finetune_blocks)
-        model, pool_maps = CompiledModel(bottom), build_feature_model(top)
+        model, pool_maps = CompiledModel(bottom), CompiledModel(build_feature_model(top))
     else:
         model = CompiledModel(build_feature_model(backbone))
     paths = subset["image_path"].tolist()
