@@ -165,6 +165,14 @@ def train_head(
                        proxies.numpy(), np.asarray(label_names))
 
 
+def maps_description(params: dict, shape: tuple[int, ...]) -> dict:
+    """What cached maps were cut for: the train stage refuses maps whose description differs."""
+    backbone = params["backbone"]
+    return {"backbone": backbone["name"], "weights": backbone["weights"], "image_size": backbone["image_size"],
+            "resize_mode": backbone["resize_mode"], "finetune_blocks": params["train"]["finetune_blocks"],
+            "shape": [int(d) for d in shape]}
+
+
 def stack_top_and_head(backbone_top: keras.Model, head: keras.Model) -> keras.Model:
     """Cached (h, w, c) maps -> top backbone blocks -> GAP -> head: what fine-tuning trains."""
     maps = keras.Input(backbone_top.input_shape[1:], name="cached_maps")

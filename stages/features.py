@@ -7,6 +7,7 @@ augmented views of train images (copies of view 0 elsewhere, never sampled).
 artifacts/feature_maps.npy: with ``train.finetune_blocks: N > 0``, float16
 (1 + augmented_views, n_images, h, w, c), the maps entering the last N backbone
 blocks, so fine-tuning those blocks never re-runs the frozen ones; an empty array otherwise.
+artifacts/feature_maps.json says which blocks they feed: maps of two cuts can share a shape.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from lookalike.backbones import split_backbone
 from lookalike.catalogue import read_table
 from lookalike.model import CompiledModel, build_feature_model, new_backbone, predict_paths
 from lookalike.params import PROJECT_ROOT, load_params, preprocess_spec
-from lookalike.training import embed_features
+from lookalike.training import embed_features, maps_description
 
 
 def main() -> None:
@@ -56,8 +57,9 @@ def main() -> None:
     images = len(paths) + len(train_rows) * features["augmented_views"]
     print(f"features: {images} images in {seconds:.1f} s ({images / seconds:.1f} images/s)")
     write_npy(PROJECT_ROOT / "artifacts/features.npy", np.stack(pooled_views))
-    write_npy(PROJECT_ROOT / "artifacts/feature_maps.npy",
-              np.stack(map_views) if map_views else np.zeros((0,), np.float16))
+    maps = np.stack(map_views) if map_views else np.zeros((0,), np.float16)
+    write_npy(PROJECT_ROOT / "artifacts/feature_maps.npy", maps)
+    write_json(PROJECT_ROOT / "artifacts/feature_maps.json", maps_description(params, maps.shape))
     write_json(PROJECT_ROOT / "metrics/features.json", {
         "images": images, "seconds": round(seconds, 1), "images_per_second": round(images / seconds, 1),
     })

@@ -8,6 +8,8 @@ The saved model is the full network, backbone included, so search needs nothing 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from lookalike.artifacts import write_bytes, write_json, write_with
@@ -15,7 +17,7 @@ from lookalike.backbones import split_backbone
 from lookalike.catalogue import read_table
 from lookalike.model import build_embedding_model, new_backbone
 from lookalike.params import PROJECT_ROOT, load_params
-from lookalike.training import freeze_for_finetuning, train_head
+from lookalike.training import freeze_for_finetuning, maps_description, train_head
 
 
 def main() -> None:
@@ -36,9 +38,14 @@ def main() -> None:
     top = None
     if finetune_blocks:
         top = split_backbone(backbone, backbone_params["name"], finetune_blocks)[1]
+        cached_for = json.loads((PROJECT_ROOT / "artifacts/feature_maps.json").read_text())
+        if cached_for != maps_description(params, features.shape):
+            raise SystemExit(f"artifacts/feature_maps.npy was cut for {cached_for}, not for these params "
+                             f"({maps_description(params, features.shape)}): rerun the features stage (dvc repro)")
         freeze_for_finetuning(backbone, top)
-    result = train_head(np.asarray(features), labels, train_rows, val_rows, params["model"], params["train"],
-                        backbone_top=top)
+    # Maps stay memory-mapped (hundreds of MB at 5k, gigabytes for the full download); pooled features are small.
+    result = train_head(features if finetune_blocks else np.asarray(features), labels, train_rows, val_rows,
+                        params["model"], params["train"], backbone_top=top)
     print(f"trained in {result.seconds:.1f} s; kept step {result.best_step} "
           f"(val MAP@R {result.best_validation.get('map_at_r', float('nan')):.4f})")
     model = build_embedding_model(backbone, result.head)

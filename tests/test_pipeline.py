@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -158,3 +159,10 @@ def test_finetuning_blocks_caches_their_input_maps_and_trains_only_them(tiny_pro
     assert moved and all(path.startswith(("blocks_14_", "blocks_15_", "conv_head")) for path in moved), moved
     metrics = json.loads((project / "metrics/metrics.json").read_text())
     assert 0.0 <= metrics["trained"]["precision_at_5"] <= 1.0
+    # maps cut for 2 blocks do not fit 3: the train stage, run by hand, says so and writes nothing
+    params["train"]["finetune_blocks"] = 3
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    model_before = (project / "artifacts/model.keras").read_bytes()
+    result = subprocess.run([sys.executable, "-m", "stages.train"], cwd=project, capture_output=True, text=True)
+    assert result.returncode != 0 and "rerun the features stage" in result.stderr, result.stderr[-2000:]
+    assert (project / "artifacts/model.keras").read_bytes() == model_before
