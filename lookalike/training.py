@@ -93,7 +93,7 @@ def train_head(
     top_variables = [] if backbone_top is None else backbone_top.trainable_variables
     top_optimizer = keras.optimizers.AdamW(
         keras.optimizers.schedules.CosineDecay(float(train_params["finetune_learning_rate"]), steps),
-        weight_decay=train_params["weight_decay"])
+        weight_decay=train_params["weight_decay"]) if top_variables else None
     loss_name, mining, margin = train_params["loss"], train_params["mining"], float(train_params["margin"])
     label_codes, label_names = pd.factorize(labels)
     label_codes = label_codes.astype(np.int32)

@@ -39,16 +39,20 @@ def main() -> None:
     paths = subset["image_path"].tolist()
     train_rows = np.flatnonzero(subset["split"].to_numpy() == "train")
     started = time.perf_counter()
-    pooled_views, map_views = [], []
-    for view in range(features["augmented_views"] + 1):
+    views = features["augmented_views"] + 1
+    pooled_views = []
+    maps = np.zeros((0,), np.float16)  # filled in place: one copy of every view's maps in memory, no stacking
+    for view in range(views):
         rows = np.arange(len(paths)) if view == 0 else train_rows
         outputs = predict_paths(model, [paths[i] for i in rows], spec, features["batch_size"],
                                 augment_seed=None if view == 0 else features["seed"] * 1000 + view,
                                 description="backbone features" if view == 0 else f"augmented view {view}")
         if finetune_blocks:
-            maps = map_views[0].copy() if view else np.empty((len(paths), *outputs.shape[1:]), np.float16)
-            maps[rows] = outputs
-            map_views.append(maps)
+            if view == 0:
+                maps = np.empty((views, len(paths), *outputs.shape[1:]), np.float16)
+            else:
+                maps[view] = maps[0]  # rows outside train keep the plain view (never sampled)
+            maps[view, rows] = outputs
             outputs = embed_features(pool_maps, outputs)  # pooled from the float32 maps, as the full model does
         pooled = pooled_views[0].copy() if view else np.empty((len(paths), outputs.shape[1]), np.float32)
         pooled[rows] = outputs
@@ -57,7 +61,6 @@ def main() -> None:
     images = len(paths) + len(train_rows) * features["augmented_views"]
     print(f"features: {images} images in {seconds:.1f} s ({images / seconds:.1f} images/s)")
     write_npy(PROJECT_ROOT / "artifacts/features.npy", np.stack(pooled_views))
-    maps = np.stack(map_views) if map_views else np.zeros((0,), np.float16)
     write_npy(PROJECT_ROOT / "artifacts/feature_maps.npy", maps)
     write_json(PROJECT_ROOT / "artifacts/feature_maps.json", maps_description(params, maps.shape))
     write_json(PROJECT_ROOT / "metrics/features.json", {
