@@ -46,7 +46,8 @@ def build_feature_model(backbone: keras.Model) -> keras.Model:
 
 
 def build_embedding_model(backbone: keras.Model, head: keras.Model) -> keras.Model:
-    """image (preprocessed, float32) -> unit embedding."""
+    """image (preprocessed, float32) -> unit embedding; given the backbone's top blocks
+    instead, their cached input maps -> unit embedding (what fine-tuning trains)."""
     inputs = keras.Input(backbone.input_shape[1:], name="image")
     pooled = keras.layers.GlobalAveragePooling2D(name="global_average_pooling")(backbone(inputs))
     return keras.Model(inputs, head(pooled), name="lookalike_embedder")

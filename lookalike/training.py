@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from lookalike.losses import metric_loss
 from lookalike.metrics import evaluate_retrieval, unit_rows
-from lookalike.model import CompiledModel, build_head
+from lookalike.model import CompiledModel, build_embedding_model, build_head
 
 SELECTION_METRIC = "map_at_r"
 SELECTIONS = ("map_at_r", "no_regression")
@@ -87,7 +87,7 @@ def train_head(
     feature_dim = features.shape[-1] if backbone_top is None else int(backbone_top.output_shape[-1])
     head = build_head(feature_dim, model_params["hidden_dim"], model_params["embedding_dim"],
                       train_params["dropout"], model_params["embedding"], seed)
-    embedder = head if backbone_top is None else stack_top_and_head(backbone_top, head)
+    embedder = head if backbone_top is None else build_embedding_model(backbone_top, head)  # maps -> embedding
     steps = int(train_params["finetune_steps"] if backbone_top is not None else train_params["steps"])
     optimizer = keras.optimizers.AdamW(train_params["learning_rate"], weight_decay=train_params["weight_decay"])
     top_variables = [] if backbone_top is None else backbone_top.trainable_variables
@@ -173,19 +173,10 @@ def maps_description(params: dict, shape: tuple[int, ...]) -> dict:
             "shape": [int(d) for d in shape]}
 
 
-def stack_top_and_head(backbone_top: keras.Model, head: keras.Model) -> keras.Model:
-    """Cached (h, w, c) maps -> top backbone blocks -> GAP -> head: what fine-tuning trains."""
-    maps = keras.Input(backbone_top.input_shape[1:], name="cached_maps")
-    pooled = keras.layers.GlobalAveragePooling2D(name="global_average_pooling")(backbone_top(maps))
-    return keras.Model(maps, head(pooled), name="top_and_head")
-
-
 def freeze_for_finetuning(backbone: keras.Model, backbone_top: keras.Model) -> None:
     """Only the top blocks' convolutions train; batch-norm layers keep their ImageNet statistics
     (a frozen Keras BatchNormalization also runs in inference mode)."""
     for layer in backbone.layers:
         layer.trainable = False
-    backbone.trainable = True
     for layer in backbone_top.layers:
         layer.trainable = bool(layer.weights) and not isinstance(layer, keras.layers.BatchNormalization)
-    backbone_top.trainable = True

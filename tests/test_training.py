@@ -8,7 +8,7 @@ import yaml
 
 from lookalike.metrics import evaluate_retrieval
 from lookalike.params import PROJECT_ROOT
-from lookalike.training import embed_features, rows_by_label, sample_pk_batch, stack_top_and_head, train_head
+from lookalike.training import embed_features, rows_by_label, sample_pk_batch, train_head
 
 
 def test_pk_batch_has_p_labels_with_k_rows_each() -> None:
@@ -98,5 +98,5 @@ def test_finetuning_on_cached_maps_trains_the_top_blocks_only_and_the_saved_mode
     assert not any("bn" in path or "batch_normalization" in path for path in changed)  # ImageNet BN statistics kept
     assert {w.path for w in top.trainable_weights} == changed
     full = build_embedding_model(backbone, result.head)
-    on_maps = embed_features(stack_top_and_head(top, result.head), maps[0])
+    on_maps = embed_features(build_embedding_model(top, result.head), maps[0])
     np.testing.assert_allclose(full(images).numpy(), on_maps, atol=2e-3)  # maps were cached as float16
