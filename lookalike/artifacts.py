@@ -94,17 +94,32 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def build_id(manifest: dict[str, Any]) -> str:
+    """A short name for a build: 16 hex digits of sha256 over its files' sorted "name:sha256" lines.
+
+    Derived from the content alone (not the time or the params), so the same files always
+    name the same build and any changed file names a new one.
+    """
+    files = manifest.get("files", {})
+    lines = "".join(f"{name}:{files[name].get('sha256', '')}\n" for name in sorted(files))
+    return hashlib.sha256(lines.encode()).hexdigest()[:16]
+
+
 def make_manifest(files: dict[str, Path], counts: dict[str, int], params: dict[str, Any]) -> dict[str, Any]:
-    return {
+    manifest = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "files": {name: {"path": Path(path).name, "sha256": sha256_file(path)} for name, path in files.items()},
         **counts,
         "params": params,
     }
+    return {"build_id": build_id(manifest), **manifest}
 
 
 def verify_manifest(directory: str | Path, manifest_name: str = "manifest.json") -> dict[str, Any]:
-    """Load the manifest and check every listed file exists and has the recorded hash."""
+    """Load the manifest and check every listed file exists and has the recorded hash.
+
+    The manifest returned always carries ``build_id``, computed when an older manifest has none.
+    """
     directory = Path(directory)
     manifest_path = directory / manifest_name
     if not manifest_path.is_file():
@@ -127,4 +142,8 @@ def verify_manifest(directory: str | Path, manifest_name: str = "manifest.json")
                 f"{name} file {path} does not match the manifest (sha256 {actual[:12]}..., "
                 f"manifest says {entry['sha256'][:12]}...): rebuild with dvc repro"
             )
+    expected = build_id(manifest)
+    if manifest.setdefault("build_id", expected) != expected:  # older manifests carry none: named here
+        raise ArtifactMismatchError(f"{manifest_path} names build {manifest['build_id']} but its files are build "
+                                    f"{expected}: rebuild with dvc repro")
     return manifest

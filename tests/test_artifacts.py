@@ -12,6 +12,7 @@ from lookalike.artifacts import (
     MANIFEST_FILES,
     ArtifactMismatchError,
     atomic_path,
+    build_id,
     make_manifest,
     sha256_file,
     verify_manifest,
@@ -152,4 +153,25 @@ def test_verify_manifest_missing_entry_raises_naming_it(artifact_dir):
     del manifest["files"]["items"]
     (artifact_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactMismatchError, match="'items'"):
+        verify_manifest(artifact_dir)
+
+
+def test_build_id_names_the_files_not_the_time_or_order(artifact_dir):
+    manifest = verify_manifest(artifact_dir)
+    assert manifest["build_id"] == build_id(manifest) and len(manifest["build_id"]) == 16
+    reordered = {**manifest, "created_at": "2001-01-01T00:00:00+00:00",
+                 "files": dict(reversed(list(manifest["files"].items())))}
+    assert build_id(reordered) == manifest["build_id"]
+    changed = json.loads(json.dumps(manifest))
+    changed["files"]["index"]["sha256"] = "0" * 64
+    assert build_id(changed) != manifest["build_id"]
+
+
+def test_verify_manifest_names_the_build_of_an_older_manifest_and_refuses_a_wrong_one(artifact_dir):
+    manifest = json.loads((artifact_dir / "manifest.json").read_text())
+    expected = manifest.pop("build_id")
+    (artifact_dir / "manifest.json").write_text(json.dumps(manifest))
+    assert verify_manifest(artifact_dir)["build_id"] == expected
+    (artifact_dir / "manifest.json").write_text(json.dumps({**manifest, "build_id": "0" * 16}))
+    with pytest.raises(ArtifactMismatchError, match=f"names build 0{{16}} but its files are build {expected}"):
         verify_manifest(artifact_dir)

@@ -82,12 +82,13 @@ def test_searcher_refuses_a_changed_artifact_and_names_it(tiny_project: Path, tm
 
 def test_searcher_refuses_artifacts_that_disagree_even_with_a_consistent_manifest(tiny_project: Path,
                                                                                   tmp_path: Path) -> None:
-    from lookalike.artifacts import sha256_file
+    from lookalike.artifacts import build_id, sha256_file
 
     artifacts = _copy_artifacts(tiny_project, tmp_path)
     np.save(artifacts / "embeddings.npy", np.load(artifacts / "embeddings.npy")[:-1])  # one row short
     manifest = json.loads((artifacts / "manifest.json").read_text())
     manifest["files"]["embeddings"]["sha256"] = sha256_file(artifacts / "embeddings.npy")
+    manifest["build_id"] = build_id(manifest)
     (artifacts / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactMismatchError, match="embeddings rows is 59 but the manifest says 60"):
         Searcher.load(artifacts, root=tiny_project)
