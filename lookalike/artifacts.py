@@ -1,29 +1,44 @@
-"""Writing artifacts whole, and the manifest that ties a model, embeddings and index together.
+"""Writing artifacts whole, the manifest that ties a model, embeddings and index together, and builds.
 
-Every stage writes each output aside and renames it into place, so a killed
-stage leaves the previous artifacts intact. Readers check the manifest's hashes
-and counts before trusting anything.
+Every stage writes each output aside, fsyncs it and renames it into place, so a
+killed stage leaves the previous file intact. A build is several files from
+several stages, though, and DVC deletes a stage's outputs before rerunning it;
+so the index stage also *publishes* each finished build: a copy under
+``artifacts/builds/<build_id>/`` that no stage touches, named by the pointer
+``artifacts/current.json``. Readers resolve a folder with :func:`resolve_build`
+and check the manifest's hashes before trusting anything: they get the previous
+build or the new one, whole, wherever a run was killed.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import shutil
 import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 MANIFEST_FILES = ("model", "embeddings", "image_paths", "items", "index")
-# Test hook: "kill-before-rename:<file name>" makes the process SIGKILL itself after writing that
-# file's temporary copy and before the rename, the worst moment for an interruption.
+MANIFEST_NAME = "manifest.json"
+BUILDS_DIR = "builds"  # artifacts/builds/<build_id>/: published builds, never DVC outputs
+POINTER_NAME = "current.json"  # artifacts/current.json: {"build": "<build_id>"}, the build to serve
+KEEP_BUILDS = 2  # the current build and the one before it
+# Test hook: the process SIGKILLs itself where the variable names a failpoint: "kill-before-rename:<file
+# name>" (temporary copy written, not renamed), "kill-after-rename:<file name>" (renamed, nothing after),
+# "kill-after-publish-copy:<file name>" (that file copied into an unfinished build folder),
+# "kill-before-publish-rename" (build folder complete under its temporary name).
 FAILPOINT_ENV = "LOOKALIKE_FAILPOINT"
+FICLONE = 0x40049409  # Linux ioctl: share the blocks copy-on-write (btrfs, XFS); refused elsewhere
+T = TypeVar("T")
 
 
 class ArtifactMismatchError(RuntimeError):
@@ -38,9 +53,28 @@ class ArtifactMismatchError(RuntimeError):
         self.kind = kind
 
 
+def failpoint(name: str) -> None:
+    """Die here, as a power cut or `kill -9` would, when $LOOKALIKE_FAILPOINT names this point (tests only)."""
+    if os.environ.get(FAILPOINT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fsync_path(path: str | Path) -> None:
+    """Flush a file's data, or a folder's entries, to disk: a rename is only durable once its folder is."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    The data is fsynced before the rename and the folder after it, so after a power cut
+    the path holds the old file or the new one, never a renamed but empty file.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.*.tmp*"):  # left by a killed earlier run
@@ -53,9 +87,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; outputs should read like any file
     try:
         yield tmp_path
-        if os.environ.get(FAILPOINT_ENV) == f"kill-before-rename:{path.name}":
-            os.kill(os.getpid(), signal.SIGKILL)
+        fsync_path(tmp_path)
+        failpoint(f"kill-before-rename:{path.name}")
         os.replace(tmp_path, path)
+        fsync_path(path.parent)
+        failpoint(f"kill-after-rename:{path.name}")
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -115,7 +151,7 @@ def make_manifest(files: dict[str, Path], counts: dict[str, int], params: dict[s
     return {"build_id": build_id(manifest), **manifest}
 
 
-def verify_manifest(directory: str | Path, manifest_name: str = "manifest.json") -> dict[str, Any]:
+def verify_manifest(directory: str | Path, manifest_name: str = MANIFEST_NAME) -> dict[str, Any]:
     """Load the manifest and check every listed file exists and has the recorded hash.
 
     The manifest returned always carries ``build_id``, computed when an older manifest has none.
@@ -147,3 +183,155 @@ def verify_manifest(directory: str | Path, manifest_name: str = "manifest.json")
         raise ArtifactMismatchError(f"{manifest_path} names build {manifest['build_id']} but its files are build "
                                     f"{expected}: rebuild with dvc repro")
     return manifest
+
+
+# ---------------------------------------------------------------- builds
+
+
+def read_pointer(directory: str | Path) -> str | None:
+    """The build id ``artifacts/current.json`` names, or None without a readable pointer (older layout)."""
+    try:
+        value = json.loads((Path(directory) / POINTER_NAME).read_text())["build"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def _manifest_build(directory: Path) -> str | None:
+    """The build id of the manifest in ``directory``, without hashing its files; None if unreadable."""
+    try:
+        return build_id(json.loads((directory / MANIFEST_NAME).read_text()))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def resolve_build(directory: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The folder of the build to serve from an artifacts folder, and its verified manifest.
+
+    Without a pointer (an older layout, a test's copy) the folder itself, as always. With one,
+    the published build it names; except when the folder's own manifest names another build
+    and every file matches it, which is a newer build not yet published (a run killed just
+    before publishing) or one DVC checked out or restored from its run cache without running
+    the index stage: then that one, so the page never lags behind the workspace. A folder
+    in the middle of a run fails its check and the published build is served instead.
+    """
+    directory = Path(directory)
+    current = read_pointer(directory)
+    published = directory / BUILDS_DIR / str(current)
+    if current is None or not published.is_dir():  # no pointer, or one copied without its builds
+        return directory, verify_manifest(directory)
+    top = _manifest_build(directory)
+    candidates = [directory, published] if top not in (None, current) else [published, directory]
+    errors: list[ArtifactMismatchError] = []
+    for folder in candidates:
+        try:
+            manifest = verify_manifest(folder)
+        except ArtifactMismatchError as error:
+            errors.append(error)
+            continue
+        if folder == published and manifest["build_id"] != current:
+            errors.append(ArtifactMismatchError(f"{folder} holds build {manifest['build_id']}, not {current}"))
+            continue
+        return folder, manifest
+    raise errors[candidates.index(published)]
+
+
+def load_build(directory: str | Path, loader: Callable[[Path, dict[str, Any]], T]) -> T:
+    """Resolve the build to serve and load it with ``loader(folder, manifest)``.
+
+    A published build is never written again, but the artifacts folder itself is: when that
+    is what resolved, check after loading that it did not change meanwhile (a stage renaming
+    a new file in) and otherwise load again, from the build the pointer names by then.
+    """
+    directory = Path(directory)
+    folder, manifest = resolve_build(directory)
+    loaded = loader(folder, manifest)
+    if folder != directory or read_pointer(directory) is None:
+        return loaded
+    try:
+        unchanged = verify_manifest(folder) == manifest
+    except ArtifactMismatchError:
+        unchanged = False
+    if unchanged:
+        return loaded
+    folder, manifest = resolve_build(directory)
+    return loader(folder, manifest)
+
+
+def _copy(source: Path, target: Path) -> None:
+    """An independent, fsynced copy: a reflink where the filesystem can, else the bytes.
+
+    Not a hard link: that would share the file with artifacts/, and a single in-place write
+    there (`cp` onto it, a tool that truncates) would damage the published build as well.
+    """
+    with source.open("rb") as reader, target.open("wb") as writer:
+        try:
+            fcntl.ioctl(writer.fileno(), FICLONE, reader.fileno())
+        except OSError:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+        writer.flush()
+        os.fsync(writer.fileno())
+
+
+def _discard(folder: Path) -> None:
+    """Remove a folder, renaming it out of the way first so no half-deleted folder keeps a build's name."""
+    trash = folder.with_name(f".{folder.name}.trash-{os.getpid()}")
+    os.replace(folder, trash)
+    fsync_path(folder.parent)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def publish_build(directory: str | Path, keep: int = KEEP_BUILDS) -> str:
+    """Copy the build in ``directory`` to ``builds/<build_id>/`` and point ``current.json`` at it.
+
+    The order makes every moment safe to die at: files copied into a temporary folder and
+    fsynced, the folder renamed into place, the pointer replaced atomically, and only then
+    builds older than the ``keep`` newest removed (never the one named). Returns the build id.
+    """
+    directory = Path(directory)
+    manifest = verify_manifest(directory)
+    current = manifest["build_id"]
+    builds = directory / BUILDS_DIR
+    builds.mkdir(exist_ok=True)
+    for stale in builds.glob(".*"):  # left by a killed earlier publication
+        shutil.rmtree(stale, ignore_errors=True)
+    target = builds / current
+    if target.is_dir():
+        try:
+            verify_manifest(target)
+        except ArtifactMismatchError:
+            _discard(target)
+    if not target.is_dir():
+        staging = Path(tempfile.mkdtemp(prefix=f".{current}.", suffix=".tmp", dir=builds))
+        staging.chmod(0o777 & ~_umask())
+        for entry in manifest["files"].values():
+            _copy(directory / entry["path"], staging / entry["path"])
+            failpoint(f"kill-after-publish-copy:{entry['path']}")
+        _copy(directory / MANIFEST_NAME, staging / MANIFEST_NAME)
+        fsync_path(staging)
+        failpoint("kill-before-publish-rename")
+        os.replace(staging, target)
+        fsync_path(builds)
+    previous = read_pointer(directory)
+    write_json(directory / POINTER_NAME, {"build": current})
+    _prune(builds, [current, previous], keep)
+    return current
+
+
+def _prune(builds: Path, first: list[str | None], keep: int) -> None:
+    """Keep the named builds (the current one, then the one it replaced) and the newest others up to ``keep``."""
+    others = sorted((p for p in builds.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    kept: list[str] = []
+    for name in [*first, *(p.name for p in others)]:
+        if name and name not in kept and (builds / name).is_dir() and (len(kept) < keep or name == first[0]):
+            kept.append(name)
+    for old in others:
+        if old.name not in kept:
+            _discard(old)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lookalike.artifacts import ArtifactMismatchError, verify_manifest
+from lookalike.artifacts import ArtifactMismatchError, load_build
 from lookalike.catalogue import load_catalogue, read_table
 from lookalike.index import load_index, search
 from lookalike.metrics import evaluate_retrieval, unit_rows
@@ -74,9 +74,18 @@ class Searcher:
     @classmethod
     def load(cls, artifacts_dir: str | Path | None = None, root: str | Path = PROJECT_ROOT,
              max_bytes: int = DEFAULT_MAX_BYTES) -> Searcher:
-        """Load and cross-check the pinned artifacts; refuse any that disagree."""
+        """Load and cross-check the build an artifacts folder serves; refuse any that disagree.
+
+        The folder's published build (``artifacts/current.json``), so a pipeline killed halfway
+        never leaves the page a mix; a folder without one is loaded as it is. See
+        :func:`lookalike.artifacts.resolve_build`.
+        """
         directory = Path(artifacts_dir) if artifacts_dir else Path(root) / "artifacts"
-        manifest = verify_manifest(directory)
+        return load_build(directory, lambda folder, manifest: cls._load_folder(folder, manifest, root, max_bytes))
+
+    @classmethod
+    def _load_folder(cls, directory: Path, manifest: dict, root: str | Path, max_bytes: int) -> Searcher:
+        """One verified build folder: every file loaded and checked against the others."""
         files = {name: directory / entry["path"] for name, entry in manifest["files"].items()}
         count, dimension = int(manifest["count"]), int(manifest["dimension"])
         embeddings = np.load(files["embeddings"])

@@ -7,11 +7,9 @@ run to MLflow.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
-from lookalike.artifacts import write_bytes, write_json
+from lookalike.artifacts import verify_manifest, write_bytes, write_json
 from lookalike.catalogue import read_table
 from lookalike.index import load_index
 from lookalike.metrics import evaluate_retrieval, unit_rows
@@ -37,7 +35,7 @@ def main() -> None:
     params = load_params()
     label = params["data"]["label_column"]
     artifacts = PROJECT_ROOT / "artifacts"
-    manifest = json.loads((artifacts / "manifest.json").read_text())
+    manifest = verify_manifest(artifacts)  # the build the index stage just published, never a mix of two
     items = read_table(artifacts / "items.csv")
     embeddings = np.load(artifacts / "embeddings.npy")
     index = load_index(artifacts / "faiss.index", params["index"])

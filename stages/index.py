@@ -1,7 +1,10 @@
-"""Stage index: embeddings -> artifacts/faiss.index and artifacts/manifest.json.
+"""Stage index: embeddings -> artifacts/faiss.index and artifacts/manifest.json, then publish the build.
 
 The manifest pins the model, embeddings, paths, items and index by sha256, with
 the counts and the preprocessing the model expects; every reader checks it.
+Publishing copies the finished build to artifacts/builds/<build_id>/ and points
+artifacts/current.json at it: DVC deletes and rewrites the stage outputs on the
+next run, the published build stays whole for the page meanwhile.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import time
 
 import numpy as np
 
-from lookalike.artifacts import make_manifest, write_json, write_with
+from lookalike.artifacts import make_manifest, publish_build, write_json, write_with
 from lookalike.index import build_index, save_index
 from lookalike.params import PROJECT_ROOT, check_k_fits, load_params, preprocess_spec
 
@@ -41,6 +44,7 @@ def main() -> None:
         "index": params["index"],
     })
     write_json(artifacts / "manifest.json", manifest)
+    print(f"published build {publish_build(artifacts)}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import pytest
 from bad_inputs import bad_input_corpus
 from conftest import STAGES, ran_stages, run
 
-from lookalike.artifacts import FAILPOINT_ENV, ArtifactMismatchError
+from lookalike.artifacts import BUILDS_DIR, FAILPOINT_ENV, POINTER_NAME, ArtifactMismatchError
 from lookalike.preprocessing import InvalidImageError
 from lookalike.search import Searcher
 
@@ -66,8 +66,9 @@ def test_bad_input_corpus_answers_or_raises_one_readable_error(searcher: Searche
 
 
 def _copy_artifacts(tiny_project: Path, tmp_path: Path) -> Path:
+    """The artifacts without the published builds and their pointer: the folder's own files are what is served."""
     target = tmp_path / "artifacts"
-    shutil.copytree(tiny_project / "artifacts", target)
+    shutil.copytree(tiny_project / "artifacts", target, ignore=shutil.ignore_patterns(BUILDS_DIR, POINTER_NAME))
     return target
 
 
