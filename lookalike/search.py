@@ -6,28 +6,25 @@
 
 Bad images raise :class:`lookalike.preprocessing.InvalidImageError`; artifacts that
 disagree raise :class:`lookalike.artifacts.ArtifactMismatchError`. Both carry a
-message meant for a person. Also a command line: ``python -m lookalike.search --help``.
+message meant for a person. The command line is :mod:`lookalike.cli` (``lookalike --help``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from lookalike.artifacts import ArtifactMismatchError, load_build
-from lookalike.catalogue import load_catalogue, read_table
+from lookalike.catalogue import read_table
 from lookalike.index import load_index, search
-from lookalike.metrics import evaluate_retrieval, unit_rows
-from lookalike.model import CompiledModel, build_feature_model, load_embedding_model, predict_paths
+from lookalike.model import CompiledModel, load_embedding_model
 from lookalike.params import PROJECT_ROOT
-from lookalike.preprocessing import DEFAULT_MAX_BYTES, ImageSource, InvalidImageError, PreprocessSpec, preprocess
+from lookalike.preprocessing import DEFAULT_MAX_BYTES, ImageSource, PreprocessSpec, load_image, preprocess
 
 FILTER_COLUMNS = ("gender", "masterCategory", "articleType", "baseColour")
 METADATA_COLUMNS = ("productDisplayName", "articleType", "baseColour", "gender", "masterCategory", "subCategory")
@@ -140,8 +137,12 @@ class Searcher:
         row = self.row_of(item_id)
         return Match(0, int(item_id), 1.0, str(self.resolve_path(row)), self.metadata(row))
 
-    def embed_image(self, source: ImageSource) -> np.ndarray:
-        """float32 (dim,) unit embedding of a path or image bytes."""
+    def decode(self, source: ImageSource) -> Image.Image:
+        """An upload decoded once, as the search will see it (shrunk to the model's input side), for a preview."""
+        return load_image(source, max_bytes=self.max_bytes, max_side=self.spec.image_size)
+
+    def embed_image(self, source: ImageSource | Image.Image) -> np.ndarray:
+        """float32 (dim,) unit embedding of a path, image bytes or an image :meth:`decode` returned."""
         return self.model(preprocess(source, self.spec, self.max_bytes)[None])[0]
 
     def allowed_rows(self, filters: dict[str, list[str]] | None) -> np.ndarray | None:
@@ -181,7 +182,7 @@ class Searcher:
                 break
         return SearchResponse(matches, search_ms=(time.perf_counter() - started) * 1e3, candidates=candidates)
 
-    def search(self, source: ImageSource, k: int = 5, filters: dict | None = None) -> SearchResponse:
+    def search(self, source: ImageSource | Image.Image, k: int = 5, filters: dict | None = None) -> SearchResponse:
         """The k catalogue items most similar to an image (path or bytes)."""
         started = time.perf_counter()
         vector = self.embed_image(source)
@@ -209,87 +210,3 @@ class Searcher:
             records.extend((item_id, rank, int(self._item_ids[n]), round(float(s), 6))
                            for rank, (s, n) in enumerate(kept, start=1))
         return pd.DataFrame(records, columns=["id", "rank", "related_id", "score"])
-
-
-def evaluate_folder(searcher: Searcher, folder: str | Path, label_column: str | None = None,
-                    batch_size: int = 32, with_baseline: bool = False) -> dict:
-    """The pinned model on another catalogue folder: every image a query against all the others.
-
-    No retraining. Queries whose label has no other image in the folder cannot
-    score and are left out (counted in the result). ``with_baseline`` also scores
-    the pinned model's pretrained backbone features without the head.
-    """
-    label_column = label_column or searcher.manifest["params"]["label_column"]
-    table, report = load_catalogue(folder, label_column)
-    paths = table["image_path"].tolist()
-    labels = table[label_column].to_numpy()
-    counts = pd.Series(labels).value_counts()
-    queries = np.flatnonzero(pd.Series(labels).map(counts).to_numpy() >= 2)
-    embeddings = predict_paths(searcher.model, paths, searcher.spec, batch_size, description="folder embeddings")
-    result = {"folder": str(folder), "images": len(table), "queries": len(queries),
-              "queries_without_relevant": int(len(table) - len(queries)), "catalogue": report.summary(),
-              "trained": evaluate_retrieval(embeddings, labels, queries)[0]}
-    if with_baseline:
-        backbone = CompiledModel(build_feature_model(searcher.model.model.get_layer("backbone")))
-        features = predict_paths(backbone, paths, searcher.spec, batch_size, description="backbone features")
-        result["pretrained"] = evaluate_retrieval(unit_rows(features), labels, queries)[0]
-    return result
-
-
-def _print_response(response: SearchResponse, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(response.to_dict(), indent=2))
-        return
-    for match in response.matches:
-        print(f"{match.rank:>3}  {match.score:.4f}  {match.id:>6}  {match.metadata.get('articleType', ''):<18} "
-              f"{match.metadata.get('productDisplayName', '')}")
-    print(f"({response.total_ms:.1f} ms: embed {response.embed_ms:.1f}, search {response.search_ms:.1f})")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lookalike.search", description=__doc__.split("\n")[0])
-    parser.add_argument("--artifacts", help="artifacts folder (default: ./artifacts)")
-    commands = parser.add_subparsers(dest="command", required=True)
-    query = commands.add_parser("query", help="catalogue items most similar to an image file")
-    query.add_argument("image")
-    query.add_argument("--k", type=int, default=5)
-    query.add_argument("--json", action="store_true")
-    similar = commands.add_parser("similar", help="'more like this' for a catalogue item id")
-    similar.add_argument("item_id", type=int)
-    similar.add_argument("--k", type=int, default=5)
-    similar.add_argument("--json", action="store_true")
-    related = commands.add_parser("related", help="export id -> k related ids with scores for the whole catalogue")
-    related.add_argument("--k", type=int, default=10)
-    related.add_argument("--out", required=True, help="CSV file to write")
-    folder = commands.add_parser("evaluate-folder", help="evaluate the pinned model on another catalogue folder")
-    folder.add_argument("folder")
-    folder.add_argument("--out", help="also write the metrics to this JSON file")
-    folder.add_argument("--baseline", action="store_true", help="also score the pretrained backbone features")
-    args = parser.parse_args(argv)
-    try:
-        searcher = Searcher.load(args.artifacts)
-        if args.command == "query":
-            _print_response(searcher.search(args.image, args.k), args.json)
-        elif args.command == "similar":
-            _print_response(searcher.similar_items(args.item_id, args.k), args.json)
-        elif args.command == "related":
-            from lookalike.artifacts import write_bytes
-
-            table = searcher.related_table(args.k)
-            write_bytes(args.out, table.to_csv(index=False).encode())
-            print(f"wrote {len(table)} rows ({table['id'].nunique()} items x up to {args.k}) to {args.out}")
-        else:
-            result = evaluate_folder(searcher, args.folder, with_baseline=args.baseline)
-            print(json.dumps(result, indent=2))
-            if args.out:
-                from lookalike.artifacts import write_json
-
-                write_json(args.out, result)
-    except (InvalidImageError, ArtifactMismatchError, KeyError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error.args[0] if isinstance(error, KeyError) else error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

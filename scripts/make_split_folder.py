@@ -1,7 +1,7 @@
 """Write one split of data/subset.csv as a catalogue folder of its own (Kaggle layout), for evaluate-folder.
 
     python -m scripts.make_split_folder --split test --out /tmp/test-split
-    python -m lookalike.search evaluate-folder /tmp/test-split
+    lookalike evaluate-folder /tmp/test-split
 
 styles.csv keeps the catalogue's original lines (quirks included); images are symbolic links
 to the catalogue's files (``--copy`` copies them instead). Never point --out inside the repository.

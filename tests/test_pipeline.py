@@ -102,7 +102,8 @@ def test_second_repro_runs_nothing_and_index_param_reruns_only_index_and_evaluat
 
 
 def test_evaluate_folder_scores_another_catalogue_without_retraining(tiny_project: Path) -> None:
-    from lookalike.search import Searcher, evaluate_folder
+    from lookalike.evaluation import evaluate_folder
+    from lookalike.search import Searcher
 
     searcher = Searcher.load(tiny_project / "artifacts", root=tiny_project)
     model_before = (tiny_project / "artifacts/model.keras").read_bytes()
@@ -118,7 +119,8 @@ def test_evaluate_folder_scores_another_catalogue_without_retraining(tiny_projec
 def test_related_table_and_command_line(tiny_project: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     import pandas as pd
 
-    from lookalike.search import Searcher, main
+    from lookalike.cli import main
+    from lookalike.search import Searcher
 
     table = Searcher.load(tiny_project / "artifacts", root=tiny_project).related_table(k=3)
     assert len(table) == 60 * 3 and table["id"].nunique() == 60

@@ -1,0 +1,267 @@
+"""The ``lookalike`` command line: one entry point, one function per subcommand.
+
+    lookalike query photo.jpg --k 5 [--json]
+    lookalike similar 15970 --k 5
+    lookalike related --k 10 --out related.csv
+    lookalike evaluate-folder /path/to/catalogue [--baseline] [--out metrics.json]
+    lookalike duplicates --out duplicates.csv [--threshold 0.99]
+
+Also ``python -m lookalike.cli``. Any failure prints exactly one line, ``error: <message>``, on
+stderr and exits non-zero: 2 for a problem the user can fix (bad image, missing or mismatched
+artifacts, unknown id, bad arguments), 1 for anything unexpected. ``--verbose`` adds the
+traceback on stderr (otherwise it goes to the ``lookalike.cli`` logger at debug level).
+
+Adding a subcommand is one decorated function, its arguments declared in the decorator::
+
+    @subcommand("name", "one line of help", lambda p: p.add_argument("--flag"))
+    def run_name(args: argparse.Namespace) -> int:
+        ...
+        return 0
+
+Heavy imports (TensorFlow, FAISS) happen inside the subcommands, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TensorFlow import: no start-up chatter
+
+log = logging.getLogger("lookalike.cli")
+
+PROG = "lookalike"
+USER_ERROR = 2  # the user can fix it: input, arguments, artifacts
+UNEXPECTED_ERROR = 1
+
+
+class UsageError(Exception):
+    """Bad command-line arguments (raised instead of argparse's usage-and-exit)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would print usage and exit; we want one line
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def subcommand(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None] = lambda _: None):
+    """Register ``run(args) -> exit status`` as ``lookalike <name>``; ``configure`` adds its arguments."""
+
+    def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        if name in COMMANDS:
+            raise RuntimeError(f"subcommand {name!r} registered twice")
+        COMMANDS[name] = Command(name, help, configure, run)
+        return run
+
+    return register
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions whose message is meant for a person (imported lazily: they live beside TensorFlow)."""
+    from lookalike.artifacts import ArtifactMismatchError
+    from lookalike.preprocessing import InvalidImageError
+
+    return (UsageError, InvalidImageError, ArtifactMismatchError, KeyError, ValueError, OSError)
+
+
+def import_tensorflow_quietly(verbose: bool = False) -> None:
+    """Import TensorFlow with file descriptor 2 pointed at /dev/null, unless ``verbose``.
+
+    Its native start-up lines (oneDNN, CPU features) ignore TF_CPP_MIN_LOG_LEVEL in this
+    release and would surround the one ``error:`` line. Python exceptions are unaffected.
+    """
+    if verbose or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _load_searcher(args: argparse.Namespace):
+    import_tensorflow_quietly(args.verbose)
+    from lookalike.search import Searcher
+
+    return Searcher.load(args.artifacts)
+
+
+def _print_response(response, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(response.to_dict(), indent=2))
+        return
+    for match in response.matches:
+        print(f"{match.rank:>3}  {match.score:.4f}  {match.id:>6}  {match.metadata.get('articleType', ''):<18} "
+              f"{match.metadata.get('productDisplayName', '')}")
+    print(f"({response.total_ms:.1f} ms: embed {response.embed_ms:.1f}, search {response.search_ms:.1f})")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _k_and_json(parser: argparse.ArgumentParser, k: int = 5) -> None:
+    parser.add_argument("--k", type=_positive_int, default=k, help=f"number of results (default {k})")
+    parser.add_argument("--json", action="store_true", help="print the whole response as JSON")
+
+
+# ---------------------------------------------------------------------------------- subcommands
+
+
+@subcommand("query", "catalogue items most similar to an image file",
+            lambda p: (p.add_argument("image", help="path of a photo"), _k_and_json(p)))
+def run_query(args: argparse.Namespace) -> int:
+    _print_response(_load_searcher(args).search(args.image, args.k), args.json)
+    return 0
+
+
+@subcommand("similar", "'more like this' for a catalogue item id (never the item itself)",
+            lambda p: (p.add_argument("item_id", type=int), _k_and_json(p)))
+def run_similar(args: argparse.Namespace) -> int:
+    _print_response(_load_searcher(args).similar_items(args.item_id, args.k), args.json)
+    return 0
+
+
+def _related_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--k", type=_positive_int, default=10, help="related items per item (default 10)")
+    parser.add_argument("--out", required=True, help="CSV file to write (columns id, rank, related_id, score)")
+
+
+@subcommand("related", "export id -> k related ids with scores for the whole catalogue", _related_args)
+def run_related(args: argparse.Namespace) -> int:
+    from lookalike.artifacts import write_bytes
+
+    table = _load_searcher(args).related_table(args.k)
+    write_bytes(args.out, table.to_csv(index=False).encode())
+    print(f"wrote {len(table)} rows ({table['id'].nunique()} items x up to {args.k}) to {args.out}")
+    return 0
+
+
+def _evaluate_folder_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", help="a catalogue folder: styles.csv and images/<id>.jpg")
+    parser.add_argument("--out", help="also write the metrics to this JSON file")
+    parser.add_argument("--baseline", action="store_true", help="also score the pretrained backbone features")
+
+
+@subcommand("evaluate-folder", "evaluate the pinned model on another catalogue folder (no retraining)",
+            _evaluate_folder_args)
+def run_evaluate_folder(args: argparse.Namespace) -> int:
+    from lookalike.artifacts import write_json
+    from lookalike.evaluation import evaluate_folder
+
+    result = evaluate_folder(_load_searcher(args), args.folder, with_baseline=args.baseline)
+    print(json.dumps(result, indent=2))
+    if args.out:
+        write_json(args.out, result)
+    return 0
+
+
+def _duplicates_args(parser: argparse.ArgumentParser) -> None:
+    from lookalike.duplicates import NEAR_DUPLICATE_COSINE
+
+    parser.add_argument("--out", required=True, help="CSV file to write, one row per item in a group")
+    parser.add_argument("--threshold", type=float, default=NEAR_DUPLICATE_COSINE,
+                        help=f"cosine at or above which two items are near-duplicates (default "
+                             f"{NEAR_DUPLICATE_COSINE}, chosen from data: see the README)")
+
+
+@subcommand("duplicates", "list the build's near-duplicate groups (CSV)", _duplicates_args)
+def run_duplicates(args: argparse.Namespace) -> int:
+    from lookalike.artifacts import write_bytes
+    from lookalike.duplicates import duplicate_groups, load_build
+
+    embeddings, items = load_build(args.artifacts)
+    table = duplicate_groups(embeddings, items, args.threshold)
+    write_bytes(args.out, table.to_csv(index=False).encode())
+    groups = table["group"].nunique() if len(table) else 0
+    print(f"{groups} near-duplicate groups ({len(table)} of {len(items)} items) at cosine >= {args.threshold} "
+          f"written to {args.out}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------- entry point
+
+
+def _common_options(parser: argparse.ArgumentParser, default) -> None:
+    """Options accepted before and after the subcommand name (the subcommand's copy must not reset them)."""
+    parser.add_argument("--artifacts", default=default, help="artifacts folder (default: ./artifacts)")
+    parser.add_argument("--verbose", "-v", action="store_true", default=False if default is None else default,
+                        help="on error also print the traceback on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Visual similarity search over a pinned catalogue build.",
+                     epilog="Errors print one line 'error: ...' and exit 2 (usage, input, artifacts) or 1 "
+                            "(unexpected).")
+    _common_options(parser, None)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for command in COMMANDS.values():
+        sub = commands.add_parser(command.name, help=command.help, description=command.help)
+        _common_options(sub, argparse.SUPPRESS)
+        command.configure(sub)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def _one_line(error: BaseException) -> str:
+    text = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+    text = " ".join(str(text).split()) or type(error).__name__
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (never raises, never prints a traceback unless --verbose)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verbose = "--verbose" in argv or "-v" in argv  # known before parsing, so a usage error honours it too
+    try:
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except SystemExit as exit_:  # --help: argparse has printed what was asked
+        return exit_.code if isinstance(exit_.code, int) else 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - the one place every failure becomes one line
+        if verbose:
+            import traceback
+
+            traceback.print_exception(error, file=sys.stderr)
+        else:
+            log.debug("%s failed", PROG, exc_info=True)
+        try:
+            expected = isinstance(error, _user_errors())
+        except Exception:  # noqa: BLE001 - even a broken install must not end in a traceback
+            expected = isinstance(error, UsageError)
+        if expected:
+            print(f"error: {_one_line(error)}", file=sys.stderr)
+            return USER_ERROR
+        hint = "" if verbose else " (rerun with --verbose for details)"
+        print(f"error: unexpected {type(error).__name__}: {_one_line(error)}{hint}", file=sys.stderr)
+        return UNEXPECTED_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""The pinned model on another catalogue folder, without retraining.
+
+Lives apart from :mod:`lookalike.metrics` (pure ranking arithmetic on arrays) because it reads
+a catalogue, decodes images and runs the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lookalike.catalogue import load_catalogue
+from lookalike.metrics import evaluate_retrieval, unit_rows
+from lookalike.model import CompiledModel, build_feature_model, predict_paths
+from lookalike.search import Searcher
+
+
+def evaluate_folder(searcher: Searcher, folder: str | Path, label_column: str | None = None,
+                    batch_size: int = 32, with_baseline: bool = False) -> dict:
+    """The pinned model on another catalogue folder: every image a query against all the others.
+
+    No retraining. Queries whose label has no other image in the folder cannot
+    score and are left out (counted in the result). ``with_baseline`` also scores
+    the pinned model's pretrained backbone features without the head.
+    """
+    label_column = label_column or searcher.manifest["params"]["label_column"]
+    table, report = load_catalogue(folder, label_column)
+    paths = table["image_path"].tolist()
+    labels = table[label_column].to_numpy()
+    counts = pd.Series(labels).value_counts()
+    queries = np.flatnonzero(pd.Series(labels).map(counts).to_numpy() >= 2)
+    embeddings = predict_paths(searcher.model, paths, searcher.spec, batch_size, description="folder embeddings")
+    result = {"folder": str(folder), "images": len(table), "queries": len(queries),
+              "queries_without_relevant": int(len(table) - len(queries)), "catalogue": report.summary(),
+              "trained": evaluate_retrieval(embeddings, labels, queries)[0]}
+    if with_baseline:
+        backbone = CompiledModel(build_feature_model(searcher.model.model.get_layer("backbone")))
+        features = predict_paths(backbone, paths, searcher.spec, batch_size, description="backbone features")
+        result["pretrained"] = evaluate_retrieval(unit_rows(features), labels, queries)[0]
+    return result
