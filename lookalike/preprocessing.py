@@ -7,18 +7,40 @@ query photo is treated exactly like the catalogue photos it is compared with.
 from __future__ import annotations
 
 import io
-import warnings
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageEnhance, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
 ImageSource = str | Path | bytes | bytearray | memoryview
 
 DEFAULT_MAX_BYTES = 20 * 1024 * 1024
-DEFAULT_MAX_PIXELS = 40_000_000  # 40 MP; beyond that decoding alone costs seconds and GBs
+# Pixels actually decoded (a JPEG counts at its reduced draft scale, so a 48 MP phone photo is fine). At 16 MP the
+# widest mode we decode (RGBA, 4 bytes) plus the one premultiplied copy a resize makes stays near 130 MB.
+DEFAULT_MAX_PIXELS = 16_000_000
+# Dimensions read from the header before anything is decoded; Pillow's own decompression-bomb limit.
+MAX_SOURCE_PIXELS = Image.MAX_IMAGE_PIXELS
 WHITE = (255, 255, 255)
+
+# What we decode, by Pillow format name, with the file extensions a browser offers for it. Every other decoder
+# Pillow has (TIFF, PCX, SGI, TGA, DDS, QOI, JPEG 2000, ICO, EPS, ...) stays unreachable from an upload.
+SUPPORTED_FORMATS: dict[str, tuple[str, ...]] = {
+    "JPEG": ("jpg", "jpeg"),
+    "PNG": ("png",),
+    "WEBP": ("webp",),
+    "BMP": ("bmp",),
+    "GIF": ("gif",),
+}
+SUPPORTED_FORMATS_TEXT = "JPEG, PNG, WebP, BMP or GIF"
+UPLOAD_EXTENSIONS: tuple[str, ...] = tuple(ext for exts in SUPPORTED_FORMATS.values() for ext in exts)
+
+_ALPHA_MODES = ("RGBA", "LA", "La", "RGBa")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_EXIF_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+                   4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
+                   7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}
 
 # Per-backbone input normalisation, applied to RGB values in [0, 255].
 NORMALISATIONS = ("lite", "caffe")
@@ -63,75 +85,129 @@ def _read_bytes(source: ImageSource, max_bytes: int) -> bytes:
     return data
 
 
+def _sixteen_bit_to_8(image: Image.Image) -> Image.Image:
+    """16-bit (and PIL's 32-bit "I") grey to 8-bit L, or LA when a tRNS colour key marks transparent pixels.
+
+    Integer arithmetic on the decoded array: v // 257 equals v * 255 / 65535 truncated, without a float64 copy.
+    PIL's "I" is ambiguous (8-bit data widened, or 16-bit), so it is judged by its peak.
+    """
+    values = np.asarray(image)
+    wide = image.mode != "I" or (int(values.max()) if values.size else 0) > 255
+    grey = (values // 257 if wide else np.clip(values, 0, 255)).astype(np.uint8)
+    key = image.info.get("transparency")
+    if isinstance(key, int):
+        alpha = np.where(values == key, 0, 255).astype(np.uint8)
+        return Image.fromarray(np.stack([grey, alpha], axis=-1))  # (h, w, 2) uint8: LA
+    return Image.fromarray(grey)  # (h, w) uint8: L
+
+
+def _resizable(image: Image.Image) -> Image.Image:
+    """A mode that resizes with a real filter and keeps transparency: L, LA, RGB, RGBA, CMYK, ...
+
+    Palette images become RGBA, colour keys (PNG tRNS in L and RGB images) become alpha, so transparent
+    pixels land on white like alpha-transparent ones do.
+    """
+    if image.mode in _SIXTEEN_BIT_MODES:
+        return _sixteen_bit_to_8(image)
+    if image.mode in ("P", "PA"):
+        return image.convert("RGBA")
+    if image.info.get("transparency") is not None and image.mode in ("1", "L", "RGB"):
+        return image.convert("LA" if image.mode in ("1", "L") else "RGBA")
+    if image.mode == "1":
+        return image.convert("L")
+    if image.mode not in ("L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"):
+        raise InvalidImageError(f"images with {image.mode} pixels are not supported")
+    return image
+
+
+def shrink(image: Image.Image, max_side: int) -> Image.Image:
+    """Scale down (never up) so the longest side is at most ``max_side``; extreme shapes keep at least 1 px."""
+    width, height = image.size
+    longest = max(width, height)
+    if longest <= max_side:
+        return image
+    size = (max(1, round(width * max_side / longest)), max(1, round(height * max_side / longest)))
+    # reducing_gap: a cheap box reduction first, then bicubic over at most 3x the target (large uploads).
+    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode to 8-bit RGB; transparency is flattened onto white."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(image, dtype=np.float64)
-        # 16-bit modes span 0..65535; PIL's 32-bit "I" is ambiguous, so judge it by its peak.
-        wide = image.mode != "I" or (array.max() if array.size else 0) > 255
-        scale = 255.0 / 65535.0 if wide else 1.0
-        image = Image.fromarray(np.clip(array * scale, 0, 255).astype(np.uint8), mode="L")
-    elif image.mode == "F":
-        array = np.asarray(image, dtype=np.float64)
-        lo, hi = float(array.min()), float(array.max())
-        array = (array - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(array)
-        image = Image.fromarray(array.astype(np.uint8), mode="L")
-    if image.mode == "P" or image.mode == "PA":
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "La", "RGBa"):
+    """Any resizable mode to 8-bit RGB; transparency is flattened onto white."""
+    if image.mode in _ALPHA_MODES:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, WHITE + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
 
 
+def _exif_transpose(image: Image.Image) -> Image.Transpose | None:
+    """The transpose that displays the image upright, from its EXIF orientation (none if absent or unreadable)."""
+    try:
+        return _EXIF_TRANSPOSE.get(image.getexif().get(0x0112))
+    except Exception:  # a damaged EXIF block only loses the orientation, never the photo
+        return None
+
+
 def load_image(
     source: ImageSource,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    draft_size: int | None = None,
+    max_side: int | None = None,
 ) -> Image.Image:
-    """Decode a path or bytes into an upright 8-bit RGB image.
+    """Decode a path or bytes into an upright 8-bit RGB image, at most ``max_side`` pixels a side if given.
 
-    ``draft_size`` lets a large JPEG decode at a reduced scale that still covers
-    that many pixels a side (libjpeg's DCT scaling): a phone photo decodes several
-    times faster, and images already smaller are decoded exactly as without it.
+    Cost is bounded for any file within ``max_bytes``: only the formats of :data:`SUPPORTED_FORMATS` are
+    decoded, dimensions are checked from the header before decoding, at most ``max_pixels`` are decoded
+    (a JPEG decodes at the smallest DCT scale still covering ``max_side``, so a phone photo is cheap), and
+    the image is shrunk to ``max_side`` in its own mode before any colour conversion or padding. Images
+    already within ``max_side`` decode exactly as without it.
 
     Raises :class:`InvalidImageError` for anything that is not a usable image
-    (empty, not an image, truncated, too large, absurd dimensions).
+    (empty, not an image, unsupported format, truncated, too large, absurd dimensions).
     """
     data = _read_bytes(source, max_bytes)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width < 1 or height < 1:
-                raise InvalidImageError("the image has no pixels")
-            if width * height > max_pixels:
-                raise InvalidImageError(
-                    f"the image is {width}x{height} pixels; the limit is {max_pixels / 1e6:.0f} megapixels"
-                )
-            if getattr(image, "n_frames", 1) > 1:
-                image.seek(0)  # animated: the first frame stands for the item
-            if draft_size is not None and image.format == "JPEG":
-                image.draft(image.mode, (draft_size, draft_size))
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return _to_rgb(image)
+        image = Image.open(io.BytesIO(data), formats=list(SUPPORTED_FORMATS))
+        width, height = image.size
+        if width < 1 or height < 1:
+            raise InvalidImageError("the image has no pixels")
+        if width * height > MAX_SOURCE_PIXELS:
+            raise InvalidImageError(f"the image is {width}x{height} pixels; its dimensions are too large to decode "
+                                    "safely")
+        if max_side is not None and isinstance(image, JpegImagePlugin.JpegImageFile):
+            image.draft(image.mode, (max_side, max_side))
+        if image.size[0] * image.size[1] > max_pixels:
+            raise InvalidImageError(
+                f"the image is {width}x{height} pixels; the limit is {max_pixels / 1e6:.0f} megapixels"
+            )
+        image.load()  # the first frame of an animation stands for the item
+        transpose = _exif_transpose(image)
+        image = _resizable(image)
+        if max_side is not None:
+            image = shrink(image, max_side)
+        image = _to_rgb(image)
+        return image.transpose(transpose) if transpose is not None else image
     except InvalidImageError:
         raise
     except UnidentifiedImageError as error:
-        raise InvalidImageError("the file is not an image in a supported format (JPEG, PNG, WebP, BMP, GIF)") from error
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise InvalidImageError(f"the image is too large to decode safely: {error}") from error
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise InvalidImageError(
+            f"the file is not an image in a supported format ({SUPPORTED_FORMATS_TEXT})") from error
+    except Image.DecompressionBombError as error:  # dimensions past MAX_SOURCE_PIXELS, seen by Pillow's open
+        raise InvalidImageError("the image's dimensions are too large to decode safely") from error
+    except MemoryError as error:
+        raise InvalidImageError("the image is too large to decode") from error
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error) as error:
         raise InvalidImageError(f"the image is damaged or truncated and cannot be decoded ({error})") from error
 
 
 def fit_square(image: Image.Image, image_size: int, resize_mode: str) -> Image.Image:
-    """Pad to a centred white square (keeps aspect) or stretch, then resize."""
+    """Pad to a centred white square (keeps aspect) or stretch, then resize.
+
+    An image larger than the model input is shrunk first, so padding never builds a canvas larger
+    than the input (a 40000 x 1 strip would otherwise need a 40000 x 40000 one).
+    """
     if resize_mode == "pad":
+        image = shrink(image, image_size)
         side = max(image.size)
         canvas = Image.new("RGB", (side, side), WHITE)
         canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
@@ -157,9 +233,12 @@ def image_to_input(image: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     return normalise(np.asarray(square, dtype=np.uint8), spec.normalisation)
 
 
-def preprocess(source: ImageSource, spec: PreprocessSpec, max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
-    """Path or bytes to a float32 (image_size, image_size, 3) model input."""
-    return image_to_input(load_image(source, max_bytes=max_bytes, draft_size=spec.image_size), spec)
+def preprocess(source: ImageSource | Image.Image, spec: PreprocessSpec,
+               max_bytes: int = DEFAULT_MAX_BYTES) -> np.ndarray:
+    """Path, bytes or an image :func:`load_image` decoded to a float32 (image_size, image_size, 3) model input."""
+    if isinstance(source, Image.Image):
+        return image_to_input(source.convert("RGB"), spec)
+    return image_to_input(load_image(source, max_bytes=max_bytes, max_side=spec.image_size), spec)
 
 
 def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -195,7 +274,7 @@ def iter_input_batches(
     from concurrent.futures import ThreadPoolExecutor
 
     def one(position: int) -> np.ndarray:
-        image = load_image(paths[position], draft_size=spec.image_size)
+        image = load_image(paths[position], max_side=spec.image_size)
         if augment_seed is not None:
             image = augment(image, np.random.default_rng([augment_seed, position]))
         return image_to_input(image, spec)
