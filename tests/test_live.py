@@ -1,0 +1,232 @@
+"""The live catalogue (lookalike/live.py): durable changes over the pinned build, on every index type.
+
+Runs against the scratch pipeline project of conftest.py (60 images); every test has its own database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike.index import INDEX_TYPES, build_index, search
+from lookalike.live import LiveCatalogue, LiveError, LiveStore, UnknownItemError, validate_metadata
+from lookalike.search import Searcher
+
+INDEX_PARAMS = {
+    "flat": {"type": "flat"},
+    "ivf_flat": {"type": "ivf_flat", "nlist": 4, "nprobe": 1},
+    "ivf_pq": {"type": "ivf_pq", "nlist": 4, "nprobe": 1, "pq_m": 16, "pq_bits": 4},
+    "hnsw": {"type": "hnsw", "hnsw_m": 8, "ef_construction": 40, "ef_search": 8},
+}
+META = {"articleType": "Tshirts", "gender": "Men", "baseColour": "Blue", "masterCategory": "Apparel",
+        "productDisplayName": "Live tee"}
+
+
+@pytest.fixture(scope="module")
+def searcher(tiny_project: Path) -> Searcher:
+    return Searcher.load(tiny_project / "artifacts", root=tiny_project)
+
+
+def open_catalogue(searcher: Searcher, db: Path, readonly: bool = False) -> LiveCatalogue:
+    return LiveCatalogue.open(searcher, LiveStore(db, readonly=readonly), near_duplicate_cosine=0.99)
+
+
+def photo(searcher: Searcher, row: int) -> bytes:
+    return Path(searcher.resolve_path(row)).read_bytes()
+
+
+def all_result_ids(catalogue: LiveCatalogue, probe: np.ndarray, item_ids: list[str]) -> set[str]:
+    """Every id any kind of query returns: plain, filtered, 'more like this' from several items, k = everything."""
+    k = len(catalogue) + 5
+    found = {h.id for h in catalogue.search_vector(probe, k).matches}
+    for gender in ("Men", "Women", "Unisex"):
+        found |= {h.id for h in catalogue.search_vector(probe, k, {"gender": [gender]}).matches}
+    found |= {h.id for h in catalogue.search_vector(probe, 3, {"articleType": ["Tshirts"]}).matches}
+    for item_id in item_ids:
+        found |= {h.id for h in catalogue.similar(item_id, k).matches}
+        found |= {h.id for h in catalogue.similar(item_id, 2).matches}
+    return found
+
+
+def test_index_search_excluded_rows_every_type():
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(400, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    excluded = np.arange(0, 400, 3)
+    for kind in INDEX_TYPES:
+        params = {**INDEX_PARAMS[kind], "pq_m": 8}
+        index = build_index(vectors, params)
+        _, rows = search(index, vectors[:20], 10, excluded_rows=excluded)
+        assert not np.isin(rows, excluded).any(), kind
+        assert (rows >= 0).all(), f"{kind}: fewer than k results"
+        _, rows = search(index, vectors[:20], 10, allowed_rows=np.arange(0, 60), excluded_rows=excluded)
+        assert not np.isin(rows, excluded).any() and (rows[rows >= 0] < 60).all(), kind
+        _, rows = search(index, vectors[:2], 400, excluded_rows=excluded)  # everything that is left
+        assert sorted(rows[0][rows[0] >= 0]) == sorted(set(range(400)) - set(excluded)), kind
+
+
+@pytest.mark.parametrize("kind", INDEX_TYPES)
+def test_removed_and_replaced_items_never_returned(searcher: Searcher, tmp_path: Path, kind: str):
+    index = build_index(searcher.embeddings, INDEX_PARAMS[kind])
+    manifest = {**searcher.manifest, "params": {**searcher.manifest["params"], "index": INDEX_PARAMS[kind]}}
+    catalogue = open_catalogue(dataclasses.replace(searcher, index=index, manifest=manifest), tmp_path / "live.db")
+    ids = [str(i) for i in searcher.items["id"]]
+    removed = ids[0:60:4]
+    for item_id in removed:
+        catalogue.remove(item_id)
+    replaced = ids[1]
+    catalogue.put(replaced, photo(searcher, 2), {**META, "gender": "Women"})
+    catalogue.put("SKU-A", photo(searcher, 3), META)
+    catalogue.put("SKU-B", photo(searcher, 4), META)
+    catalogue.remove("SKU-B")
+    gone = set(removed) | {"SKU-B"}
+    probe = searcher.embeddings[0]
+    found = all_result_ids(catalogue, probe, [ids[5], "SKU-A", replaced])
+    assert not found & gone
+    assert "SKU-A" in found and replaced in found
+    assert len(catalogue) == 60 - len(removed) + 1
+    everything = catalogue.search_vector(probe, 200).matches
+    assert len(everything) == len(catalogue) and len({h.id for h in everything}) == len(everything)
+    # the replaced id is one item, with its new metadata, scored by its new photo
+    hits = [h for h in everything if h.id == replaced]
+    assert len(hits) == 1 and hits[0].source == "live" and hits[0].metadata["gender"] == "Women"
+    assert np.allclose(catalogue.vector(replaced), searcher.embeddings[2], atol=2e-3)
+    for item_id in gone:
+        with pytest.raises(UnknownItemError):
+            catalogue.item(item_id)
+        with pytest.raises(UnknownItemError):
+            catalogue.similar(item_id)
+
+
+def test_filters_apply_to_live_items(searcher: Searcher, tmp_path: Path):
+    catalogue = open_catalogue(searcher, tmp_path / "live.db")
+    catalogue.put("SKU-W", photo(searcher, 0), {**META, "gender": "Women", "baseColour": "Teal"})
+    probe = catalogue.vector("SKU-W")
+    teal = catalogue.search_vector(probe, 5, {"baseColour": ["Teal"]}).matches
+    assert [h.id for h in teal] == ["SKU-W"]
+    assert "SKU-W" not in {h.id for h in catalogue.search_vector(probe, 60, {"gender": ["Men"]}).matches}
+    first = catalogue.search_vector(probe, 1).matches[0]
+    assert first.id in ("SKU-W", str(searcher.items["id"][0])) and first.score > 0.99
+    with pytest.raises(LiveError):
+        catalogue.search_vector(probe, 5, {"season": ["Summer"]})
+
+
+def test_live_item_scores_as_its_build_twin(searcher: Searcher, tmp_path: Path):
+    """A catalogue photo added under a new id gets the build's vector for it (the build's comes from cached
+    backbone features, the live one from the image: the same model and preprocessing)."""
+    catalogue = open_catalogue(searcher, tmp_path / "live.db")
+    for row in (0, 17, 42):
+        result = catalogue.put(f"TWIN-{row}", photo(searcher, row), META)
+        live, built = catalogue.vector(f"TWIN-{row}"), searcher.embeddings[row]
+        assert float(live @ built) > 0.9999 and np.abs(live - built).max() < 2e-3
+        twin = str(searcher.items["id"][row])
+        assert twin in [h.id for h in result.near_duplicates]  # the same photo: a near-duplicate
+        probe = searcher.embeddings[(row + 1) % 60]
+        scores = {h.id: h.score for h in catalogue.search_vector(probe, 100).matches}
+        assert abs(scores[f"TWIN-{row}"] - scores[twin]) < 2e-3
+
+
+def test_restart_replays_every_change_in_order(searcher: Searcher, tmp_path: Path):
+    db = tmp_path / "live.db"
+    first = open_catalogue(searcher, db)
+    first.put("SKU-1", photo(searcher, 5), META)
+    first.put("SKU-1", photo(searcher, 6), {**META, "productDisplayName": "second"})
+    first.remove(str(searcher.items["id"][7]))
+    first.put("SKU-2", photo(searcher, 8), META)
+    first.remove("SKU-2")
+    probe = searcher.embeddings[9]
+    before = [(h.id, round(h.score, 5)) for h in first.search_vector(probe, 70).matches]
+    first.store.close()
+    second = open_catalogue(searcher, db)
+    assert [(h.id, round(h.score, 5)) for h in second.search_vector(probe, 70).matches] == before
+    assert second.item("SKU-1").metadata["productDisplayName"] == "second"
+    assert second.applied_seq == 5 and second.live_ids() == ["SKU-1"]
+    assert second.image("SKU-1")[0] == photo(searcher, 6)
+
+
+def test_changes_made_with_another_model_are_reembedded_once(searcher: Searcher, tmp_path: Path):
+    db = tmp_path / "live.db"
+    store = LiveStore(db)
+    wrong = np.zeros(searcher.embeddings.shape[1], np.float32)
+    wrong[0] = 1.0
+    store.append("put", "OLD-MODEL", "some-older-build", "another-model", wrong, META, photo(searcher, 11),
+                 "image/jpeg")
+    catalogue = open_catalogue(searcher, db)
+    assert catalogue.reembedded == 1
+    assert np.allclose(catalogue.vector("OLD-MODEL"), searcher.embeddings[11], atol=2e-3)
+    cached = store.reembedding(1, catalogue.model_key)
+    assert cached is not None and np.allclose(cached, catalogue.vector("OLD-MODEL"))
+    again = open_catalogue(searcher, db)  # the cached vector: no second embedding needed
+    assert np.array_equal(again.vector("OLD-MODEL"), catalogue.vector("OLD-MODEL"))
+
+
+def test_readonly_reader_sees_writes_after_refresh(searcher: Searcher, tmp_path: Path):
+    db = tmp_path / "live.db"
+    writer = open_catalogue(searcher, db)
+    reader = open_catalogue(searcher, db, readonly=True)
+    writer.put("SKU-R", photo(searcher, 12), META)
+    assert "SKU-R" not in reader
+    assert reader.refresh() == 1 and "SKU-R" in reader and reader.refresh() == 0
+    writer.remove("SKU-R")
+    reader.refresh()
+    assert "SKU-R" not in reader
+    with pytest.raises(LiveError):
+        reader.put("SKU-X", photo(searcher, 12), META)
+
+
+def test_concurrent_writers_all_applied_in_log_order(searcher: Searcher, tmp_path: Path):
+    db = tmp_path / "live.db"
+    catalogue = open_catalogue(searcher, db)
+    images = [photo(searcher, row) for row in range(8)]
+    errors = []
+
+    def writer(number: int) -> None:
+        try:
+            for i in range(6):
+                catalogue.put(f"W{number}-{i % 3}", images[(number + i) % 8], {**META, "productDisplayName": f"{i}"})
+                if i == 4:
+                    catalogue.remove(f"W{number}-0")
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    rows = sqlite3.connect(db).execute("SELECT seq FROM changes ORDER BY seq").fetchall()
+    assert [r[0] for r in rows] == list(range(1, 6 * 7 + 1))  # every change, no gaps
+    expected = sorted(f"W{n}-{j}" for n in range(6) for j in (1, 2))
+    assert catalogue.live_ids() == expected
+    replayed = open_catalogue(searcher, db)
+    probe = searcher.embeddings[0]
+    assert [h.id for h in replayed.search_vector(probe, 80).matches] == \
+        [h.id for h in catalogue.search_vector(probe, 80).matches]
+
+
+def test_bad_changes_are_refused_and_not_stored(searcher: Searcher, tmp_path: Path):
+    catalogue = open_catalogue(searcher, tmp_path / "live.db")
+    for bad_id in ("", "a/b", "../x", "x" * 129, "-start", "sp ace"):
+        with pytest.raises(LiveError):
+            catalogue.put(bad_id, photo(searcher, 0), META)
+    with pytest.raises(LiveError):
+        catalogue.put("SKU-1", photo(searcher, 0), {"gender": "Men"})  # no articleType
+    with pytest.raises(LiveError):
+        catalogue.put("SKU-1", photo(searcher, 0), {**META, "colour": "x"})
+    with pytest.raises(UnknownItemError):
+        catalogue.remove("never-added")
+    from lookalike.preprocessing import InvalidImageError
+
+    with pytest.raises(InvalidImageError):
+        catalogue.put("SKU-1", b"not an image at all" * 10, META)
+    assert catalogue.store.last_seq() == 0
+    with pytest.raises(LiveError):
+        validate_metadata({**META, "productDisplayName": "line\nbreak"})
+    with pytest.raises(LiveError):
+        validate_metadata({**META, "year": "20x1"})
