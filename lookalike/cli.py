@@ -5,6 +5,7 @@
     lookalike related --k 10 --out related.csv
     lookalike evaluate-folder /path/to/catalogue [--baseline] [--out metrics.json]
     lookalike duplicates --out duplicates.csv [--threshold 0.99]
+    lookalike serve [--port 8000] [--live-db live/live.db]
 
 Also ``python -m lookalike.cli``. Any failure prints exactly one line, ``error: <message>``, on
 stderr and exits non-zero: 2 for a problem the user can fix (bad image, missing or mismatched
@@ -30,12 +31,14 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TensorFlow import: no start-up chatter
 
 log = logging.getLogger("lookalike.cli")
 
 PROG = "lookalike"
+ARTIFACTS_ENV = "LOOKALIKE_ARTIFACTS"
 USER_ERROR = 2  # the user can fix it: input, arguments, artifacts
 UNEXPECTED_ERROR = 1
 
@@ -99,11 +102,18 @@ def import_tensorflow_quietly(verbose: bool = False) -> None:
         os.close(null)
 
 
+def artifacts_dir(args: argparse.Namespace) -> Path:
+    """--artifacts, else $LOOKALIKE_ARTIFACTS, else ./artifacts (works the same for an installed package)."""
+    return Path(args.artifacts or os.environ.get(ARTIFACTS_ENV) or "artifacts")
+
+
 def _load_searcher(args: argparse.Namespace):
     import_tensorflow_quietly(args.verbose)
     from lookalike.search import Searcher
 
-    return Searcher.load(args.artifacts)
+    directory = artifacts_dir(args)
+    # image paths in a build are relative to its project: the folder that holds artifacts/
+    return Searcher.load(directory, root=directory.resolve().parent)
 
 
 def _print_response(response, as_json: bool) -> None:
@@ -193,7 +203,7 @@ def run_duplicates(args: argparse.Namespace) -> int:
     from lookalike.artifacts import write_bytes
     from lookalike.duplicates import duplicate_groups, load_build
 
-    embeddings, items = load_build(args.artifacts)
+    embeddings, items = load_build(artifacts_dir(args))
     table = duplicate_groups(embeddings, items, args.threshold)
     write_bytes(args.out, table.to_csv(index=False).encode())
     groups = table["group"].nunique() if len(table) else 0
@@ -202,12 +212,44 @@ def run_duplicates(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default=os.environ.get("LOOKALIKE_HOST", "127.0.0.1"),
+                        help="address to bind (default: $LOOKALIKE_HOST or 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("LOOKALIKE_PORT", "8000")),
+                        help="port (default: $LOOKALIKE_PORT or 8000)")
+    parser.add_argument("--live-db", help="live catalogue database (default: $LOOKALIKE_LIVE_DB or live/live.db "
+                                          "beside the artifacts folder)")
+    parser.add_argument("--api-key-file", help="file whose first line is the API key for writes "
+                                               "(default: $LOOKALIKE_API_KEY_FILE, or the key in $LOOKALIKE_API_KEY)")
+    parser.add_argument("--cors-origin", action="append", help="browser origin allowed to call the API "
+                                                                "(repeatable; default: $LOOKALIKE_CORS_ORIGINS)")
+    parser.add_argument("--max-upload-mb", type=float, help="largest image accepted (default 10)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+@subcommand("serve", "run the HTTP search service over the build and the live catalogue (FastAPI, uvicorn)",
+            _serve_args)
+def run_serve(args: argparse.Namespace) -> int:
+    import_tensorflow_quietly(args.verbose)
+    from lookalike.service import Settings, read_api_key, serve
+
+    directory = artifacts_dir(args)
+    settings = Settings.from_env(
+        artifacts=str(directory), root=directory.resolve().parent, db=args.live_db,
+        api_key=read_api_key(args.api_key_file) if args.api_key_file else None,
+        cors_origins=args.cors_origin,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024) if args.max_upload_mb else None)
+    serve(settings, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
 # ---------------------------------------------------------------------------------- entry point
 
 
 def _common_options(parser: argparse.ArgumentParser, default) -> None:
     """Options accepted before and after the subcommand name (the subcommand's copy must not reset them)."""
-    parser.add_argument("--artifacts", default=default, help="artifacts folder (default: ./artifacts)")
+    parser.add_argument("--artifacts", default=default,
+                        help=f"artifacts folder of a build (default: ${ARTIFACTS_ENV} or ./artifacts)")
     parser.add_argument("--verbose", "-v", action="store_true", default=False if default is None else default,
                         help="on error also print the traceback on stderr")
 

@@ -151,3 +151,11 @@ def test_a_real_process_prints_one_line_on_stderr(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.splitlines() == [f"error: no manifest at {tmp_path / 'manifest.json'}: "
                                           "the pipeline has not been run (dvc repro)"], result.stderr
+
+
+def test_console_script_is_installed_by_setup() -> None:
+    """scripts/setup.sh installs the package editable: `lookalike` sits beside this Python."""
+    script = Path(sys.executable).parent / "lookalike"
+    assert script.is_file(), f"{script} missing: run bash scripts/setup.sh (or pip install -e .)"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and "duplicates" in result.stdout, result.stderr
