@@ -25,7 +25,7 @@ from streamlit.delta_generator import DeltaGenerator  # noqa: E402
 from streamlit.runtime.uploaded_file_manager import UploadedFile  # noqa: E402
 
 from lookalike.artifacts import ArtifactMismatchError  # noqa: E402
-from lookalike.preprocessing import InvalidImageError, load_image  # noqa: E402
+from lookalike.preprocessing import SUPPORTED_FORMATS_TEXT, InvalidImageError  # noqa: E402
 from lookalike.search import FILTER_COLUMNS, Match, Searcher, SearchResponse  # noqa: E402
 
 # isort: split
@@ -54,7 +54,8 @@ T = TypeVar("T")
 RESULT_COLUMNS = 5
 BROWSE_COLUMNS = 8
 BROWSE_ROWS = 2
-PREVIEW_SIDE = 480  # the uploaded photo is shown downsized: a 40 MP original would only slow the page
+UNEXPECTED_ERROR = ("Something went wrong on our side and this search could not be finished. Please try again, "
+                    "or try another photo.")
 
 
 @st.cache_resource(show_spinner="Loading the catalogue and the lookalike model…")
@@ -143,7 +144,7 @@ def upload_tab(settings: PageSettings, widget_mb: int) -> UploadedFile | None:
     """The photo uploader; a newly uploaded file becomes the query."""
     uploaded = st.file_uploader(
         "Upload a photo of something you like", type=list(UPLOAD_TYPES), key="upload", max_upload_size=widget_mb,
-        help=f"JPEG, PNG, WebP, BMP or GIF (first frame), up to {settings.max_upload_mb:g} MB.")
+        help=f"{SUPPORTED_FORMATS_TEXT} (first frame), up to {settings.max_upload_mb:g} MB.")
     current = uploaded.file_id if isinstance(uploaded, UploadedFile) else None
     if current != st.session_state.get("seen_upload"):  # a new file (or a removed one) since the last run
         st.session_state["seen_upload"] = current
@@ -248,22 +249,23 @@ def timing_line(response: SearchResponse, embedded: bool) -> str:
 
 
 def upload_query(searcher: Searcher, uploaded: UploadedFile | None, k: int, filters: dict) -> None:
-    """Search with the uploaded photo; a bad file gets the reason on the page and nothing else changes."""
+    """Search with the uploaded photo; a bad file gets the reason on the page and nothing else changes.
+
+    The upload is decoded once: the preview shows exactly the image the search embeds.
+    """
     if uploaded is None:
         return
-    data = uploaded.getvalue()
     try:
-        preview = load_image(data, max_bytes=searcher.max_bytes)
-        response = searcher.search(data, k, filters)
+        image = searcher.decode(uploaded.getvalue())
+        response = searcher.search(image, k, filters)
     except InvalidImageError as error:
         st.error(f"**We couldn't use {escape_markdown(uploaded.name)}:** {escape_markdown(str(error))}.\n\n"
                  "Please try another photo.", icon=":material/broken_image:")
         return
-    preview.thumbnail((PREVIEW_SIDE, PREVIEW_SIDE))
     query_column, info_column = st.columns([1, 4], gap="large")
     with query_column:
         with st.container(key="query-photo", border=True):
-            st.image(preview, width="stretch", alt="Your photo")
+            st.image(image, width="stretch", alt="Your photo")
             st.caption("Your photo")
     with info_column:
         st.subheader("Lookalikes from the catalogue")
@@ -347,4 +349,16 @@ def main() -> None:
         item_query(searcher, int(query["id"]), k, filters)
 
 
-main()
+def run_page() -> None:
+    """The page, with one friendly line instead of a traceback for anything unexpected (logged in full here).
+
+    Streamlit's own stop and rerun signals are BaseExceptions and pass through untouched.
+    """
+    try:
+        main()
+    except Exception:
+        log.exception("unexpected error while rendering the page")
+        st.error(UNEXPECTED_ERROR, icon=":material/error:")
+
+
+run_page()

@@ -16,12 +16,14 @@ from typing import Any
 
 import yaml
 
+from lookalike.preprocessing import UPLOAD_EXTENSIONS
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS_ENV = "LOOKALIKE_ARTIFACTS"
 DEFAULT_K = 5
 DEFAULT_MAX_UPLOAD_MB = 10.0
 MAX_K = 20
-UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "bmp", "gif")
+UPLOAD_TYPES = UPLOAD_EXTENSIONS  # the decoder's list: the uploader offers exactly what the search accepts
 FILTER_LABELS = {"gender": "Gender", "masterCategory": "Category", "articleType": "Product type",
                  "baseColour": "Colour"}
 BUILD_COMMAND = "dvc repro"
