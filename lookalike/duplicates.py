@@ -71,7 +71,7 @@ def near_duplicates(embeddings: np.ndarray, query: np.ndarray, threshold: float 
         keep = ~np.isin(rows, excluded)
         rows, scores = rows[keep], scores[keep]
     order = np.lexsort((rows, -scores))
-    return rows[order].astype(np.int64), scores[order].astype(np.float32)
+    return rows[order].astype(np.int64), np.minimum(scores[order], 1.0).astype(np.float32)  # float noise above 1
 
 
 def similar_pairs(embeddings: np.ndarray, threshold: float) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -132,7 +132,7 @@ def duplicate_groups(embeddings: np.ndarray, items: pd.DataFrame, threshold: flo
     roots = np.array([_find(parent, int(i)) for i in members])
     ids = items["id"].to_numpy()
     table = pd.DataFrame({"root": roots, "row": members, "id": ids[members], "closest_id": ids[closest[members]],
-                          "max_cosine": np.round(best[members].astype(np.float64), 6)})
+                          "max_cosine": np.round(np.minimum(best[members].astype(np.float64), 1.0), 6)})
     for column in OUTPUT_COLUMNS[5:]:
         table[column] = items[column].to_numpy()[members] if column in items else ""
     stats = table.groupby("root").agg(size=("row", "size"), top=("max_cosine", "max"), first=("id", "min"))
@@ -185,11 +185,13 @@ def pixel_duplicate_pairs(thumbnails: np.ndarray, max_mean_abs_diff: float, chun
     flat = thumbnails.reshape(len(thumbnails), -1)
     values = flat.astype(np.float32)
     norms = (values ** 2).sum(axis=1)
-    limit = 255.0 * max_mean_abs_diff * flat.shape[1] * (1 + 1e-4) + 1.0  # float32 slack
+    limit = 255.0 * max_mean_abs_diff * flat.shape[1]
     pairs = []
     for start in range(0, len(flat), chunk):
-        squared = norms[start:start + chunk, None] + norms[None, :] - 2.0 * values[start:start + chunk] @ values.T
-        left, right = np.nonzero(squared <= limit)
+        total = norms[start:start + chunk, None] + norms[None, :]
+        squared = total - 2.0 * values[start:start + chunk] @ values.T
+        # float32 rounding of the expansion is relative to the norms: widen the screen by that much
+        left, right = np.nonzero(squared <= limit + 1e-4 * total + 1.0)
         left += start
         keep = right > left
         left, right = left[keep], right[keep]
