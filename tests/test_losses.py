@@ -298,23 +298,72 @@ def test_proxy_softmax_loss_matches_numpy_on_a_random_batch():
 
 
 NOISE = np.random.default_rng(2).uniform(size=(4, 4)).astype(np.float32)
-PROXIES = np.array([[1.0, 0.2], [-0.3, 1.0]], dtype=np.float32)
 
 
-@pytest.mark.parametrize(("loss", "mining", "direct"), [
-    ("triplet", "random", lambda e, y: random_triplet_loss(e, y, MARGIN, NOISE)),
-    ("triplet_soft", "random", lambda e, y: random_triplet_loss(e, y, MARGIN, NOISE, soft=True)),
-    ("triplet", "semihard", lambda e, y: semihard_triplet_loss(e, y, MARGIN)),
-    ("triplet_soft", "semihard", lambda e, y: semihard_triplet_loss(e, y, MARGIN, soft=True)),
-    ("triplet", "batch_hard", lambda e, y: batch_hard_triplet_loss(e, y, MARGIN)),
-    ("triplet_soft", "batch_hard", lambda e, y: batch_hard_triplet_loss(e, y, MARGIN, soft=True)),
-    ("multi_similarity", "semihard", lambda e, y: multi_similarity_loss(e, y)),
-    ("proxy_softmax", "semihard", lambda e, y: proxy_softmax_loss(e, y, PROXIES, 16.0, MARGIN)),
-])
-def test_metric_loss_dispatches_on_loss_and_mining(loss, mining, direct):
-    e, y = tf.constant(EMBEDDINGS), tf.constant(LABELS)
-    got = metric_loss(e, y, loss, mining, MARGIN, NOISE, proxies=PROXIES, scale=16.0)
-    assert value(got) == pytest.approx(value(direct(e, y)), abs=1e-6)
+def hinge(gap: float, margin: float, soft: bool) -> float:
+    """The triplet hinge: relu(gap + margin), or softplus(gap) for the soft-margin variant."""
+    return softplus(gap) if soft else relu(gap + margin)
+
+
+def triplet_reference(embeddings: np.ndarray, labels: np.ndarray, mining: str, margin: float, noise: np.ndarray,
+                      soft: bool) -> float:
+    """Mean hinge over anchors (random, batch_hard) or (anchor, positive) pairs (semihard), in plain Python."""
+    d = np_distances(embeddings)
+    terms = []
+    for a in range(len(labels)):
+        pos = [j for j in range(len(labels)) if labels[j] == labels[a] and j != a]
+        neg = [j for j in range(len(labels)) if labels[j] != labels[a]]
+        if not pos or not neg:
+            continue
+        if mining == "random":
+            p, n = max(pos, key=lambda j: noise[a, j]), max(neg, key=lambda j: noise[a, j])
+            terms.append(hinge(d[a, p] - d[a, n], margin, soft))
+        elif mining == "batch_hard":
+            terms.append(hinge(max(d[a, pos]) - min(d[a, neg]), margin, soft))
+        else:  # semihard: the closest negative farther than the positive, else the farthest negative
+            for p in pos:
+                farther = [d[a, n] for n in neg if d[a, n] > d[a, p]]
+                terms.append(hinge(d[a, p] - (min(farther) if farther else max(d[a, neg])), margin, soft))
+    return float(np.mean(terms))
+
+
+def proxy_softmax_reference(embeddings, labels, proxies, scale: float, margin: float) -> float:
+    cosine = embeddings.astype(np.float64) @ (proxies / np.linalg.norm(proxies, axis=1, keepdims=True)).T
+    logits = scale * (cosine - margin * np.eye(len(proxies))[labels])
+    return float(np.mean([np.log(np.exp(row).sum()) - row[label] for row, label in zip(logits, labels, strict=True)]))
+
+
+# Nine points, three labels of three (so hardest and easiest positives differ), every mining picks
+# differently; the dispatch test checks that the eight references differ. No two pairs are the same
+# distance apart (gaps >= 8e-4), so no mining choice hangs on float rounding.
+DISPATCH_EMBEDDINGS = unit_vectors([3.8, 45.6, 118.2, 25.1, 95.9, 189.5, 206.6, 254.4, 331.3])
+DISPATCH_LABELS = np.repeat(np.arange(3), 3)
+DISPATCH_NOISE = np.random.default_rng(2).uniform(size=(9, 9)).astype(np.float32)
+DISPATCH_PROXIES = np.array([[1.0, 0.2], [-0.3, 1.0], [-1.0, -0.5]], dtype=np.float32)
+DISPATCH_CASES = {
+    ("triplet", "random"): lambda e, y: triplet_reference(e, y, "random", MARGIN, DISPATCH_NOISE, soft=False),
+    ("triplet_soft", "random"): lambda e, y: triplet_reference(e, y, "random", MARGIN, DISPATCH_NOISE, soft=True),
+    ("triplet", "semihard"): lambda e, y: triplet_reference(e, y, "semihard", MARGIN, DISPATCH_NOISE, soft=False),
+    ("triplet_soft", "semihard"): lambda e, y: triplet_reference(e, y, "semihard", MARGIN, DISPATCH_NOISE, soft=True),
+    ("triplet", "batch_hard"): lambda e, y: triplet_reference(e, y, "batch_hard", MARGIN, DISPATCH_NOISE, soft=False),
+    ("triplet_soft", "batch_hard"): lambda e, y: triplet_reference(e, y, "batch_hard", MARGIN, DISPATCH_NOISE,
+                                                                   soft=True),
+    ("multi_similarity", "semihard"): lambda e, y: multi_similarity_reference(e, y),
+    ("proxy_softmax", "semihard"): lambda e, y: proxy_softmax_reference(e, y, DISPATCH_PROXIES, 16.0, MARGIN),
+}
+
+
+@pytest.mark.parametrize(("loss", "mining"), sorted(DISPATCH_CASES))
+def test_metric_loss_matches_an_independent_reference_for_each_loss_and_mining(loss, mining):
+    """metric_loss against plain-Python references (not the functions it calls), on a batch where the
+    eight references all differ, so a wrong dispatch, margin, soft flag or scale cannot pass."""
+    expected = DISPATCH_CASES[(loss, mining)](DISPATCH_EMBEDDINGS, DISPATCH_LABELS)
+    others = [ref(DISPATCH_EMBEDDINGS, DISPATCH_LABELS) for case, ref in DISPATCH_CASES.items()
+              if case != (loss, mining)]
+    assert expected > 0 and min(abs(expected - other) for other in others) > 1e-3
+    got = metric_loss(tf.constant(DISPATCH_EMBEDDINGS), tf.constant(DISPATCH_LABELS), loss, mining, MARGIN,
+                      tf.constant(DISPATCH_NOISE), proxies=tf.constant(DISPATCH_PROXIES), scale=16.0)
+    assert value(got) == pytest.approx(expected, rel=1e-5, abs=1e-6)
 
 
 def test_metric_loss_unknown_loss_raises():
