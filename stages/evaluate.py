@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lookalike.artifacts import verify_manifest, write_bytes, write_json
+from lookalike.artifacts import publish_build, verify_manifest, write_bytes, write_json
 from lookalike.catalogue import read_table
 from lookalike.index import load_index
 from lookalike.metrics import evaluate_retrieval, unit_rows
@@ -35,7 +35,10 @@ def main() -> None:
     params = load_params()
     label = params["data"]["label_column"]
     artifacts = PROJECT_ROOT / "artifacts"
-    manifest = verify_manifest(artifacts)  # the build the index stage just published, never a mix of two
+    manifest = verify_manifest(artifacts)  # the build the index stage just wrote, never a mix of two
+    # Outputs DVC restored from its run cache skip the index stage and so its publication: publish here
+    # (this stage always runs after them), so a later killed run falls back to this build and not an older one.
+    publish_build(artifacts)
     items = read_table(artifacts / "items.csv")
     embeddings = np.load(artifacts / "embeddings.npy")
     index = load_index(artifacts / "faiss.index", params["index"])

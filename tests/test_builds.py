@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run
 
 from lookalike.artifacts import (
     BUILDS_DIR,
@@ -206,3 +207,129 @@ def test_a_pointer_without_its_build_is_ignored(tmp_path: Path) -> None:
     with pytest.raises(ArtifactMismatchError, match="items file") as caught:
         resolve_build(tmp_path)
     assert caught.value.kind == "mismatched"
+
+
+# ---------------------------------------------------------------- dvc repro killed everywhere, then load and query
+
+
+def _repro(project: Path, *args: str, failpoint: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    if failpoint:
+        env[FAILPOINT_ENV] = failpoint
+    return subprocess.run(["dvc", "repro", *args], cwd=project, env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+def _was_killed(result: subprocess.CompletedProcess) -> bool:
+    """DVC reports its stage command killed by the failpoint's SIGKILL, not some other failure."""
+    return result.returncode != 0 and f"exited with {-signal.SIGKILL}" in result.stderr
+
+
+def _top_build(project: Path) -> str | None:
+    try:
+        return json.loads((project / "artifacts" / "manifest.json").read_text())["build_id"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _serve(project: Path, old: dict) -> str:
+    """Load and query the project as the API does; the build must be one whole build. Returns its id."""
+    import numpy as np
+
+    from lookalike.search import Searcher
+
+    searcher = Searcher.load(project / "artifacts", root=project)
+    served_id = searcher.manifest["build_id"]
+    if served_id == old["build_id"]:
+        assert searcher.manifest["files"] == old["files"]
+        np.testing.assert_array_equal(searcher.embeddings, old["embeddings"])
+    response = searcher.search(searcher.resolve_path(0), k=3)
+    assert len(response.matches) == 3 and response.matches[0].id == int(searcher.items["id"].iat[0])
+    return served_id
+
+
+def _set_params(project: Path, **changes: int) -> None:
+    import yaml
+
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        params[section][key] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_dvc_repro_killed_at_every_stage_and_boundary_serves_the_old_build_or_the_new_one_whole(
+    tiny_project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import numpy as np
+    import yaml
+
+    project = tmp_path / "copy"
+    shutil.copytree(tiny_project, project, symlinks=True)
+    old_params = yaml.safe_load((project / "params.yaml").read_text())
+    old_id = read_pointer(project / "artifacts")
+    assert old_id and old_id == _top_build(project), "the fixture's run published its build"
+    old = {**resolve_build(project / "artifacts")[1],
+           "embeddings": np.load(project / "artifacts" / "embeddings.npy")}
+    assert _serve(project, old) == old_id
+    # features and everything after it rerun: features' batch size does not change its numbers, the seed does
+    _set_params(project, features__batch_size=old_params["features"]["batch_size"] + 1,
+                train__seed=old_params["train"]["seed"] + 1)
+    killed_in = [  # each repro resumes where the previous one died and dies a little further on
+        ("features", "kill-before-rename:features.npy"),
+        ("train", "kill-before-rename:model.keras"),
+        ("embed", "kill-after-rename:embeddings.npy"),  # between two renames of one stage
+    ]
+    for stage, point in killed_in:
+        result = _repro(project, failpoint=point)
+        assert f"Running stage '{stage}'" in result.stdout and _was_killed(result), result.stdout[-2000:]
+        assert _serve(project, old) == old_id, point
+    result = _repro(project, "embed")  # between stages: embed finished, index not started
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert _serve(project, old) == old_id
+    _page_serves(project, monkeypatch, old_id)
+    for point in ("kill-before-rename:faiss.index", "kill-before-rename:manifest.json"):  # inside index
+        result = _repro(project, failpoint=point)
+        assert "Running stage 'index'" in result.stdout and _was_killed(result), result.stdout[-2000:]
+        assert _top_build(project) is None  # DVC removed the old manifest before rerunning the stage
+        assert _serve(project, old) == old_id, point
+    for point in ("kill-after-publish-copy:embeddings.npy", f"kill-before-rename:{POINTER_NAME}"):  # publishing
+        result = _repro(project, failpoint=point)
+        assert _was_killed(result), result.stdout[-2000:]
+        new_id = _top_build(project)
+        assert new_id not in (None, old_id) and read_pointer(project / "artifacts") == old_id
+        assert _serve(project, old) == new_id, point  # complete and checked: the new build, not yet published
+        (project / "artifacts" / "items.csv").unlink()  # as when a next run starts: back to the published one
+        assert _serve(project, old) == old_id, point
+    result = _repro(project)  # a normal run completes and publishes the new build
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    new_id = read_pointer(project / "artifacts")
+    assert new_id == _top_build(project) and new_id != old_id
+    assert _serve(project, old) == new_id
+    assert resolve_build(project / "artifacts")[0] == project / "artifacts" / BUILDS_DIR / new_id
+    assert builds(project / "artifacts") == sorted([old_id, new_id])
+    assert "up to date" in run(["dvc", "status"], project)  # builds/ and current.json are not DVC's business
+    # back to the old params: DVC may restore the old outputs from its run cache without running the index
+    # stage, so nothing publishes them; the folder then holds a complete build the pointer does not name
+    _set_params(project, features__batch_size=old_params["features"]["batch_size"],
+                train__seed=old_params["train"]["seed"])
+    result = _repro(project)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    if "Stage 'index' is cached - skipping run" in result.stdout:
+        assert _top_build(project) == old_id
+    assert _serve(project, old) == _top_build(project)
+    assert "Running stage 'evaluate'" in result.stdout  # its outputs are uncached: it runs, and publishes
+    assert read_pointer(project / "artifacts") == _top_build(project)
+
+
+def _page_serves(project: Path, monkeypatch: pytest.MonkeyPatch, build: str) -> None:
+    """The shopper page on the project's artifacts: no stop page, and its sidebar facts from the served build."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LOOKALIKE_ARTIFACTS", str(project / "artifacts"))
+    app = Path(__file__).resolve().parents[1] / "app" / "app.py"
+    at = AppTest.from_file(str(app), default_timeout=120).run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    manifest = json.loads((project / "artifacts" / BUILDS_DIR / build / "manifest.json").read_text())
+    sidebar = " ".join(str(m.value) for m in at.sidebar.markdown) + " ".join(str(c.value) for c in at.sidebar.caption)
+    assert manifest["files"]["model"]["sha256"][:12] in sidebar, sidebar
