@@ -308,6 +308,7 @@ def publish_build(directory: str | Path, keep: int = KEEP_BUILDS) -> str:
             _copy(directory / entry["path"], staging / entry["path"])
             failpoint(f"kill-after-publish-copy:{entry['path']}")
         _copy(directory / MANIFEST_NAME, staging / MANIFEST_NAME)
+        verify_manifest(staging)  # the copies themselves, in case a file was replaced while copying
         fsync_path(staging)
         failpoint("kill-before-publish-rename")
         os.replace(staging, target)
