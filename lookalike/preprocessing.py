@@ -67,6 +67,13 @@ class PreprocessSpec:
             raise ValueError(f"image_size must be between 32 and 1024, not {self.image_size}")
 
 
+def _over_the_limit(size: int, limit: int) -> str:
+    """'12.3 MB; the limit is 10.0 MB', in bytes where one decimal would print the two sizes the same."""
+    if f"{size / 1e6:.1f}" == f"{limit / 1e6:.1f}":
+        return f"{size:,} bytes; the limit is {limit:,} bytes"
+    return f"{size / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB"
+
+
 def _read_bytes(source: ImageSource, max_bytes: int) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
@@ -76,12 +83,12 @@ def _read_bytes(source: ImageSource, max_bytes: int) -> bytes:
             raise InvalidImageError(f"image file not found: {path}")
         size = path.stat().st_size
         if size > max_bytes:
-            raise InvalidImageError(f"{path.name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.1f} MB")
+            raise InvalidImageError(f"{path.name} is {_over_the_limit(size, max_bytes)}")
         data = path.read_bytes()
     if not data:
         raise InvalidImageError("the file is empty")
     if len(data) > max_bytes:
-        raise InvalidImageError(f"the file is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.1f} MB")
+        raise InvalidImageError(f"the file is {_over_the_limit(len(data), max_bytes)}")
     return data
 
 

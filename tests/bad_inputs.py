@@ -78,6 +78,8 @@ def _smooth(width: int, height: int, mode: str) -> Image.Image:
     grey = Image.fromarray(np.broadcast_to(row, (height, width)).copy())
     if mode == "I;16":
         return Image.fromarray(np.asarray(grey).astype(np.uint16) * 257)
+    if mode == "P":  # a coloured palette: a grey one makes Pillow open the GIF as L
+        return Image.merge("RGB", (grey, grey.transpose(Image.Transpose.FLIP_LEFT_RIGHT), grey)).quantize(64)
     return grey.convert(mode)
 
 
