@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ class CatalogueReport:
     rows_without_image: list[int] = field(default_factory=list)  # ids
     images_without_row: list[str] = field(default_factory=list)  # file names
     rows_without_label: list[int] = field(default_factory=list)  # ids
+    empty_images: list[str] = field(default_factory=list)  # file names of 0-byte image files (their rows are set aside)
+    unreadable_images: list[dict] = field(default_factory=list)  # {id, file, reason}: see check_images
     extra_columns: list[str] = field(default_factory=list)
     items: int = 0
 
@@ -51,7 +54,8 @@ class CatalogueReport:
             f"repaired {len(self.repaired_lines)} lines with unquoted commas, "
             f"skipped {len(self.malformed_lines)} malformed lines, {len(self.duplicate_ids)} duplicate ids, "
             f"{len(self.rows_without_image)} rows without image, {len(self.rows_without_label)} rows without label; "
-            f"{len(self.images_without_row)} images without row"
+            f"{len(self.images_without_row)} images without row, {len(self.empty_images)} empty image files"
+            + (f", {len(self.unreadable_images)} unreadable images" if self.unreadable_images else "")
         )
 
     def to_dict(self) -> dict:
@@ -125,7 +129,9 @@ def read_styles(csv_path: str | Path, label_column: str = "articleType") -> tupl
 def load_catalogue(folder: str | Path, label_column: str = "articleType") -> tuple[pd.DataFrame, CatalogueReport]:
     """Rows of ``styles.csv`` that have an image and a label, with an ``image_path`` column.
 
-    ``image_path`` is ``<folder>/images/<file>`` as given (relative stays relative).
+    ``image_path`` is ``<folder>/images/<file>`` as given (relative stays relative). Image files of
+    0 bytes (real downloads have some) are listed in ``report.empty_images`` and their rows set aside:
+    a stat per file, nothing is decoded here (:func:`check_images` decodes).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -139,6 +145,8 @@ def load_catalogue(folder: str | Path, label_column: str = "articleType") -> tup
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             continue
         stem = path.stem
+        if path.stat().st_size == 0:
+            report.empty_images.append(path.name)
         if stem.isdigit() and int(stem) not in image_files:
             image_files[int(stem)] = path.name
         else:
@@ -148,6 +156,8 @@ def load_catalogue(folder: str | Path, label_column: str = "articleType") -> tup
     has_image = table["id"].isin(image_files.keys())
     report.rows_without_image = sorted(int(i) for i in table.loc[~has_image, "id"])
     table = table[has_image].copy()
+    empty = set(report.empty_images)
+    table = table[~table["id"].map(image_files).isin(empty)].copy()
     has_label = table[label_column].str.strip() != ""
     report.rows_without_label = sorted(int(i) for i in table.loc[~has_label, "id"])
     table = table[has_label].copy()
@@ -156,6 +166,39 @@ def load_catalogue(folder: str | Path, label_column: str = "articleType") -> tup
     if table.empty:
         raise CatalogueError(f"no row of {folder / 'styles.csv'} has both an image and a '{label_column}' label")
     return table.reset_index(drop=True), report
+
+
+def check_images(table: pd.DataFrame, report: CatalogueReport, max_side: int = 224) -> pd.DataFrame:
+    """``table`` without the rows whose image cannot be decoded, each listed in ``report.unreadable_images``
+    with the decoder's reason.
+
+    The decode is the one the features stage runs (:func:`lookalike.preprocessing.load_image`), so a
+    corrupt or truncated file is set aside here, before the split, instead of stopping that stage.
+    """
+    from lookalike.preprocessing import InvalidImageError, load_image
+
+    unreadable = []
+    for position, (item_id, path) in enumerate(zip(table["id"], table["image_path"], strict=True)):
+        try:
+            load_image(path, max_side=max_side)
+        except InvalidImageError as error:
+            unreadable.append(position)
+            report.unreadable_images.append({"id": int(item_id), "file": Path(path).name, "reason": str(error)})
+    kept = table.drop(index=table.index[unreadable]).reset_index(drop=True)
+    if kept.empty:
+        raise CatalogueError("no image of the catalogue can be decoded: "
+                             + "; ".join(f"{u['file']}: {u['reason']}" for u in report.unreadable_images[:3]))
+    return kept
+
+
+def images_set_aside(subset_report: str | Path) -> tuple[dict[str, int], str]:
+    """Counts of the image files sample_subset set aside (from its data/subset_report.json) and a line
+    saying so, for the features stage's console and metrics."""
+    catalogue = json.loads(Path(subset_report).read_text())["catalogue"]
+    counts = {"empty_image_files": len(catalogue.get("empty_images", [])),
+              "unreadable_images": len(catalogue.get("unreadable_images", []))}
+    return counts, (f"skipped {counts['empty_image_files']} empty image files and {counts['unreadable_images']} "
+                    f"unreadable images, set aside by sample_subset ({Path(subset_report).name} lists them)")
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
@@ -172,3 +215,4 @@ def write_table(table: pd.DataFrame) -> bytes:
     buffer = io.StringIO()
     table.to_csv(buffer, index=False)
     return buffer.getvalue().encode("utf-8")
+

@@ -18,7 +18,7 @@ import numpy as np
 
 from lookalike.artifacts import write_json, write_npy
 from lookalike.backbones import split_backbone
-from lookalike.catalogue import read_table
+from lookalike.catalogue import images_set_aside, read_table
 from lookalike.model import CompiledModel, build_feature_model, new_backbone, predict_paths
 from lookalike.params import PROJECT_ROOT, load_params, preprocess_spec
 from lookalike.training import embed_features, maps_description
@@ -60,11 +60,14 @@ def main() -> None:
     seconds = time.perf_counter() - started
     images = len(paths) + len(train_rows) * features["augmented_views"]
     print(f"features: {images} images in {seconds:.1f} s ({images / seconds:.1f} images/s)")
+    set_aside, line = images_set_aside(PROJECT_ROOT / "data/subset_report.json")
+    print(f"features: {line}")
     write_npy(PROJECT_ROOT / "artifacts/features.npy", np.stack(pooled_views))
     write_npy(PROJECT_ROOT / "artifacts/feature_maps.npy", maps)
     write_json(PROJECT_ROOT / "artifacts/feature_maps.json", maps_description(params, maps.shape))
     write_json(PROJECT_ROOT / "metrics/features.json", {
         "images": images, "seconds": round(seconds, 1), "images_per_second": round(images / seconds, 1),
+        "skipped": set_aside,
     })
 
 

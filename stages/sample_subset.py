@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lookalike.artifacts import write_bytes, write_json
-from lookalike.catalogue import load_catalogue, write_table
+from lookalike.catalogue import check_images, load_catalogue, write_table
 from lookalike.params import PROJECT_ROOT, load_params
 from lookalike.subset import SPLITS, split_train_val_test, stratified_subset
 
@@ -17,6 +17,10 @@ def main() -> None:
     if subset["size"] > len(table):
         print(f"subset.size = {subset['size']} but the catalogue has {len(table)} usable images: using all")
     chosen, subset_report = stratified_subset(table, label, subset["size"], subset["min_per_class"], subset["seed"])
+    chosen = check_images(chosen, report)  # decoded once here: a corrupt file is set aside before the split
+    subset_report["rows"] = len(chosen)
+    print(f"images: {len(report.empty_images)} empty files and {len(report.unreadable_images)} unreadable images "
+          "set aside (data/subset_report.json lists them)")
     chosen["split"] = split_train_val_test(chosen, label, subset["test_fraction"], subset["val_fraction"],
                                            subset["seed"])
     counts = chosen["split"].value_counts().reindex(SPLITS, fill_value=0)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lookalike.catalogue import CatalogueError, load_catalogue, read_styles
+from lookalike.catalogue import CatalogueError, check_images, images_set_aside, load_catalogue, read_styles
 
 HEADER = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName"
 
@@ -239,3 +239,100 @@ def test_shared_sample_catalogue_quirks(shared_catalogue_dir):
         assert (table[column] == "NA").any(), column
     assert table["year"].dtype == pd.Int64Dtype()
     assert table["articleType"].nunique() == 83
+
+
+# ---------------------------------------------------------------- empty and corrupt image files
+
+
+def _jpeg(colour: tuple[int, int, int]) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    import numpy as np
+
+    noise = np.random.default_rng(colour).integers(0, 256, (48, 36, 3), dtype=np.uint8)  # enough scan data to cut
+    Image.fromarray(noise // 2 + np.array(colour, np.uint8) // 2).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def make_image_catalogue(folder: Path, n: int, empty: set[int], corrupt: set[int]) -> Path:
+    """n rows of two labels with real JPEGs, except 0-byte files for ``empty`` and broken ones for ``corrupt``."""
+    write_csv(folder, [HEADER] + [row(i, article="Shirts" if i % 2 else "Tshirts") for i in range(1, n + 1)])
+    (folder / "images").mkdir()
+    for i in range(1, n + 1):
+        data = _jpeg((10 * i % 255, 80, 160))
+        if i in empty:
+            data = b""
+        elif i in corrupt:
+            data = data[: len(data) * 2 // 3]  # a truncated download
+        (folder / "images" / f"{i}.jpg").write_bytes(data)
+    return folder
+
+
+def test_empty_image_files_are_counted_and_their_rows_set_aside(tmp_path):
+    folder = make_image_catalogue(tmp_path / "cat", 6, empty={2, 5}, corrupt=set())
+    (folder / "images" / "77.jpg").write_bytes(b"")  # empty and without a row: counted in both lists
+    table, report = load_catalogue(folder)
+    assert table["id"].tolist() == [1, 3, 4, 6]
+    assert report.empty_images == ["2.jpg", "5.jpg", "77.jpg"]
+    assert report.rows_without_image == []  # the row has a file; it is the file that is empty
+    assert report.images_without_row == ["77.jpg"]
+    assert report.items == 4
+    assert report.to_dict()["n_empty_images"] == 3
+    assert "3 empty image files" in report.summary()
+
+
+def test_check_images_sets_aside_undecodable_images_with_the_reason(tmp_path):
+    folder = make_image_catalogue(tmp_path / "cat", 6, empty=set(), corrupt={3})
+    (folder / "images" / "4.jpg").write_bytes(b"<html>not found</html>")
+    table, report = load_catalogue(folder)
+    assert len(table) == 6  # load_catalogue does not decode
+    kept = check_images(table, report)
+    assert kept["id"].tolist() == [1, 2, 5, 6]
+    assert [(u["id"], u["file"]) for u in report.unreadable_images] == [(3, "3.jpg"), (4, "4.jpg")]
+    assert "truncated" in report.unreadable_images[0]["reason"]
+    assert "not an image" in report.unreadable_images[1]["reason"]
+    assert "2 unreadable images" in report.summary()
+
+
+def test_check_images_raises_when_nothing_decodes(tmp_path):
+    folder = make_image_catalogue(tmp_path / "cat", 2, empty=set(), corrupt={1, 2})
+    table, report = load_catalogue(folder)
+    with pytest.raises(CatalogueError, match="no image of the catalogue can be decoded"):
+        check_images(table, report)
+
+
+def test_sample_subset_stage_sets_aside_an_empty_and_a_corrupt_image_and_says_so(tmp_path):
+    """The stage end to end on a tiny catalogue: it runs, the two bad files are in the report (not in
+    data/subset.csv), and the features stage's line counts them."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    repo = Path(__file__).resolve().parent.parent
+    project = tmp_path / "project"
+    for name in ("lookalike", "stages"):
+        shutil.copytree(repo / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    catalogue = make_image_catalogue(tmp_path / "cat", 24, empty={7}, corrupt={12})
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["data"]["catalogue_dir"] = str(catalogue)
+    params["subset"].update(size=1000, min_per_class=2)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    (project / "data").mkdir()
+    result = subprocess.run([sys.executable, "-m", "stages.sample_subset"], cwd=project, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "1 empty files and 1 unreadable images set aside" in result.stdout
+    subset = pd.read_csv(project / "data/subset.csv")
+    assert sorted(subset["id"]) == [i for i in range(1, 25) if i not in (7, 12)]
+    report = yaml.safe_load((project / "data/subset_report.json").read_text())  # JSON is YAML
+    assert report["catalogue"]["empty_images"] == ["7.jpg"]
+    assert [u["id"] for u in report["catalogue"]["unreadable_images"]] == [12]
+    assert report["subset"]["rows"] == 22
+    counts, line = images_set_aside(project / "data/subset_report.json")
+    assert counts == {"empty_image_files": 1, "unreadable_images": 1}
+    assert line.startswith("skipped 1 empty image files and 1 unreadable images")
