@@ -26,6 +26,12 @@ EXPECTED_COLUMNS = (
 )
 FREE_TEXT_COLUMN = "productDisplayName"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+# The live catalogue's delta (written by `lookalike fold`, see lookalike/fold.py), read by sample_subset
+LIVE_DELTA_DIR = "data/live_delta"  # relative to the project root
+FOLD_FILE = "fold.json"  # present only once something was folded
+REMOVED_FILE = "removed.csv"
+EXTERNAL_ID_COLUMN = "external_id"  # a delta item's shop id when it is not a decimal number
+LIVE_SPLIT = "live"  # delta items: in the gallery, never trained on, never a query
 
 
 class CatalogueError(ValueError):
@@ -216,3 +222,19 @@ def write_table(table: pd.DataFrame) -> bytes:
     table.to_csv(buffer, index=False)
     return buffer.getvalue().encode("utf-8")
 
+
+def read_live_delta(folder: str | Path, label_column: str) -> tuple[pd.DataFrame, set[int], dict] | None:
+    """(items to add or replace, with image_path; catalogue ids to drop; the fold marker), or None
+    when the folder holds no fold (then the catalogue is used exactly as it is)."""
+    folder = Path(folder)
+    if not (folder / FOLD_FILE).is_file():
+        return None
+    marker = json.loads((folder / FOLD_FILE).read_text())
+    dropped = {int(line) for line in (folder / REMOVED_FILE).read_text().split()[1:]}
+    if int(marker.get("items", 0)) == 0:
+        return pd.DataFrame(columns=["id", label_column, EXTERNAL_ID_COLUMN, "image_path"]), dropped, marker
+    items, report = load_catalogue(folder, label_column)
+    if report.items != int(marker["items"]):
+        raise CatalogueError(f"the live delta in {folder} has {report.items} usable items but its {FOLD_FILE} "
+                             f"says {marker['items']} ({report.summary()}): run lookalike fold again")
+    return items, dropped, marker

@@ -6,6 +6,7 @@
     lookalike evaluate-folder /path/to/catalogue [--baseline] [--out metrics.json]
     lookalike duplicates --out duplicates.csv [--threshold 0.99]
     lookalike serve [--port 8000] [--live-db live/live.db]
+    lookalike fold [--live-db live/live.db]      # then dvc repro
 
 Also ``python -m lookalike.cli``. Any failure prints exactly one line, ``error: <message>``, on
 stderr and exits non-zero: 2 for a problem the user can fix (bad image, missing or mismatched
@@ -240,6 +241,28 @@ def run_serve(args: argparse.Namespace) -> int:
         cors_origins=args.cors_origin,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024) if args.max_upload_mb else None)
     serve(settings, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _fold_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--live-db", help="live catalogue database (default: $LOOKALIKE_LIVE_DB or live/live.db "
+                                          "beside the artifacts folder)")
+    parser.add_argument("--out", help="delta folder the sample_subset stage reads (default: data/live_delta "
+                                      "beside the artifacts folder)")
+
+
+@subcommand("fold", "write the live catalogue's changes as the delta the next dvc repro builds in", _fold_args)
+def run_fold(args: argparse.Namespace) -> int:
+    from lookalike.catalogue import LIVE_DELTA_DIR
+    from lookalike.fold import fold
+    from lookalike.live import LiveStore, resolve_db_path
+
+    directory = artifacts_dir(args)
+    root = directory.resolve().parent
+    db = resolve_db_path(args.live_db, root)
+    if not db.is_file():
+        raise FileNotFoundError(f"no live catalogue database at {db}")
+    print(fold(LiveStore(db), directory, Path(args.out) if args.out else root / LIVE_DELTA_DIR).line())
     return 0
 
 

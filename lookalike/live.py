@@ -48,6 +48,7 @@ import numpy as np
 from PIL import Image
 
 from lookalike import artifacts
+from lookalike.catalogue import EXTERNAL_ID_COLUMN
 from lookalike.index import search as index_search
 from lookalike.params import PROJECT_ROOT
 from lookalike.preprocessing import DEFAULT_MAX_BYTES, ImageSource, InvalidImageError
@@ -61,7 +62,6 @@ ITEM_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 METADATA_FIELDS = ("productDisplayName", "articleType", "baseColour", "gender", "masterCategory", "subCategory",
                    "season", "year", "usage")
 MAX_FIELD_CHARS = 200
-EXTERNAL_ID_COLUMN = "external_id"  # a build item's shop id, when a fold gave it one
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -149,14 +149,8 @@ def model_key(manifest: dict) -> str:
 
 
 def manifest_build_id(manifest: dict) -> str:
-    """The pinned build's id: the manifest's own, from :func:`lookalike.artifacts.build_id` when present."""
-    if manifest.get("build_id"):
-        return str(manifest["build_id"])
-    if hasattr(artifacts, "build_id"):
-        return str(artifacts.build_id(manifest))
-    # artifacts without a build id (built before builds had ids): the hashes that define them
-    hashes = json.dumps({name: entry["sha256"] for name, entry in sorted(manifest["files"].items())})
-    return "sha-" + hashlib.sha256(hashes.encode()).hexdigest()[:16]
+    """The pinned build's id (:func:`lookalike.artifacts.build_id`)."""
+    return str(manifest.get("build_id") or artifacts.build_id(manifest))
 
 
 def resolve_db_path(db: str | Path | None, root: Path = PROJECT_ROOT) -> Path:
@@ -437,7 +431,7 @@ class LiveCatalogue:
         catalogue._build_ids = numeric
         catalogue._build_row = {item_id: row for row, item_id in enumerate(numeric)}
         catalogue._live_index = faiss.IndexIDMap2(faiss.IndexFlatIP(searcher.embeddings.shape[1]))
-        fold = searcher.manifest.get("live_fold") or {}
+        fold = searcher.manifest["params"].get("live_fold") or {}
         if fold.get("store_id") == store.store_id:
             catalogue.folded_seq = int(fold["through_seq"])
         catalogue.applied_seq = catalogue.folded_seq

@@ -9,6 +9,7 @@ next run, the published build stays whole for the page meanwhile.
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -32,6 +33,8 @@ def main() -> None:
     print(f"{params['index']['type']} index of {index.ntotal} x {index.d} built in {seconds:.2f} s")
     write_with(artifacts / "faiss.index", lambda tmp: save_index(index, tmp))
     spec = preprocess_spec(params)
+    report = json.loads((PROJECT_ROOT / "data/subset_report.json").read_text())
+    live_fold = {"live_fold": report["live_fold"]} if "live_fold" in report else {}  # see lookalike/fold.py
     files = {name: artifacts / file for name, file in (
         ("model", "model.keras"), ("embeddings", "embeddings.npy"), ("image_paths", "image_paths.npy"),
         ("items", "items.csv"), ("index", "faiss.index"))}
@@ -42,6 +45,7 @@ def main() -> None:
         "catalogue_dir": params["data"]["catalogue_dir"],
         "backbone": params["backbone"]["name"],
         "index": params["index"],
+        **live_fold,
     })
     write_json(artifacts / "manifest.json", manifest)
     print(f"published build {publish_build(artifacts)}")

@@ -80,6 +80,8 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("lookalike", "stages"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    (root / "data/live_delta").mkdir(parents=True)  # the sample_subset stage's live delta: none yet
+    shutil.copy(REPO / "data/live_delta/README.md", root / "data/live_delta/README.md")
     catalogue = root.parent / "catalogue"
     _make_slice(catalogue)
     params = yaml.safe_load((REPO / "params.yaml").read_text())

@@ -1,0 +1,85 @@
+"""Folding live changes into the next build (lookalike fold + dvc repro), on a copy of the tiny project."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+from conftest import ran_stages, run
+
+from lookalike.catalogue import read_table
+from lookalike.live import LiveCatalogue, LiveStore
+from lookalike.search import Searcher
+
+META = {"articleType": "Tshirts", "gender": "Men", "baseColour": "Blue", "masterCategory": "Apparel",
+        "productDisplayName": "Live tee"}
+
+
+def test_fold_then_dvc_repro_serves_every_change_once(tiny_project: Path, tmp_path: Path):
+    project = tmp_path / "project"
+    shutil.copytree(tiny_project, project, symlinks=True)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    # a database of its own (the copied one names the shared project's mlruns/ as its artifact store)
+    params["mlflow"]["tracking_uri"] = f"sqlite:///{project / 'mlflow-copy.db'}"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    db = project / "live/live.db"
+    before = Searcher.load(project / "artifacts", root=project)
+    ids = [str(i) for i in before.items["id"]]
+
+    def photo(row: int) -> bytes:
+        return Path(before.resolve_path(row)).read_bytes()
+
+    catalogue = LiveCatalogue.open(before, LiveStore(db), near_duplicate_cosine=0.99)
+    catalogue.put("SKU-A", photo(0), {**META, "productDisplayName": 'Folded "tee", with commas'})
+    catalogue.put(ids[5], photo(6), {**META, "productDisplayName": "Replaced"})
+    catalogue.remove(ids[7])
+    catalogue.put("SKU-B", photo(8), META)
+    catalogue.remove("SKU-B")
+    catalogue.put("SKU-PNG", _png(photo(11)), {**META, "articleType": "Kurtas"})
+
+    output = run([sys.executable, "-m", "lookalike.cli", "fold", "--artifacts", str(project / "artifacts")], project)
+    assert "changes 1..6" in output
+    marker = json.loads((project / "data/live_delta/fold.json").read_text())
+    assert marker["through_seq"] == 6 and marker["items"] == 3
+    catalogue.put("SKU-C", photo(9), META)  # after the fold: must come from the log, once
+    catalogue.store.close()
+
+    output = run(["dvc", "repro"], project)
+    assert {"sample_subset", "index"} <= ran_stages(output)
+    after = Searcher.load(project / "artifacts", root=project)
+    assert after.manifest["build_id"] != before.manifest["build_id"]
+    assert after.manifest["params"]["live_fold"]["through_seq"] == 6
+    subset = read_table(project / "data/subset.csv")
+    assert sorted(subset.loc[subset["split"] == "live", "external_id"]) == ["", "SKU-A", "SKU-PNG"]
+
+    served = LiveCatalogue.open(after, LiveStore(db), near_duplicate_cosine=0.99)
+    assert served.folded_seq == 6 and served.applied_seq == 7
+    assert served.live_ids() == ["SKU-C"]  # the folded changes are in the build, not replayed
+    for item_id, name in (("SKU-A", 'Folded "tee", with commas'), (ids[5], "Replaced"), ("SKU-PNG", "Live tee")):
+        item = served.item(item_id)
+        assert item.source == "build" and item.metadata["productDisplayName"] == name
+    assert ids[7] not in served and "SKU-B" not in served and "SKU-C" in served
+    assert len(served) == 60 - 1 + 2 + 1
+    everything = served.search_vector(after.embeddings[0], 100).matches
+    assert len(everything) == len(served) and len({h.id for h in everything}) == len(everything)
+    # the folded item's build vector is the pinned model's embedding of its photo
+    assert np.abs(served.vector("SKU-A") - after.embed_image(photo(0))).max() < 2e-3
+    assert np.abs(served.vector(ids[5]) - after.embed_image(photo(6))).max() < 2e-3
+    assert served.stats()["live"]["changes_since_build"] == 1
+    if served.model_key != catalogue.model_key:  # retrained: SKU-C was embedded again with the new model
+        assert served.reembedded == 1
+    assert np.abs(served.vector("SKU-C") - after.embed_image(photo(9))).max() < 2e-3
+
+
+def _png(jpeg: bytes) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(jpeg)).save(buffer, "PNG")
+    return buffer.getvalue()
