@@ -415,6 +415,15 @@ class LiveCatalogue:
         return cls.open(searcher, store, near_duplicate_cosine)
 
     @classmethod
+    def for_page(cls, searcher: Searcher, db: str | Path | None = None) -> LiveCatalogue | None:
+        """The live catalogue over a searcher the page already loaded, read-only (the service writes); None
+        when there is no live database yet. Call :meth:`refresh` on every rerun to see the latest changes."""
+        path = resolve_db_path(db, searcher.root)
+        if not path.is_file():
+            return None
+        return cls.open(searcher, LiveStore(path, readonly=True))
+
+    @classmethod
     def open(cls, searcher: Searcher, store: LiveStore, near_duplicate_cosine: float | None = None) -> LiveCatalogue:
         if near_duplicate_cosine is None:
             from lookalike.duplicates import NEAR_DUPLICATE_COSINE

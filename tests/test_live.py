@@ -177,6 +177,9 @@ def test_readonly_reader_sees_writes_after_refresh(searcher: Searcher, tmp_path:
     assert "SKU-R" not in reader
     with pytest.raises(LiveError):
         reader.put("SKU-X", photo(searcher, 12), META)
+    page = LiveCatalogue.for_page(searcher, db)  # what the Streamlit page calls
+    assert page is not None and page.store.readonly and "SKU-R" not in page and len(page) == len(writer)
+    assert LiveCatalogue.for_page(searcher, tmp_path / "absent.db") is None
 
 
 def test_concurrent_writers_all_applied_in_log_order(searcher: Searcher, tmp_path: Path):
