@@ -1,0 +1,272 @@
+"""Service benchmark: HTTP on loopback next to the in-process library, live adds, and a bounded mixed load.
+
+    .venv/bin/python bench/service.py            # full run (~15 min on 2 cores), results in bench/results/
+    .venv/bin/python bench/service.py --quick    # seconds-long smoke version of every part
+
+Starts its own `lookalike serve` on a free 127.0.0.1 port against the pinned build (--artifacts) with
+a scratch live database (never live/live.db), so it changes nothing. Parts:
+
+1. throughput: image search and "more like this" at concurrency 1, 4 and 16 over HTTP (a thread per
+   client, one keep-alive connection each), and the same calls on an in-process LiveCatalogue in this
+   process: requests/s, p50, p99.
+2. adds: add latency p50/p99 over HTTP (decode, embed, near-duplicates, durable write); then N live adds
+   (10,000 in the full run) and the server's resident memory and search latency before and after.
+3. load: a fixed-duration mix (searches, more-like-this, adds, removes) from several clients; counts
+   errors, checks every acknowledged write is visible afterwards, and samples the server's memory.
+Every part has fixed counts or durations and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+KEY = "bench-key-0123456789abcdef"
+META = {"articleType": "Tshirts", "gender": "Men", "baseColour": "Blue", "masterCategory": "Apparel",
+        "productDisplayName": "Bench tee"}
+
+
+def percentiles(seconds: list[float]) -> dict:
+    ms = np.array(seconds) * 1e3
+    return {"n": len(ms), "p50_ms": round(float(np.percentile(ms, 50)), 2),
+            "p99_ms": round(float(np.percentile(ms, 99)), 2)}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    def __init__(self, artifacts: Path, db: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "LOOKALIKE_API_KEY": KEY}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "lookalike.cli", "serve", "--artifacts", str(artifacts), "--live-db", str(db),
+             "--port", str(self.port), "--log-level", "warning"], cwd=ROOT, env=env)
+        deadline = time.monotonic() + 300
+        while True:
+            if self.process.poll() is not None:
+                raise SystemExit("the server exited during start-up")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("the server did not get ready in 300 s")
+            time.sleep(0.5)
+        self.ps = psutil.Process(self.process.pid)
+
+    def rss_mb(self) -> float:
+        return self.ps.memory_info().rss / 2**20
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def run_clients(concurrency: int, requests_each: int, call) -> tuple[float, list[float], int]:
+    """``call(client_index, i)`` returns True on success; (requests/s, latencies, errors)."""
+    latencies, errors, lock = [], [0], threading.Lock()
+
+    def client(index: int) -> None:
+        mine, bad = [], 0
+        for i in range(requests_each):
+            started = time.perf_counter()
+            ok = call(index, i)
+            mine.append(time.perf_counter() - started)
+            bad += not ok
+        with lock:
+            latencies.extend(mine)
+            errors[0] += bad
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(client, range(concurrency)))
+    return concurrency * requests_each / (time.perf_counter() - started), latencies, errors[0]
+
+
+def throughput(server: Server, catalogue, photos: list[bytes], ids: list[str], levels, requests_each) -> list[dict]:
+    rows = []
+    clients = [httpx.Client(base_url=server.url, timeout=60) for _ in range(max(levels))]
+
+    def http_search(c, i):
+        r = clients[c].post("/v1/search", files={"image": ("q.jpg", photos[(c * 7 + i) % len(photos)])},
+                            data={"k": "5"})
+        return r.status_code == 200
+
+    def http_similar(c, i):
+        return clients[c].get(f"/v1/items/{ids[(c * 7 + i) % len(ids)]}/similar", params={"k": 5}).status_code == 200
+
+    def lib_search(c, i):
+        catalogue.search(photos[(c * 7 + i) % len(photos)], 5)
+        return True
+
+    def lib_similar(c, i):
+        catalogue.similar(ids[(c * 7 + i) % len(ids)], 5)
+        return True
+
+    for name, call in (("image search", http_search), ("more like this", http_similar)):
+        for level in levels:
+            for where, fn in (("http", call), ("in-process", lib_search if name == "image search" else lib_similar)):
+                fn(0, 0)  # warm
+                rps, latencies, errors = run_clients(level, requests_each, fn)
+                rows.append({"what": name, "where": where, "concurrency": level, "requests_per_s": round(rps, 1),
+                             **percentiles(latencies), "errors": errors})
+                print(json.dumps(rows[-1]), flush=True)
+    for client in clients:
+        client.close()
+    return rows
+
+
+def adds(server: Server, photos: list[bytes], timed: int, bulk: int) -> dict:
+    client = httpx.Client(base_url=server.url, timeout=60, headers={"X-API-Key": KEY})
+
+    def add(item_id: str, i: int) -> float:
+        started = time.perf_counter()
+        r = client.put(f"/v1/items/{item_id}", files={"image": ("p.jpg", photos[i % len(photos)])}, data=META)
+        if r.status_code not in (200, 201):
+            raise SystemExit(f"add failed: {r.status_code} {r.text}")
+        return time.perf_counter() - started
+
+    def search_latency(n: int) -> dict:
+        times = []
+        for i in range(n):
+            started = time.perf_counter()
+            client.post("/v1/search", files={"image": ("q.jpg", photos[i % len(photos)])}, data={"k": "5"})
+            times.append(time.perf_counter() - started)
+        return percentiles(times)
+
+    result = {"add": percentiles([add(f"TIMED-{i}", i) for i in range(timed)])}
+    print(json.dumps(result), flush=True)
+    result["search_before"], result["rss_before_mb"] = search_latency(max(20, timed)), round(server.rss_mb(), 1)
+    started = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: add(f"BULK-{i}", i), range(bulk)))
+    result["bulk_adds"], result["bulk_seconds"] = bulk, round(time.perf_counter() - started, 1)
+    result["search_after"], result["rss_after_mb"] = search_latency(max(20, timed)), round(server.rss_mb(), 1)
+    client.close()
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def load(server: Server, photos: list[bytes], ids: list[str], seconds: float, clients: int) -> dict:
+    """Mixed load for a fixed time: 60% search, 25% more-like-this, 10% add, 5% remove (of its own adds)."""
+    end = time.monotonic() + seconds
+    counts, errors, acked, removed = {}, [], {}, set()
+    lock = threading.Lock()
+    memory = []
+
+    def sampler() -> None:
+        while time.monotonic() < end:
+            memory.append(server.rss_mb())
+            time.sleep(1)
+
+    def client(index: int) -> None:
+        rng = random.Random(index)
+        http = httpx.Client(base_url=server.url, timeout=60, headers={"X-API-Key": KEY})
+        mine: list[str] = []
+        n = 0
+        while time.monotonic() < end:
+            roll, n = rng.random(), n + 1
+            if roll < 0.6:
+                kind, r = "search", http.post("/v1/search", files={"image": ("q.jpg", rng.choice(photos))},
+                                              data={"k": "5"})
+            elif roll < 0.85:
+                kind, r = "similar", http.get(f"/v1/items/{rng.choice(ids)}/similar", params={"k": 5})
+            elif roll < 0.95 or not mine:
+                item_id = f"LOAD-{index}-{n}"
+                kind, r = "add", http.put(f"/v1/items/{item_id}", files={"image": ("p.jpg", rng.choice(photos))},
+                                          data=META)
+                if r.status_code in (200, 201):
+                    mine.append(item_id)
+                    with lock:
+                        acked[item_id] = True
+            else:
+                item_id = mine.pop(rng.randrange(len(mine)))
+                kind, r = "remove", http.delete(f"/v1/items/{item_id}")
+                if r.status_code == 200:
+                    with lock:
+                        removed.add(item_id)
+            with lock:
+                counts[kind] = counts.get(kind, 0) + 1
+                if r.status_code >= 400:
+                    errors.append((kind, r.status_code, r.text[:200]))
+        http.close()
+
+    watcher = threading.Thread(target=sampler)
+    watcher.start()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    watcher.join()
+    check = httpx.Client(base_url=server.url, timeout=60)
+    lost = [i for i in acked if i not in removed and check.get(f"/v1/items/{i}").status_code != 200]
+    resurrected = [i for i in removed if check.get(f"/v1/items/{i}").status_code != 404]
+    check.close()
+    third = max(1, len(memory) // 3)
+    result = {"seconds": seconds, "clients": clients, "requests": counts, "errors": len(errors),
+              "error_examples": errors[:3], "acknowledged_adds": len(acked), "removed": len(removed),
+              "lost_writes": len(lost), "removed_but_present": len(resurrected),
+              "rss_mb_first_third": round(float(np.mean(memory[:third])), 1) if memory else None,
+              "rss_mb_last_third": round(float(np.mean(memory[-third:])), 1) if memory else None}
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--artifacts", default=str(ROOT / "artifacts"))
+    parser.add_argument("--quick", action="store_true", help="a smoke run of every part in well under a minute")
+    parser.add_argument("--out", default=str(ROOT / "bench/results/service.json"))
+    args = parser.parse_args()
+    quick = args.quick
+    from lookalike.live import LiveCatalogue
+
+    scratch = Path(tempfile.mkdtemp(prefix="lookalike-bench-"))
+    catalogue = LiveCatalogue.load(args.artifacts, scratch / "inprocess.db", root=Path(args.artifacts).resolve().parent)
+    rows = catalogue.searcher.items.index[:: max(1, len(catalogue.searcher.items) // 200)]
+    photos = [Path(catalogue.searcher.resolve_path(int(r))).read_bytes() for r in rows]
+    ids = [catalogue.searcher.items["id"].astype(str).iloc[int(r)] for r in rows]
+    server = Server(Path(args.artifacts), scratch / "live.db")
+    try:
+        report = {"quick": quick, "artifacts": args.artifacts, "cpus": os.cpu_count(),
+                  "build_id": catalogue.build_id, "items": len(catalogue)}
+        report["throughput"] = throughput(server, catalogue, photos, ids, (1, 4, 16) if not quick else (1, 4),
+                                          50 if not quick else 4)
+        report["adds"] = adds(server, photos, 200 if not quick else 10, 10_000 if not quick else 50)
+        report["load"] = load(server, photos, ids, 300 if not quick else 8, 8 if not quick else 3)
+    finally:
+        server.stop()
+    out = Path(args.out if not quick else args.out.replace(".json", "-quick.json"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    load_ok = report["load"]["errors"] == 0 and report["load"]["lost_writes"] == 0
+    return 0 if load_ok and report["load"]["removed_but_present"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
