@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-MANIFEST_FILES = ("model", "embeddings", "image_paths", "items", "index")
+MANIFEST_FILES = ("model", "embeddings", "image_paths", "items", "index",
+                  "runtime_model", "runtime_backbone")  # the two models exported for lookalike.runtime
 MANIFEST_NAME = "manifest.json"
 BUILDS_DIR = "builds"  # artifacts/builds/<build_id>/: published builds, never DVC outputs
 POINTER_NAME = "current.json"  # artifacts/current.json: {"build": "<build_id>"}, the build to serve

@@ -20,7 +20,7 @@ Adding a subcommand is one decorated function, its arguments declared in the dec
         ...
         return 0
 
-Heavy imports (TensorFlow, FAISS) happen inside the subcommands, so ``--help`` is instant.
+Heavy imports (the inference runtime, FAISS) happen inside the subcommands, so ``--help`` is instant.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,26 +78,29 @@ def subcommand(name: str, help: str, configure: Callable[[argparse.ArgumentParse
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions whose message is meant for a person (imported lazily: they live beside TensorFlow)."""
+    """Exceptions whose message is meant for a person (imported lazily: they live beside the heavy imports)."""
     from lookalike.artifacts import ArtifactMismatchError
     from lookalike.preprocessing import InvalidImageError
 
     return (UsageError, InvalidImageError, ArtifactMismatchError, KeyError, ValueError, OSError)
 
 
-def import_tensorflow_quietly(verbose: bool = False) -> None:
-    """Import TensorFlow with file descriptor 2 pointed at /dev/null, unless ``verbose``.
+@contextmanager
+def native_stderr_quiet(verbose: bool = False) -> Iterator[None]:
+    """File descriptor 2 pointed at /dev/null meanwhile, unless ``verbose``.
 
-    Its native start-up lines (oneDNN, CPU features) ignore TF_CPP_MIN_LOG_LEVEL in this
-    release and would surround the one ``error:`` line. Python exceptions are unaffected.
+    LiteRT's native start-up line ("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.")
+    ignores every log-level setting and would surround the one ``error:`` line. Python exceptions
+    are unaffected: they are printed after this returns.
     """
-    if verbose or "tensorflow" in sys.modules:
+    if verbose:
+        yield
         return
     sys.stderr.flush()
     saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(null, 2)
-        import tensorflow  # noqa: F401
+        yield
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -109,12 +113,12 @@ def artifacts_dir(args: argparse.Namespace) -> Path:
 
 
 def _load_searcher(args: argparse.Namespace):
-    import_tensorflow_quietly(args.verbose)
     from lookalike.search import Searcher
 
     directory = artifacts_dir(args)
     # image paths in a build are relative to its project: the folder that holds artifacts/
-    return Searcher.load(directory, root=directory.resolve().parent)
+    with native_stderr_quiet(args.verbose):
+        return Searcher.load(directory, root=directory.resolve().parent)
 
 
 def _print_response(response, as_json: bool) -> None:
@@ -231,7 +235,6 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
 @subcommand("serve", "run the HTTP search service over the build and the live catalogue (FastAPI, uvicorn)",
             _serve_args)
 def run_serve(args: argparse.Namespace) -> int:
-    import_tensorflow_quietly(args.verbose)
     from lookalike.service import Settings, read_api_key, serve
 
     directory = artifacts_dir(args)

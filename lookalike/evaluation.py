@@ -1,7 +1,8 @@
 """The pinned model on another catalogue folder, without retraining.
 
 Lives apart from :mod:`lookalike.metrics` (pure ranking arithmetic on arrays) because it reads
-a catalogue, decodes images and runs the model.
+a catalogue, decodes images and runs the model (the build's exported models, through
+:mod:`lookalike.runtime`: no TensorFlow).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pandas as pd
 
 from lookalike.catalogue import load_catalogue
 from lookalike.metrics import evaluate_retrieval, unit_rows
-from lookalike.model import CompiledModel, build_feature_model, predict_paths
+from lookalike.runtime import EmbeddingRuntime, predict_paths
 from lookalike.search import Searcher
 
 
@@ -36,7 +37,8 @@ def evaluate_folder(searcher: Searcher, folder: str | Path, label_column: str | 
               "queries_without_relevant": int(len(table) - len(queries)), "catalogue": report.summary(),
               "trained": evaluate_retrieval(embeddings, labels, queries)[0]}
     if with_baseline:
-        backbone = CompiledModel(build_feature_model(searcher.model.model.get_layer("backbone")))
+        backbone = EmbeddingRuntime(searcher.folder / searcher.manifest["files"]["runtime_backbone"]["path"],
+                                    searcher.model.threads)
         features = predict_paths(backbone, paths, searcher.spec, batch_size, description="backbone features")
         result["pretrained"] = evaluate_retrieval(unit_rows(features), labels, queries)[0]
     return result

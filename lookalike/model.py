@@ -7,15 +7,16 @@ backbone features once and train or apply the head alone.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
 
+from lookalike.artifacts import atomic_path
 from lookalike.backbones import build_backbone
-from lookalike.preprocessing import PreprocessSpec, iter_input_batches
+from lookalike.runtime import EXPORT_MIN_COSINE, EmbeddingRuntime, agreement
 
 
 def build_head(feature_dim: int, hidden_dim: int = 512, embedding_dim: int = 256,
@@ -85,20 +86,37 @@ class CompiledModel:
         return self._call(tf.convert_to_tensor(inputs, tf.float32)).numpy()
 
 
-def predict_paths(
-    compiled: CompiledModel,
-    paths: list[str],
-    spec: PreprocessSpec,
-    batch_size: int = 32,
-    augment_seed: int | None = None,
-    description: str = "images",
-) -> np.ndarray:
-    """float32 (len(paths), *output_shape): the model over image files, decoding in parallel."""
-    out = np.empty((len(paths), *compiled.output_shape), dtype=np.float32)
-    position = 0
-    with tqdm(total=len(paths), desc=description, unit="img", mininterval=5) as progress:
-        for batch in iter_input_batches(paths, spec, batch_size, augment_seed):
-            out[position : position + len(batch)] = compiled(batch)
-            position += len(batch)
-            progress.update(len(batch))
-    return out
+class ExportMismatchError(RuntimeError):
+    """An exported model's outputs disagree with the Keras model it came from: the build is refused."""
+
+
+def keras_outputs(model: keras.Model, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """float32: the Keras model (one traced function) over ``images``, in batches."""
+    compiled = CompiledModel(model)
+    return np.concatenate([compiled(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def export_runtime_model(model: keras.Model, path: str | Path, check_images: np.ndarray,
+                         what: str = "model") -> dict[str, float]:
+    """Convert ``model`` for the inference runtime (LiteRT, float32) and write it to ``path``, atomically,
+    only if it agrees with Keras on ``check_images`` (real preprocessed photos): min cosine >=
+    EXPORT_MIN_COSINE, else :class:`ExportMismatchError` and nothing is written. Returns the agreement.
+
+    The conversion is TensorFlow's own (a SavedModel, then ``tf.lite.TFLiteConverter``): no other
+    export package. The same Keras model gives the same bytes (tests/test_runtime.py).
+    """
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="lookalike-export-") as saved:
+        model.export(saved, format="tf_saved_model", verbose=False)
+        flatbuffer = tf.lite.TFLiteConverter.from_saved_model(saved).convert()
+    reference = keras_outputs(model, check_images)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(flatbuffer)
+        found = agreement(reference, EmbeddingRuntime(tmp)(check_images))
+        if not found["min_cosine"] >= EXPORT_MIN_COSINE:
+            raise ExportMismatchError(
+                f"the exported {what} ({path.name}) disagrees with the Keras model on {len(check_images)} catalogue "
+                f"photos: min cosine {found['min_cosine']:.6f} < {EXPORT_MIN_COSINE} (max abs diff "
+                f"{found['max_abs_diff']:.2g}); the build is refused. Check the TensorFlow and ai-edge-litert "
+                "versions against requirements.txt")
+    return found

@@ -7,6 +7,9 @@
 Bad images raise :class:`lookalike.preprocessing.InvalidImageError`; artifacts that
 disagree raise :class:`lookalike.artifacts.ArtifactMismatchError`. Both carry a
 message meant for a person. The command line is :mod:`lookalike.cli` (``lookalike --help``).
+
+The model runs through :mod:`lookalike.runtime` (LiteRT, the build's ``model.tflite``): importing
+this module imports no TensorFlow (tests/test_runtime.py checks it).
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from PIL import Image
 from lookalike.artifacts import ArtifactMismatchError, load_build
 from lookalike.catalogue import read_table
 from lookalike.index import load_index, search
-from lookalike.model import CompiledModel, load_embedding_model
 from lookalike.params import PROJECT_ROOT
 from lookalike.preprocessing import DEFAULT_MAX_BYTES, ImageSource, PreprocessSpec, load_image, preprocess
+from lookalike.runtime import EmbeddingRuntime
 
 FILTER_COLUMNS = ("gender", "masterCategory", "articleType", "baseColour")
 METADATA_COLUMNS = ("productDisplayName", "articleType", "baseColour", "gender", "masterCategory", "subCategory")
@@ -56,7 +59,7 @@ class Searcher:
     """Loaded once per process; safe to call from several threads at once."""
 
     manifest: dict
-    model: CompiledModel
+    model: EmbeddingRuntime  # the build's exported model: float32 (n, h, w, 3) -> (n, dim)
     spec: PreprocessSpec
     embeddings: np.ndarray  # float32 (n, dim), unit length
     image_paths: np.ndarray  # str (n,)
@@ -64,24 +67,28 @@ class Searcher:
     index: object
     root: Path = PROJECT_ROOT
     max_bytes: int = DEFAULT_MAX_BYTES
+    folder: Path | None = None  # the build folder loaded (its exported backbone serves evaluate-folder's baseline)
     _row_of_id: dict = field(default_factory=dict, repr=False)
     _metadata_columns: dict = field(default_factory=dict, repr=False)  # column -> object array: rows in microseconds
     _item_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
 
     @classmethod
     def load(cls, artifacts_dir: str | Path | None = None, root: str | Path = PROJECT_ROOT,
-             max_bytes: int = DEFAULT_MAX_BYTES) -> Searcher:
+             max_bytes: int = DEFAULT_MAX_BYTES, threads: int | None = None) -> Searcher:
         """Load and cross-check the build an artifacts folder serves; refuse any that disagree.
 
         The folder's published build (``artifacts/current.json``), so a pipeline killed halfway
         never leaves the page a mix; a folder without one is loaded as it is. See
-        :func:`lookalike.artifacts.resolve_build`.
+        :func:`lookalike.artifacts.resolve_build`. ``threads``: the model's intra-op threads (default:
+        the cores this process may use).
         """
         directory = Path(artifacts_dir) if artifacts_dir else Path(root) / "artifacts"
-        return load_build(directory, lambda folder, manifest: cls._load_folder(folder, manifest, root, max_bytes))
+        return load_build(directory, lambda folder, manifest: cls._load_folder(folder, manifest, root, max_bytes,
+                                                                               threads))
 
     @classmethod
-    def _load_folder(cls, directory: Path, manifest: dict, root: str | Path, max_bytes: int) -> Searcher:
+    def _load_folder(cls, directory: Path, manifest: dict, root: str | Path, max_bytes: int,
+                     threads: int | None = None) -> Searcher:
         """One verified build folder: every file loaded and checked against the others."""
         files = {name: directory / entry["path"] for name, entry in manifest["files"].items()}
         count, dimension = int(manifest["count"]), int(manifest["dimension"])
@@ -89,7 +96,7 @@ class Searcher:
         image_paths = np.load(files["image_paths"])
         items = read_table(files["items"])
         index = load_index(files["index"], manifest["params"]["index"])
-        model = load_embedding_model(files["model"])
+        model = EmbeddingRuntime(files["runtime_model"], threads)
         checks = {
             "embeddings rows": (embeddings.shape[0], count),
             "embeddings dimension": (embeddings.shape[1], dimension),
@@ -97,7 +104,7 @@ class Searcher:
             "items rows": (len(items), count),
             "index size": (index.ntotal, count),
             "index dimension": (index.d, dimension),
-            "model output dimension": (int(model.output_shape[-1]), dimension),
+            "model output dimension": (model.output_shape[-1], dimension),
         }
         for what, (actual, expected) in checks.items():
             if actual != expected:
@@ -107,15 +114,15 @@ class Searcher:
         if not np.allclose(norms, 1.0, atol=1e-3):
             raise ArtifactMismatchError("embeddings are not unit length: rebuild with dvc repro")
         spec = PreprocessSpec(**manifest["params"]["preprocess"])
-        if tuple(model.input_shape[1:3]) != (spec.image_size, spec.image_size):
+        if model.input_shape != (spec.image_size, spec.image_size, 3):
             raise ArtifactMismatchError(
-                f"model input {model.input_shape[1:3]} does not match the manifest's image_size {spec.image_size}")
-        searcher = cls(manifest, CompiledModel(model), spec, embeddings, image_paths, items, index, Path(root),
-                       max_bytes)
+                f"model input {model.input_shape[:2]} does not match the manifest's image_size {spec.image_size}")
+        searcher = cls(manifest, model, spec, embeddings, image_paths, items, index, Path(root), max_bytes,
+                       Path(directory))
         searcher._row_of_id = {int(i): row for row, i in enumerate(items["id"])}
         searcher._item_ids = items["id"].to_numpy()
         searcher._metadata_columns = {c: items[c].to_numpy(dtype=object) for c in METADATA_COLUMNS if c in items}
-        searcher.model(np.zeros((1, spec.image_size, spec.image_size, 3), np.float32))  # trace once, up front
+        searcher.model(np.zeros((1, spec.image_size, spec.image_size, 3), np.float32))  # allocate once, up front
         return searcher
 
     def resolve_path(self, row: int) -> Path:

@@ -1,18 +1,27 @@
-"""Stage embed: every subset image -> artifacts/embeddings.npy, image_paths.npy, items.csv (same row order).
+"""Stage embed: the trained model for the inference runtime, then every subset image ->
+artifacts/embeddings.npy, image_paths.npy, items.csv (same row order).
+
+artifacts/model.tflite: artifacts/model.keras exported for the inference runtime (LiteRT), checked
+against Keras on real catalogue photos (the stage fails, naming the disagreement, below cosine
+0.9999); the build pins it and every query runs through it.
 
 While the backbone is frozen the saved model's head is applied to the cached
-backbone features: the same numbers as the full model (tests/test_pipeline.py
-checks it) at a fraction of the cost.
+backbone features (computed by the runtime in the features stage): the same numbers
+as the full exported model (tests/test_pipeline.py checks it) at a fraction of the cost.
+Fine-tuned, the photos run through the exported model.
 """
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
 from lookalike.artifacts import write_bytes, write_npy
 from lookalike.catalogue import read_table, write_table
-from lookalike.model import CompiledModel, load_embedding_model, predict_paths
+from lookalike.model import export_runtime_model, load_embedding_model
 from lookalike.params import PROJECT_ROOT, load_params, preprocess_spec
+from lookalike.runtime import EmbeddingRuntime, check_images, predict_paths
 from lookalike.training import embed_features
 
 
@@ -21,13 +30,19 @@ def main() -> None:
     subset = read_table(PROJECT_ROOT / "data/subset.csv")
     model = load_embedding_model(PROJECT_ROOT / "artifacts/model.keras")
     paths = subset["image_path"].tolist()
+    spec = preprocess_spec(params)
+    exported = time.perf_counter()
+    runtime_file = PROJECT_ROOT / "artifacts/model.tflite"
+    found = export_runtime_model(model, runtime_file, check_images(paths, spec), "embedding model")
+    print(f"model exported in {time.perf_counter() - exported:.1f} s; against Keras: min cosine "
+          f"{found['min_cosine']:.7f}, max abs diff {found['max_abs_diff']:.2g}")
     if params["train"]["finetune_blocks"] == 0:
         features = np.load(PROJECT_ROOT / "artifacts/features.npy", mmap_mode="r")[0]
         embeddings = embed_features(model.get_layer("head"), np.asarray(features))
         print(f"embedded {len(paths)} images from cached backbone features")
     else:
-        embeddings = predict_paths(CompiledModel(model), paths, preprocess_spec(params),
-                                   params["features"]["batch_size"], description="embeddings")
+        embeddings = predict_paths(EmbeddingRuntime(runtime_file), paths, spec, params["features"]["batch_size"],
+                                   description="embeddings")
     norms = np.linalg.norm(embeddings, axis=1)
     if not np.allclose(norms, 1.0, atol=1e-4):
         raise SystemExit(f"embeddings are not unit length (norms {norms.min():.4f}..{norms.max():.4f})")

@@ -8,37 +8,34 @@ artifacts/feature_maps.npy: with ``train.finetune_blocks: N > 0``, float16
 (1 + augmented_views, n_images, h, w, c), the maps entering the last N backbone
 blocks, so fine-tuning those blocks never re-runs the frozen ones; an empty array otherwise.
 artifacts/feature_maps.json says which blocks they feed: maps of two cuts can share a shape.
+
+artifacts/backbone.tflite: the pretrained backbone with its pooling (image -> pooled features),
+exported for the inference runtime and checked against Keras on real photos. The photos run
+through it (through the exported blocks below the cut when fine-tuning), never through TensorFlow;
+the build pins it for the pretrained baseline of ``evaluate-folder``.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
+from contextlib import ExitStack
+from pathlib import Path
 
 import numpy as np
 
 from lookalike.artifacts import write_json, write_npy
 from lookalike.backbones import split_backbone
 from lookalike.catalogue import images_set_aside, read_table
-from lookalike.model import CompiledModel, build_feature_model, new_backbone, predict_paths
+from lookalike.model import CompiledModel, build_feature_model, export_runtime_model, new_backbone
 from lookalike.params import PROJECT_ROOT, load_params, preprocess_spec
+from lookalike.runtime import EmbeddingRuntime, check_images, predict_paths
 from lookalike.training import embed_features, maps_description
 
 
-def main() -> None:
-    params = load_params()
-    backbone_params, features = params["backbone"], params["features"]
-    finetune_blocks = params["train"]["finetune_blocks"]
-    subset = read_table(PROJECT_ROOT / "data/subset.csv")
-    spec = preprocess_spec(params)
-    backbone = new_backbone(backbone_params["name"], spec.image_size, backbone_params["weights"])
-    if finetune_blocks:
-        bottom, top = split_backbone(backbone, backbone_params["name"], finetune_blocks)
-        model, pool_maps = CompiledModel(bottom), CompiledModel(build_feature_model(top))
-    else:
-        model = CompiledModel(build_feature_model(backbone))
-    paths = subset["image_path"].tolist()
-    train_rows = np.flatnonzero(subset["split"].to_numpy() == "train")
-    started = time.perf_counter()
+def run_views(model: EmbeddingRuntime, pool_maps: CompiledModel | None, paths: list[str], train_rows: np.ndarray,
+              spec, features: dict) -> tuple[list[np.ndarray], np.ndarray]:
+    """Pooled features of every view (and, with ``pool_maps``, the maps ``model`` gives, pooled by it)."""
     views = features["augmented_views"] + 1
     pooled_views = []
     maps = np.zeros((0,), np.float16)  # filled in place: one copy of every view's maps in memory, no stacking
@@ -47,7 +44,7 @@ def main() -> None:
         outputs = predict_paths(model, [paths[i] for i in rows], spec, features["batch_size"],
                                 augment_seed=None if view == 0 else features["seed"] * 1000 + view,
                                 description="backbone features" if view == 0 else f"augmented view {view}")
-        if finetune_blocks:
+        if pool_maps is not None:
             if view == 0:
                 maps = np.empty((views, len(paths), *outputs.shape[1:]), np.float16)
             else:
@@ -57,7 +54,36 @@ def main() -> None:
         pooled = pooled_views[0].copy() if view else np.empty((len(paths), outputs.shape[1]), np.float32)
         pooled[rows] = outputs
         pooled_views.append(pooled)
-    seconds = time.perf_counter() - started
+    return pooled_views, maps
+
+
+def main() -> None:
+    params = load_params()
+    backbone_params, features = params["backbone"], params["features"]
+    finetune_blocks = params["train"]["finetune_blocks"]
+    subset = read_table(PROJECT_ROOT / "data/subset.csv")
+    spec = preprocess_spec(params)
+    paths = subset["image_path"].tolist()
+    train_rows = np.flatnonzero(subset["split"].to_numpy() == "train")
+    backbone = new_backbone(backbone_params["name"], spec.image_size, backbone_params["weights"])
+    exported = time.perf_counter()
+    photos = check_images(paths, spec)
+    backbone_file = PROJECT_ROOT / "artifacts/backbone.tflite"
+    export_runtime_model(build_feature_model(backbone), backbone_file, photos, "backbone")
+    with ExitStack() as stack:
+        pool_maps = None
+        if finetune_blocks:
+            bottom, top = split_backbone(backbone, backbone_params["name"], finetune_blocks)
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lookalike-bottom-")))
+            export_runtime_model(bottom, folder / "bottom.tflite", photos,
+                                 f"backbone below its last {finetune_blocks} blocks")
+            model, pool_maps = EmbeddingRuntime(folder / "bottom.tflite"), CompiledModel(build_feature_model(top))
+        else:
+            model = EmbeddingRuntime(backbone_file)
+        print(f"backbone exported and checked against Keras in {time.perf_counter() - exported:.1f} s")
+        started = time.perf_counter()
+        pooled_views, maps = run_views(model, pool_maps, paths, train_rows, spec, features)
+        seconds = time.perf_counter() - started
     images = len(paths) + len(train_rows) * features["augmented_views"]
     print(f"features: {images} images in {seconds:.1f} s ({images / seconds:.1f} images/s)")
     set_aside, line = images_set_aside(PROJECT_ROOT / "data/subset_report.json")

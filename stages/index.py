@@ -1,6 +1,7 @@
 """Stage index: embeddings -> artifacts/faiss.index and artifacts/manifest.json, then publish the build.
 
-The manifest pins the model, embeddings, paths, items and index by sha256, with
+The manifest pins the model (Keras, and exported for the runtime: model.tflite, backbone.tflite),
+embeddings, paths, items and index by sha256, with
 the counts and the preprocessing the model expects; every reader checks it.
 Publishing copies the finished build to artifacts/builds/<build_id>/ and points
 artifacts/current.json at it: DVC deletes and rewrites the stage outputs on the
@@ -37,7 +38,8 @@ def main() -> None:
     live_fold = {"live_fold": report["live_fold"]} if "live_fold" in report else {}  # see lookalike/fold.py
     files = {name: artifacts / file for name, file in (
         ("model", "model.keras"), ("embeddings", "embeddings.npy"), ("image_paths", "image_paths.npy"),
-        ("items", "items.csv"), ("index", "faiss.index"))}
+        ("items", "items.csv"), ("index", "faiss.index"),
+        ("runtime_model", "model.tflite"), ("runtime_backbone", "backbone.tflite"))}
     manifest = make_manifest(files, {"count": int(len(embeddings)), "dimension": int(embeddings.shape[1])}, {
         "preprocess": {"image_size": spec.image_size, "resize_mode": spec.resize_mode,
                        "normalisation": spec.normalisation},

@@ -30,7 +30,8 @@ def test_every_output_exists_and_agrees(tiny_project: Path) -> None:
     assert len(paths) == 60 == len(items) - 1 == manifest["count"]
     assert manifest["dimension"] == 256
     assert [Path(p).name for p in paths] == [f"{line.split(',')[0]}.jpg" for line in items[1:]]
-    assert set(manifest["files"]) == {"model", "embeddings", "image_paths", "items", "index"}
+    assert set(manifest["files"]) == {"model", "embeddings", "image_paths", "items", "index",
+                                      "runtime_model", "runtime_backbone"}
     features = np.load(artifacts / "features.npy")
     assert features.shape == (2, 60, 1280)
 
