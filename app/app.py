@@ -3,6 +3,8 @@
 Start it from the repository root with ``streamlit run app/app.py`` (see docs/app.md).
 The model, embeddings and index are loaded once per process (st.cache_resource) and
 shared by every visitor; each interaction only embeds (for an upload) and searches.
+When the service's live database exists, the page shows the same live catalogue: it is
+opened read-only once per process and each rerun applies the changes committed since.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,8 +29,9 @@ from streamlit.delta_generator import DeltaGenerator  # noqa: E402
 from streamlit.runtime.uploaded_file_manager import UploadedFile  # noqa: E402
 
 from lookalike.artifacts import ArtifactMismatchError  # noqa: E402
+from lookalike.live import LiveCatalogue  # noqa: E402
 from lookalike.preprocessing import SUPPORTED_FORMATS_TEXT, InvalidImageError  # noqa: E402
-from lookalike.search import FILTER_COLUMNS, Match, Searcher, SearchResponse  # noqa: E402
+from lookalike.search import FILTER_COLUMNS, Searcher  # noqa: E402
 
 # isort: split
 from page_logic import (  # noqa: E402  (app/, beside this script)
@@ -36,13 +41,19 @@ from page_logic import (  # noqa: E402  (app/, beside this script)
     MAX_K,
     UPLOAD_TYPES,
     ArtifactInfo,
+    BuildView,
+    PageCatalogue,
     PageSettings,
+    Photo,
+    Product,
+    Results,
     artifact_info,
     artifacts_dir,
+    build_view,
     describe,
-    display_name,
     escape_markdown,
-    item_label,
+    label_of,
+    live_db_path,
     metrics_path,
     page_count,
     read_settings,
@@ -65,20 +76,38 @@ def load_searcher(folder: str, max_bytes: int) -> Searcher:
 
 
 @st.cache_resource(show_spinner=False)
-def catalogue_view(folder: str, max_bytes: int, _searcher: Searcher) -> tuple[dict[int, str], dict[str, list[str]]]:
-    """Picker labels (id -> 'id · name') and filter choices, computed once per loaded searcher."""
-    items = _searcher.items
-    labels = {int(i): item_label(int(i), display_name({"productDisplayName": n}))
-              for i, n in zip(items["id"], items["productDisplayName"], strict=True)}
-    options = {c: sorted(str(v) for v in items[c].dropna().unique()) for c in FILTER_COLUMNS if c in items}
-    return labels, options
+def catalogue_view(folder: str, max_bytes: int, _searcher: Searcher) -> BuildView:
+    """Names, picker labels (id -> 'id · name') and filter choices of the build, once per loaded searcher."""
+    return build_view(_searcher)
+
+
+@st.cache_resource(show_spinner="Loading the live catalogue…")
+def load_live(db: str, folder: str, max_bytes: int, _searcher: Searcher) -> LiveCatalogue:
+    """Once per process and database: the service's live catalogue over the loaded build, read-only."""
+    live = LiveCatalogue.for_page(_searcher, db)
+    if live is None:  # raised, not cached: a database the service creates later is picked up then
+        raise FileNotFoundError(f"no live catalogue database at {db}")
+    return live
+
+
+def live_catalogue(folder: Path, settings: PageSettings, searcher: Searcher) -> LiveCatalogue | None:
+    """The live catalogue with every change committed so far, or None (no live database: the build alone)."""
+    db = live_db_path(folder)
+    if not db.is_file():
+        return None
+    try:
+        live = load_live(str(db), str(folder), settings.max_bytes, searcher)
+    except FileNotFoundError:
+        return None
+    live.refresh()
+    return live
 
 
 # --- state changes (widget callbacks run before the script, so the page renders the new query at once) ---
 
-def choose_item(item_id: int) -> None:
+def choose_item(item_id: str) -> None:
     """Make a catalogue item the query: 'more like this', the product picker and the browse grid all land here."""
-    st.session_state["query"] = {"kind": "item", "id": int(item_id)}
+    st.session_state["query"] = {"kind": "item", "id": str(item_id)}
 
 
 def choose_picked() -> None:
@@ -159,40 +188,38 @@ def upload_tab(settings: PageSettings, widget_mb: int) -> UploadedFile | None:
     return uploaded if isinstance(uploaded, UploadedFile) else None
 
 
-def find_tab(labels: dict[int, str]) -> None:
+def find_tab(labels: dict[str, str]) -> None:
     """Pick a product by id or name; the select box filters as you type."""
-    st.selectbox("Product", list(labels), index=None, format_func=labels.get, key="pick", on_change=choose_picked,
-                 placeholder="Type a product id or part of its name…")
+    st.selectbox("Product", list(labels), index=None, format_func=partial(label_of, labels), key="pick",
+                 on_change=choose_picked, placeholder="Type a product id or part of its name…")
     picked = st.session_state.get("pick")
     query = st.session_state.get("query") or {}
-    if picked is not None and query != {"kind": "item", "id": int(picked)}:
-        st.button("Show related products", key="show_picked", on_click=choose_item, args=(int(picked),),
+    if picked is not None and query != {"kind": "item", "id": str(picked)}:
+        st.button("Show related products", key="show_picked", on_click=choose_item, args=(str(picked),),
                   icon=":material/search:")
 
 
-def browse_tab(searcher: Searcher, filters: dict) -> None:
+def browse_tab(catalogue: PageCatalogue, filters: dict) -> None:
     """A page of catalogue products (respecting the filters), each one click away from its related products."""
-    allowed = searcher.allowed_rows(filters)
-    rows = list(range(len(searcher.items))) if allowed is None else [int(r) for r in allowed]
-    if not rows:
+    ids = catalogue.browse_ids(filters)
+    if not ids:
         st.info("No products match your filters. Clear some in the sidebar.", icon=":material/filter_alt_off:")
         return
     per_page = BROWSE_COLUMNS * BROWSE_ROWS
-    pages = page_count(len(rows), per_page)
-    st.caption(f"{len(rows):,} products" + (" match your filters" if allowed is not None else "") +
+    pages = page_count(len(ids), per_page)
+    st.caption(f"{len(ids):,} products" + (" match your filters" if any(filters.values()) else "") +
                ". Pick one to see related products.")
     grid = st.container(key="browse")
     page = st.pagination(pages, key=f"browse_page_{pages}", max_visible_pages=7)  # new count, back to page 1
     start = (min(max(int(page), 1), pages) - 1) * per_page
     with grid:
-        for column, row in in_grid(rows[start:start + per_page], BROWSE_COLUMNS):
-            item = searcher.items.iloc[row]
-            item_id, name = int(item["id"]), display_name({"productDisplayName": item["productDisplayName"]})
+        for column, item_id in in_grid(ids[start:start + per_page], BROWSE_COLUMNS):
+            product = catalogue.product(item_id)
             with column:
-                product_image(searcher.resolve_path(row), name)
-                st.caption(name)
-                st.button("Related", key=f"browse-{item_id}", on_click=choose_item, args=(item_id,),
-                          width="stretch", help=f"Products that look like {name}")
+                product_image(product.photo, product.name)
+                st.caption(product.name)
+                st.button("Related", key=f"browse-{product.id}", on_click=choose_item, args=(product.id,),
+                          width="stretch", help=f"Products that look like {product.name}")
 
 
 def in_grid(things: Sequence[T], columns: int) -> Iterator[tuple[DeltaGenerator, T]]:
@@ -201,27 +228,28 @@ def in_grid(things: Sequence[T], columns: int) -> Iterator[tuple[DeltaGenerator,
         yield from zip(st.columns(columns), things[start:start + columns], strict=False)
 
 
-def product_image(path: Path | str, name: str) -> None:
-    """A catalogue photo, or a quiet placeholder if the shared image folder is not there."""
-    if Path(path).is_file():
-        st.image(str(path), width="stretch", alt=name)
+def product_image(photo: Photo, name: str) -> None:
+    """A catalogue photo (a file, or a live item's stored image), or a quiet placeholder if there is none."""
+    if isinstance(photo, bytes):
+        st.image(photo, width="stretch", alt=name)
+    elif photo is not None and Path(photo).is_file():
+        st.image(str(photo), width="stretch", alt=name)
     else:
         st.markdown(":material/image_not_supported: *photo unavailable*")
 
 
-def result_card(match: Match) -> None:
+def result_card(match: Product) -> None:
     """One result: photo, name, type/colour/gender, similarity and the way on ('more like this')."""
-    name = display_name(match.metadata)
     with st.container(key=f"result-{match.rank}", border=True):
-        product_image(match.image_path, name)
-        st.markdown(f"**{escape_markdown(name)}**")
+        product_image(match.photo, match.name)
+        st.markdown(f"**{escape_markdown(match.name)}**")
         st.caption(f"{describe(match.metadata)} · #{match.id}")
         st.progress(min(max(match.score, 0.0), 1.0), text=f"Similarity {match.score:.2f}")
         st.button("More like this", key=f"more-{match.id}", on_click=choose_item, args=(match.id,),
                   width="stretch", icon=":material/search:")
 
 
-def results_section(response: SearchResponse, k: int, filters: dict) -> None:
+def results_section(response: Results, k: int, filters: dict) -> None:
     """The grid of the top K; says so when the filters leave fewer than K candidates."""
     active = {c: v for c, v in filters.items() if v}
     if active:
@@ -242,13 +270,13 @@ def results_section(response: SearchResponse, k: int, filters: dict) -> None:
                 result_card(match)
 
 
-def timing_line(response: SearchResponse, embedded: bool) -> str:
+def timing_line(response: Results, embedded: bool) -> str:
     """Query time as shoppers (and whoever tunes the index) read it; a catalogue item needs no embedding."""
     embed = f"embedding {response.embed_ms:.0f} ms" if embedded else "embedding precomputed"
     return f"Query time {response.total_ms:.0f} ms ({embed}, search {response.search_ms:.1f} ms)"
 
 
-def upload_query(searcher: Searcher, uploaded: UploadedFile | None, k: int, filters: dict) -> None:
+def upload_query(catalogue: PageCatalogue, uploaded: UploadedFile | None, k: int, filters: dict) -> None:
     """Search with the uploaded photo; a bad file gets the reason on the page and nothing else changes.
 
     The upload is decoded once: the preview shows exactly the image the search embeds.
@@ -256,8 +284,8 @@ def upload_query(searcher: Searcher, uploaded: UploadedFile | None, k: int, filt
     if uploaded is None:
         return
     try:
-        image = searcher.decode(uploaded.getvalue())
-        response = searcher.search(image, k, filters)
+        image = catalogue.decode(uploaded.getvalue())
+        response = catalogue.search(image, k, filters)
     except InvalidImageError as error:
         st.error(f"**We couldn't use {escape_markdown(uploaded.name)}:** {escape_markdown(str(error))}.\n\n"
                  "Please try another photo.", icon=":material/broken_image:")
@@ -274,24 +302,22 @@ def upload_query(searcher: Searcher, uploaded: UploadedFile | None, k: int, filt
     results_section(response, k, filters)
 
 
-def item_query(searcher: Searcher, item_id: int, k: int, filters: dict) -> None:
+def item_query(catalogue: PageCatalogue, item_id: str, k: int, filters: dict) -> None:
     """Related products for a catalogue item (never the item itself)."""
     try:
-        item = searcher.item(item_id)
-    except KeyError:
-        st.error(f"There is no product #{item_id} in the catalogue.", icon=":material/error:")
+        item = catalogue.product(item_id)
+        response = catalogue.similar(item_id, k, filters)
+    except KeyError:  # never in the catalogue, or removed since it was chosen
+        st.error(f"There is no product #{escape_markdown(item_id)} in the catalogue.", icon=":material/error:")
         return
-    response = searcher.similar_items(item_id, k, filters)
-    metadata = item.metadata
-    name = display_name(metadata)
     query_column, info_column = st.columns([1, 4], gap="large")
     with query_column:
         with st.container(key="query-item", border=True):
-            product_image(item.image_path, name)
-            st.caption(f"{describe(metadata)} · #{item_id}")
+            product_image(item.photo, item.name)
+            st.caption(f"{describe(item.metadata)} · #{item.id}")
     with info_column:
         st.subheader("Related products")
-        st.markdown(f"More like **{escape_markdown(name)}**.")
+        st.markdown(f"More like **{escape_markdown(item.name)}**.")
         st.caption(timing_line(response, embedded=False))
     results_section(response, k, filters)
 
@@ -318,12 +344,13 @@ def main() -> None:
     except (ArtifactMismatchError, OSError, ValueError, KeyError) as error:
         artifacts_problem_page(folder, error)
         return
-    labels, options = catalogue_view(str(folder), settings.max_bytes, searcher)
-    info = artifact_info(searcher.manifest, metrics_path(folder))
+    live = live_catalogue(folder, settings, searcher)
+    catalogue = PageCatalogue(searcher, catalogue_view(str(folder), settings.max_bytes, searcher), live)
+    info = replace(artifact_info(searcher.manifest, metrics_path(folder)), items=catalogue.size)
 
     widget_mb = upload_cap_mb(int(st_config.get_option("server.maxUploadSize")), settings.widget_max_mb)
 
-    k, filters = sidebar(settings, options, info)
+    k, filters = sidebar(settings, catalogue.options(), info)
     st.title("Lookalike")
     st.caption("Find products in our catalogue that look like a photo you have, or like a product you already "
                "love. Use the sidebar to narrow the results.")
@@ -334,9 +361,9 @@ def main() -> None:
     with photo_tab:
         uploaded = upload_tab(settings, widget_mb)
     with pick_tab:
-        find_tab(labels)
+        find_tab(catalogue.labels())
     with grid_tab:
-        browse_tab(searcher, filters)
+        browse_tab(catalogue, filters)
 
     st.divider()
     query = st.session_state.get("query")
@@ -344,9 +371,9 @@ def main() -> None:
         st.info("Upload a photo, pick a product or browse the catalogue to see lookalikes here.",
                 icon=":material/checkroom:")
     elif query["kind"] == "upload":
-        upload_query(searcher, uploaded, k, filters)
+        upload_query(catalogue, uploaded, k, filters)
     else:
-        item_query(searcher, int(query["id"]), k, filters)
+        item_query(catalogue, str(query["id"]), k, filters)
 
 
 def run_page() -> None:

@@ -1,7 +1,13 @@
-"""Plain-Python helpers for the shopper page: settings, artifact facts and labels.
+"""Plain-Python helpers for the shopper page: settings, artifact facts, labels, and the catalogue it shows.
 
 Kept free of Streamlit so the rules (which folder, which upload cap, what the
-sidebar says about the model) can be read and tested without running the page.
+sidebar says about the model, which products the page shows) can be read and tested
+without running the page.
+
+The catalogue (:class:`PageCatalogue`) is the pinned build alone, or, when the live
+database of ``lookalike serve`` exists, the build plus the shop's live changes (items
+added, replaced or removed through the API), read-only. Ids are strings throughout: a
+build item's decimal id, or a shop's own id (SKU).
 """
 
 from __future__ import annotations
@@ -9,17 +15,22 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
+from PIL import Image
 
-from lookalike.preprocessing import UPLOAD_EXTENSIONS
+from lookalike.live import DB_ENV, DEFAULT_DB, LiveCatalogue, LiveResponse, resolve_db_path
+from lookalike.preprocessing import UPLOAD_EXTENSIONS, ImageSource
+from lookalike.search import FILTER_COLUMNS, Searcher, SearchResponse
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS_ENV = "LOOKALIKE_ARTIFACTS"
+LIVE_DB_ENV = DB_ENV  # the same variable `lookalike serve` reads
 DEFAULT_K = 5
 DEFAULT_MAX_UPLOAD_MB = 10.0
 MAX_K = 20
@@ -33,6 +44,13 @@ def artifacts_dir(environ: dict[str, str] | None = None) -> Path:
     """The artifacts folder: $LOOKALIKE_ARTIFACTS when set (tests point it at a broken copy), else ./artifacts."""
     value = (environ if environ is not None else os.environ).get(ARTIFACTS_ENV, "").strip()
     return Path(value).expanduser().resolve() if value else ROOT / "artifacts"
+
+
+def live_db_path(artifacts: Path, environ: Mapping[str, str] | None = None) -> Path:
+    """The live catalogue database `lookalike serve` keeps for these artifacts: $LOOKALIKE_LIVE_DB (a relative
+    path is taken from the folder that holds the artifacts folder), else live/live.db beside the artifacts."""
+    value = (environ if environ is not None else os.environ).get(LIVE_DB_ENV, "").strip()
+    return resolve_db_path(Path(value).expanduser() if value else DEFAULT_DB, artifacts.parent)
 
 
 def metrics_path(artifacts: Path) -> Path:
@@ -119,9 +137,14 @@ def artifact_info(manifest: dict[str, Any], metrics: Path) -> ArtifactInfo:
     )
 
 
-def item_label(item_id: int, name: str) -> str:
+def item_label(item_id: int | str, name: str) -> str:
     """How a catalogue item reads in the product picker: id first, so typing either finds it."""
     return f"{item_id} · {name}"
+
+
+def label_of(labels: Mapping[str, str], item_id: object) -> str:
+    """The picker's label for an id (its own text when the labels lack it, e.g. an id set by a test as a number)."""
+    return labels.get(str(item_id), str(item_id))
 
 
 def display_name(metadata: dict[str, str]) -> str:
@@ -147,3 +170,147 @@ _MARKDOWN_SPECIALS = "\\`*_[]<>#|~$"  # the ones that matter mid-sentence
 def escape_markdown(text: str) -> str:
     """Show shopper-provided text (file names) literally inside Streamlit markdown."""
     return "".join(f"\\{c}" if c in _MARKDOWN_SPECIALS else c for c in str(text))
+
+
+# --- the catalogue the page shows ---
+
+Photo = Path | bytes | None  # a catalogue photo's path, a live item's stored image, or nothing to show
+
+
+@dataclass(frozen=True)
+class Product:
+    """A product as the page shows it: a result card (rank and score), a browse card or the query."""
+
+    id: str
+    metadata: dict[str, str]
+    photo: Photo
+    rank: int = 0
+    score: float = 1.0
+
+    @property
+    def name(self) -> str:
+        return display_name(self.metadata)
+
+
+@dataclass(frozen=True)
+class Results:
+    """The top K, timings, and how many products could have been returned (filters passed, not excluded)."""
+
+    matches: list[Product]
+    embed_ms: float
+    search_ms: float
+    total_ms: float
+    candidates: int
+
+
+@dataclass(frozen=True)
+class BuildView:
+    """Computed once per loaded build: each row's id and display name, picker labels by id, filter choices."""
+
+    ids: list[str]
+    names: list[str]
+    labels: dict[str, str]
+    options: dict[str, list[str]]
+
+
+def build_view(searcher: Searcher) -> BuildView:
+    items = searcher.items
+    ids = [str(int(i)) for i in items["id"]]
+    names = [display_name({"productDisplayName": n}) for n in items["productDisplayName"]]
+    labels = {i: item_label(i, name) for i, name in zip(ids, names, strict=True)}
+    options = {c: sorted(str(v) for v in items[c].dropna().unique()) for c in FILTER_COLUMNS if c in items}
+    return BuildView(ids, names, labels, options)
+
+
+class PageCatalogue:
+    """What the page asks of the catalogue, for one rerun: the pinned build alone (``live`` None: no live
+    database), or the build plus the live changes, as the service answers them (refresh ``live`` first).
+
+    Removed build items are in no result, grid or picker; replaced ones show their new photo and metadata;
+    added ones are found, browsed (first in the grid, latest first) and picked like any other.
+    """
+
+    def __init__(self, searcher: Searcher, view: BuildView, live: LiveCatalogue | None = None):
+        self.searcher, self.view, self.live = searcher, view, live
+
+    @property
+    def size(self) -> int:
+        return len(self.live) if self.live is not None else len(self.searcher.items)
+
+    def labels(self) -> dict[str, str]:
+        """Picker labels (id -> 'id · name'), in the grid's order."""
+        if self.live is None:
+            return self.view.labels
+        labels = {}
+        for item_id in self.live.browse_ids():
+            row = self.live.build_row(item_id)
+            name = self.view.names[row] if row is not None else self._live_name(item_id)
+            if name is not None:
+                labels[item_id] = item_label(item_id, name)
+        return labels
+
+    def _live_name(self, item_id: str) -> str | None:
+        try:
+            return display_name(self.live.item(item_id).metadata)
+        except KeyError:  # removed since the listing (another session refreshed)
+            return None
+
+    def options(self) -> dict[str, list[str]]:
+        """Filter choices: the build's, plus any new value a live item brought (a new product type)."""
+        if self.live is None:
+            return self.view.options
+        values = {c: set(v) for c, v in self.view.options.items()}
+        for item_id in self.live.live_ids():
+            try:
+                metadata = self.live.item(item_id).metadata
+            except KeyError:
+                continue
+            for column in FILTER_COLUMNS:
+                if metadata.get(column):
+                    values.setdefault(column, set()).add(metadata[column])
+        return {c: sorted(v) for c, v in values.items()}
+
+    def browse_ids(self, filters: dict[str, list[str]]) -> list[str]:
+        """Every product passing the filters, in grid order."""
+        if self.live is not None:
+            return self.live.browse_ids(filters)
+        allowed = self.searcher.allowed_rows(filters)
+        return list(self.view.ids) if allowed is None else [self.view.ids[int(row)] for row in allowed]
+
+    def product(self, item_id: str) -> Product:
+        """One product by id; KeyError when the catalogue has none (never had, or removed)."""
+        if self.live is None:
+            match = self.searcher.item(item_id)
+            return Product(str(match.id), match.metadata, Path(match.image_path))
+        item = self.live.item(str(item_id))
+        return Product(item.id, item.metadata, self._photo(item.id, item.image_path))
+
+    def _photo(self, item_id: str, image_path: str | None) -> Photo:
+        if image_path is not None:
+            return Path(image_path)
+        try:
+            return self.live.image(item_id)[0]
+        except KeyError:  # removed since the search (another session refreshed): a placeholder
+            return None
+
+    def decode(self, source: ImageSource) -> Image.Image:
+        """An upload decoded once, as the search will see it: the preview and the search share it."""
+        return self.searcher.decode(source)
+
+    def search(self, image: Image.Image, k: int, filters: dict) -> Results:
+        if self.live is None:
+            return self._results(self.searcher.search(image, k, filters))
+        return self._results(self.live.search(image, k, filters))
+
+    def similar(self, item_id: str, k: int, filters: dict) -> Results:
+        """"More like this": never the product itself. KeyError for an unknown id."""
+        if self.live is None:
+            return self._results(self.searcher.similar_items(item_id, k, filters))
+        return self._results(self.live.similar(str(item_id), k, filters))
+
+    def _results(self, response: SearchResponse | LiveResponse) -> Results:
+        matches = [Product(str(m.id), m.metadata,
+                           Path(m.image_path) if self.live is None else self._photo(str(m.id), m.image_path),
+                           m.rank, m.score)
+                   for m in response.matches]
+        return Results(matches, response.embed_ms, response.search_ms, response.total_ms, response.candidates)

@@ -5,6 +5,7 @@
     catalogue.remove("15970")                           # never in any result again
     catalogue.search(image_bytes, k=5, filters={"gender": ["Men"]})
     catalogue.similar("SKU-1", k=5)
+    catalogue.browse_ids({"gender": ["Men"]})           # every item, live ones first (the page's grid)
 
 Storage (:class:`LiveStore`): one SQLite file in WAL mode with ``synchronous=FULL``. Every change
 is one row of an append-only log (``changes``: seq, op put/remove, item id, the build and model it
@@ -356,6 +357,7 @@ class LiveResponse:
     embed_ms: float = 0.0
     search_ms: float = 0.0
     total_ms: float = 0.0
+    candidates: int = 0  # items that could be returned: in the catalogue, passing the filters, not excluded
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -515,6 +517,34 @@ class LiveCatalogue:
         row = self._build_row.get(item_id)  # type: ignore[arg-type]
         return None if row is None or row in self._tombstones else row
 
+    def build_row(self, item_id: str) -> int | None:
+        """The searcher row of a build item still in the catalogue as built; None for a live item (added, or a
+        build item replaced), a removed one or an unknown id."""
+        with self._state_lock:
+            return None if item_id in self._live else self._live_build_row(item_id)
+
+    @staticmethod
+    def _active_filters(filters: dict[str, list[str]] | None) -> dict[str, set[str]]:
+        active = {c: set(v) for c, v in (filters or {}).items() if v}
+        for column in active:
+            if column not in FILTER_COLUMNS:
+                raise LiveError(f"unknown filter {column!r}; filters: {', '.join(FILTER_COLUMNS)}")
+        return active
+
+    def browse_ids(self, filters: dict[str, list[str]] | None = None) -> list[str]:
+        """Every item passing ``filters`` (column -> accepted values), for a listing such as the page's grid:
+        live items first (latest change first), then the build's items in build order, without the removed or
+        replaced ones."""
+        active = self._active_filters(filters)
+        allowed = self.searcher.allowed_rows({c: sorted(v) for c, v in active.items()})
+        rows = np.arange(len(self._build_ids)) if allowed is None else allowed
+        with self._state_lock:
+            live = sorted(((entry.seq, item_id) for item_id, entry in self._live.items()
+                           if all(entry.metadata.get(c) in v for c, v in active.items())), reverse=True)
+            if len(self._tombstone_rows):
+                rows = rows[~np.isin(rows, self._tombstone_rows)]
+        return [item_id for _, item_id in live] + [self._build_ids[int(row)] for row in rows]
+
     def item(self, item_id: str) -> Item:
         with self._state_lock:
             entry = self._live.get(item_id)
@@ -553,19 +583,18 @@ class LiveCatalogue:
         if k < 1:
             raise LiveError("k must be at least 1")
         started = time.perf_counter()
-        active = {c: set(v) for c, v in (filters or {}).items() if v}
-        for column in active:
-            if column not in FILTER_COLUMNS:
-                raise LiveError(f"unknown filter {column!r}; filters: {', '.join(FILTER_COLUMNS)}")
+        active = self._active_filters(filters)
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         with self._state_lock:
             excluded = self._tombstone_rows
             row = self._build_row.get(exclude) if exclude is not None else None
             if row is not None and row not in self._tombstones:
                 excluded = np.append(excluded, row)
-            live_hits = self._search_live(query, k, active, exclude)
+            live_hits, live_candidates = self._search_live(query, k, active, exclude)
         allowed = self.searcher.allowed_rows({c: sorted(v) for c, v in active.items()})
         hits = live_hits
+        build_candidates = (len(self._build_ids) - len(excluded) if allowed is None
+                            else len(allowed) - int(np.isin(excluded, allowed).sum()))
         if allowed is None or len(allowed):
             scores, rows = index_search(self.searcher.index, query, k, allowed, excluded)
             for score, found in zip(scores[0], rows[0], strict=True):
@@ -578,16 +607,21 @@ class LiveCatalogue:
         matches = hits[:k]
         for rank, hit in enumerate(matches, start=1):
             hit.rank = rank
-        return LiveResponse(matches, search_ms=(time.perf_counter() - started) * 1e3)
+        return LiveResponse(matches, search_ms=(time.perf_counter() - started) * 1e3,
+                            candidates=build_candidates + live_candidates)
 
-    def _search_live(self, query: np.ndarray, k: int, active: dict[str, set[str]], exclude: str | None) -> list[Hit]:
+    def _search_live(self, query: np.ndarray, k: int, active: dict[str, set[str]],
+                     exclude: str | None) -> tuple[list[Hit], int]:
+        """The live items' top k and how many live items were candidates."""
         if self._live_index.ntotal == 0:
-            return []
+            return [], 0
+        candidates = self._live_index.ntotal
         if active or exclude in self._live:
             allowed = [entry.internal_id for item_id, entry in self._live.items()
                        if item_id != exclude and all(entry.metadata.get(c) in v for c, v in active.items())]
+            candidates = len(allowed)
             if not allowed:
-                return []
+                return [], 0
             selector = faiss.IDSelectorBatch(np.array(allowed, dtype=np.int64))
             scores, ids = self._live_index.search(query, min(k, len(allowed)),
                                                   params=faiss.SearchParameters(sel=selector))
@@ -598,10 +632,11 @@ class LiveCatalogue:
             if internal >= 0:
                 item_id = self._by_internal[int(internal)]
                 hits.append(Hit(0, item_id, float(score), dict(self._live[item_id].metadata), "live"))
-        return hits
+        return hits, candidates
 
-    def search(self, source: ImageSource, k: int = 5, filters: dict | None = None) -> LiveResponse:
-        """The k items most similar to an image (path or bytes)."""
+    def search(self, source: ImageSource | Image.Image, k: int = 5, filters: dict | None = None) -> LiveResponse:
+        """The k items most similar to an image: a path, bytes, or an image :meth:`Searcher.decode` returned
+        (the page decodes an upload once, for its preview and this search)."""
         started = time.perf_counter()
         vector = self.searcher.embed_image(source)
         embedded = time.perf_counter()

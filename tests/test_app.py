@@ -59,6 +59,13 @@ def searcher_loads() -> Iterator[list[str]]:
     patch.undo()
 
 
+@pytest.fixture(autouse=True)
+def no_live_catalogue(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The pinned build alone, whatever live database a service left in the working tree (tests/test_app_live.py
+    covers the page over a live catalogue)."""
+    monkeypatch.setenv("LOOKALIKE_LIVE_DB", str(tmp_path / "no-live.db"))
+
+
 @pytest.fixture(scope="module")
 def page_logic() -> ModuleType:
     """app/page_logic.py under the name the app itself imports it by (app/ is on sys.path for both)."""

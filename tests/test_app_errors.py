@@ -6,6 +6,7 @@ Runs the real page (AppTest) on the pinned artifacts, like tests/test_app.py, wh
 from __future__ import annotations
 
 import tomllib
+from pathlib import Path
 
 import pytest
 from bad_inputs import extreme_corpus
@@ -21,8 +22,9 @@ CORPUS = extreme_corpus()
 
 
 @pytest.fixture
-def app(monkeypatch: pytest.MonkeyPatch) -> AppTest:
+def app(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AppTest:
     monkeypatch.delenv("LOOKALIKE_ARTIFACTS", raising=False)
+    monkeypatch.setenv("LOOKALIKE_LIVE_DB", str(tmp_path / "no-live.db"))  # the pinned build alone
     at = AppTest.from_file(str(APP), default_timeout=RUN_TIMEOUT).run()
     assert not at.exception, at.exception
     return at
