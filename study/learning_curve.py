@@ -64,6 +64,11 @@ def plot(table: pd.DataFrame, out: Path, title: str) -> None:
     figure.savefig(out, dpi=110)
 
 
+def title(params: dict, queries: int, photos: int) -> str:
+    return (f"{Path(params['data']['catalogue_dir']).name}: {queries} test queries against {photos} photos; "
+            "head trained on part of the train split")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=Path("/tmp/lookalike-19k"),
@@ -99,8 +104,7 @@ def main() -> None:
     table = pd.DataFrame(records)
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.csv, index=False)
-    plot(table, args.png, f"{len(queries)} test queries against {len(subset)} photos "
-                          f"({args.project.name}); head trained on part of the train split")
+    plot(table, args.png, title(params, len(queries), len(subset)))
     print(f"wrote {args.csv} and {args.png}")
 
 
