@@ -1,0 +1,162 @@
+"""What a shopper's photo does to search: P@5 of the test queries when each query photo is altered the way
+a phone upload differs from a catalogue photo, beside the clean figure; and P@5 where relevant means the
+same label AND the same baseColour ("the same thing in the same colour").
+
+The gallery stays the build's clean catalogue embeddings (the query's own row excluded, as in the evaluate
+stage); only the query photo changes. Each alteration is seeded per query, so reruns give the same numbers.
+The trained model and the pretrained features see the same altered photo (one backbone pass; the head on top).
+
+    python -m study.alterations --project /tmp/lookalike-19k --out metrics/fashion-19k/alterations.csv
+    python -m study.alterations --project /tmp/lookalike-5k  --out metrics/alterations.csv
+
+Alterations (photo = the catalogue's 60x80 JPEG):
+  jpeg        re-encoded at JPEG quality 25-40 (a phone app's upload compression)
+  blur        Gaussian blur, radius 0.8-1.5 px (camera shake, focus)
+  rotate      rotated 4-10 degrees either way, corners filled white
+  crop        off-centre crop keeping 70-85% of each side
+  background  the photo's near-white background replaced by one random saturated colour (the padding to a
+              square stays white, as for any upload)
+  lighting    brightness 0.7-1.3 and a white-balance shift (red and blue gains 0.85-1.15)
+  downscaled  upscaled 6x (bicubic) and saved as a large JPEG (quality 85), then decoded the way uploads are
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from PIL import Image, ImageFilter
+
+from lookalike.catalogue import read_table
+from lookalike.metrics import unit_rows
+from lookalike.params import preprocess_spec
+from lookalike.preprocessing import image_to_input, load_image
+
+
+def _jpeg(image: Image.Image, quality: int) -> Image.Image:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return load_image(buffer.getvalue(), max_side=224)
+
+
+def jpeg(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    return _jpeg(image, int(rng.integers(25, 41)))
+
+
+def blur(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 1.5)))
+
+
+def rotate(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    angle = rng.uniform(4, 10) * rng.choice([-1, 1])
+    return image.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=(255, 255, 255))
+
+
+def crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    width, height = image.size
+    w, h = round(width * rng.uniform(0.7, 0.85)), round(height * rng.uniform(0.7, 0.85))
+    left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
+    return image.crop((left, top, left + w, top + h))
+
+
+def background(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    pixels = np.asarray(image).copy()
+    colour = rng.integers(0, 256, 3)
+    colour[rng.integers(0, 3)] = rng.integers(0, 60)  # saturated: one channel low
+    pixels[(pixels >= 235).all(axis=2)] = colour
+    return Image.fromarray(pixels)
+
+
+def lighting(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    gains = np.array([rng.uniform(0.85, 1.15), 1.0, rng.uniform(0.85, 1.15)]) * rng.uniform(0.7, 1.3)
+    return Image.fromarray(np.clip(np.asarray(image, np.float32) * gains, 0, 255).astype(np.uint8))
+
+
+def downscaled(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    large = image.resize((image.width * 6, image.height * 6), Image.Resampling.BICUBIC)
+    return _jpeg(large, 85)
+
+
+ALTERATIONS: dict[str, Callable[[Image.Image, np.random.Generator], Image.Image]] = {
+    "jpeg": jpeg, "blur": blur, "rotate": rotate, "crop": crop, "background": background, "lighting": lighting,
+    "downscaled": downscaled,
+}
+
+
+def precision_at_5(queries: np.ndarray, query_rows: np.ndarray, gallery: np.ndarray, relevant_to) -> float:
+    """Mean P@5 of unit ``queries`` (one per ``query_rows``) against unit ``gallery``, own row excluded;
+    ``relevant_to(query_row, result_rows) -> bool array``."""
+    scores = queries @ gallery.T
+    scores[np.arange(len(query_rows)), query_rows] = -np.inf
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+    return float(np.mean([relevant_to(q, rows).mean() for q, rows in zip(query_rows, top, strict=True)]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path, required=True, help="a project whose pipeline has run")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--queries", type=int, default=1000, help="test queries used (a seeded sample)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    from lookalike.model import CompiledModel, build_feature_model, load_embedding_model, new_backbone
+    from lookalike.training import embed_features
+
+    params = yaml.safe_load((args.project / "params.yaml").read_text())
+    label = params["data"]["label_column"]
+    items = read_table(args.project / "artifacts/items.csv")
+    paths = np.load(args.project / "artifacts/image_paths.npy")
+    labels, colours = items[label].to_numpy(), items["baseColour"].to_numpy()
+    rng = np.random.default_rng(args.seed)
+    test = np.flatnonzero(items["split"].to_numpy() == "test")
+    query_rows = np.sort(rng.choice(test, size=min(args.queries, len(test)), replace=False))
+    spec = preprocess_spec(params)
+    backbone = CompiledModel(build_feature_model(new_backbone(params["backbone"]["name"], spec.image_size,
+                                                              params["backbone"]["weights"])))
+    head = load_embedding_model(args.project / "artifacts/model.keras").get_layer("head")
+    galleries = {"trained": np.load(args.project / "artifacts/embeddings.npy"),
+                 "pretrained": unit_rows(np.load(args.project / "artifacts/features.npy", mmap_mode="r")[0])}
+
+    def same_label(q, rows):
+        return labels[rows] == labels[q]
+
+    def same_label_and_colour(q, rows):
+        return (labels[rows] == labels[q]) & (colours[rows] == colours[q])
+
+    has_colour_match = np.array([
+        (((labels == labels[q]) & (colours == colours[q])).sum() - 1) > 0 for q in query_rows])
+    records = []
+    for name, alter in [("clean", None), *ALTERATIONS.items()]:
+        inputs = []
+        for q in query_rows:
+            image = load_image(str(paths[q]), max_side=spec.image_size)
+            if alter is not None:
+                image = alter(image, np.random.default_rng([args.seed, int(items["id"][q]), len(name)]))
+            inputs.append(image_to_input(image, spec))
+        features = np.concatenate([backbone(np.stack(inputs[i:i + 64])) for i in range(0, len(inputs), 64)])
+        vectors = {"trained": embed_features(head, features), "pretrained": unit_rows(features)}
+        record = {"alteration": name, "queries": len(query_rows)}
+        for model, gallery in galleries.items():
+            record[f"{model}_p_at_5"] = round(precision_at_5(vectors[model], query_rows, gallery, same_label), 4)
+            if name == "clean":
+                record[f"{model}_p_at_5_label_and_colour"] = round(precision_at_5(
+                    vectors[model][has_colour_match], query_rows[has_colour_match], gallery,
+                    same_label_and_colour), 4)
+        records.append(record)
+        print(record, flush=True)
+    table = pd.DataFrame(records)
+    table["label_and_colour_queries"] = int(has_colour_match.sum())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, index=False)
+    print(f"label-and-colour P@5 over the {int(has_colour_match.sum())} sampled queries with another item of the "
+          "same label and colour")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
