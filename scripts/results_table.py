@@ -19,8 +19,8 @@ MODELS = (("pretrained", "pretrained backbone features, no head"), ("trained", "
 
 def rows(path: str, prefix: str = "") -> list[str]:
     metrics = json.loads(Path(path).read_text())
-    lines = [f"| {prefix}{name if not prefix else key} | " + " | ".join(f"{metrics[key][m]:.3f}" for m in METRICS) + " |"
-             for key, name in MODELS]
+    lines = [f"| {prefix}{key if prefix else name} | " + " | ".join(f"{metrics[key][m]:.3f}" for m in METRICS)
+             + " |" for key, name in MODELS]
     return lines + [f"| {prefix}gain | " + " | ".join(f"{metrics['gain'][m]:+.3f}" for m in METRICS) + " |"]
 
 
