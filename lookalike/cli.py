@@ -7,6 +7,7 @@
     lookalike duplicates --out duplicates.csv [--threshold 0.99]
     lookalike serve [--port 8000] [--live-db live/live.db]
     lookalike fold [--live-db live/live.db]      # then dvc repro
+    lookalike embed-ray CATALOGUE --out shards/ [--address ray://head:10001] [--workers N]
 
 Also ``python -m lookalike.cli``. Any failure prints exactly one line, ``error: <message>``, on
 stderr and exits non-zero: 2 for a problem the user can fix (bad image, missing or mismatched
@@ -266,6 +267,45 @@ def run_fold(args: argparse.Namespace) -> int:
     if not db.is_file():
         raise FileNotFoundError(f"no live catalogue database at {db}")
     print(fold(LiveStore(db), directory, Path(args.out) if args.out else root / LIVE_DELTA_DIR).line())
+    return 0
+
+
+def _embed_ray_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="a catalogue folder (styles.csv and images/), or a text file listing "
+                                       "image files, one path a line")
+    parser.add_argument("--out", required=True, help="folder for the Parquet shards and report.json; a rerun "
+                                                     "into the same folder reuses the finished shards")
+    parser.add_argument("--address", help="an existing Ray cluster (e.g. ray://head:10001 or auto); default: "
+                                          "a local Ray started for this job")
+    parser.add_argument("--workers", type=_positive_int, help="model actors (default: one per core locally, "
+                                                               "the cluster's CPUs / --threads with --address)")
+    parser.add_argument("--threads", type=_positive_int, default=1, help="runtime threads per actor (default 1)")
+    parser.add_argument("--batch-size", type=_positive_int, help="images per model call (default 32)")
+    parser.add_argument("--shard-rows", type=_positive_int, help="catalogue rows per shard (default 1024)")
+    parser.add_argument("--label-column", default="articleType", help="the catalogue's label column")
+    parser.add_argument("--object-store-mb", type=_positive_int, help="object store of a local Ray (default 256)")
+
+
+@subcommand("embed-ray", "embed a catalogue with the pinned model on Ray Data into Parquet shards (resumable)",
+            _embed_ray_args)
+def run_embed_ray(args: argparse.Namespace) -> int:
+    from lookalike.distributed import catalogue_table, default_workers, embed_table, files_table, model_from_build
+
+    model_path, spec, model_sha256 = model_from_build(artifacts_dir(args))
+    source = Path(args.source)
+    if source.is_dir():
+        table, catalogue_report = catalogue_table(source, args.label_column)
+    elif source.is_file():
+        table, catalogue_report = files_table([line.strip() for line in source.read_text().splitlines()
+                                               if line.strip()]), {}
+    else:
+        raise FileNotFoundError(f"no catalogue folder or file list at {source}")
+    workers = args.workers or (None if args.address else max(1, default_workers() // args.threads))
+    sizes = {name: value for name, value in (("batch_size", args.batch_size), ("shard_rows", args.shard_rows),
+                                             ("object_store_mb", args.object_store_mb)) if value}
+    report = embed_table(table, args.out, model_path, spec, model_sha256=model_sha256, workers=workers,
+                         threads=args.threads, address=args.address, catalogue_report=catalogue_report, **sizes)
+    print(report.line())
     return 0
 
 

@@ -18,6 +18,7 @@ from lookalike.preprocessing import PreprocessSpec
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOSSES = ("triplet", "triplet_soft", "multi_similarity", "proxy_softmax")
 MININGS = ("random", "semihard", "batch_hard")  # for the triplet losses
+ENGINES = ("local", "ray")  # embed.engine: in-process, or Ray Data
 
 
 class ParamsError(ValueError):
@@ -96,6 +97,9 @@ def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
     if params["index"]["type"] == "ivf_pq":
         _check(embedding_dim % params["index"]["pq_m"] == 0, "index.pq_m",
                f"must divide model.embedding_dim ({embedding_dim})", params["index"]["pq_m"])
+    if "embed" in params:  # optional section: the embed stage's engine (lookalike/distributed.py for ray)
+        _choice(params, "embed.engine", ENGINES)
+        _int_at_least(params, "embed.workers", 0)
     _int_at_least(params, "search.k", 1)
     max_mb = _require(params, "search.max_upload_mb")
     _check(isinstance(max_mb, (int, float)) and max_mb > 0, "search.max_upload_mb", "must be > 0", max_mb)

@@ -8,7 +8,8 @@ against Keras on real catalogue photos (the stage fails, naming the disagreement
 While the backbone is frozen the saved model's head is applied to the cached
 backbone features (computed by the runtime in the features stage): the same numbers
 as the full exported model (tests/test_pipeline.py checks it) at a fraction of the cost.
-Fine-tuned, the photos run through the exported model.
+Fine-tuned, the photos run through the exported model. With ``embed.engine: ray`` they always do,
+on Ray Data (lookalike/distributed.py; shards kept in data/embed_shards/, so a killed run resumes).
 """
 
 from __future__ import annotations
@@ -36,7 +37,15 @@ def main() -> None:
     found = export_runtime_model(model, runtime_file, check_images(paths, spec), "embedding model")
     print(f"model exported in {time.perf_counter() - exported:.1f} s; against Keras: min cosine "
           f"{found['min_cosine']:.7f}, max abs diff {found['max_abs_diff']:.2g}")
-    if params["train"]["finetune_blocks"] == 0:
+    engine = params.get("embed", {}).get("engine", "local")
+    if engine == "ray":  # the exported model over the photos on Ray Data, resumable: lookalike/distributed.py
+        from lookalike.distributed import EMBED_SHARDS_DIR, embed_paths
+
+        embed = params["embed"]
+        embeddings = embed_paths(paths, subset["id"].to_numpy(), runtime_file, spec, PROJECT_ROOT / EMBED_SHARDS_DIR,
+                                 workers=embed.get("workers") or None, address=embed.get("address") or None,
+                                 batch_size=params["features"]["batch_size"])
+    elif params["train"]["finetune_blocks"] == 0:
         features = np.load(PROJECT_ROOT / "artifacts/features.npy", mmap_mode="r")[0]
         embeddings = embed_features(model.get_layer("head"), np.asarray(features))
         print(f"embedded {len(paths)} images from cached backbone features")
