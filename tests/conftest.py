@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -91,10 +92,43 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["features"].update(batch_size=16, augmented_views=1)
     params["train"].update(steps=60, eval_every=20, classes_per_batch=4, images_per_class=4,
                            finetune_blocks=0)  # the head alone; fine-tuning has its own test
-    params["mlflow"]["tracking_uri"] = f"sqlite:///{root / 'mlflow.db'}"
+    params["mlflow"]["tracking_uri"] = "sqlite:///mlflow.db"  # relative: a copy of the project logs to its own
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], root)
     run(["dvc", "init", "-q"], root)
     output = run(["dvc", "repro"], root)
     assert ran_stages(output) == set(STAGES), output[-3000:]
+    # no test reads the MLflow run, and its experiment records an absolute artifact folder: a copy that
+    # reran evaluate would log into this project's mlruns/. Without them a copy starts its own.
+    (root / "mlflow.db").unlink()
+    shutil.rmtree(root / "mlruns")
     return root
+
+
+def tiny_project_copy(tiny_project: Path, folder: Path) -> Path:
+    """A private copy of the tiny project (git, DVC cache and all) for a test that changes or reruns it."""
+    project = folder / "project"
+    shutil.copytree(tiny_project, project, symlinks=True)
+    return project
+
+
+def _project_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file, bar bytecode and DVC's scratch folder (reading the project may write those)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts and p.relative_to(root).parts[:2] != (".dvc", "tmp")}
+
+
+@pytest.fixture(autouse=True)
+def _tiny_project_left_as_found(request: pytest.FixtureRequest):
+    """Every test that uses the session-wide tiny_project must leave it byte for byte as it found it
+    (a change would make later tests run on another project depending on test order); a test that
+    needs to change it works on :func:`tiny_project_copy`."""
+    if "tiny_project" not in request.fixturenames:
+        yield
+        return
+    root = request.getfixturevalue("tiny_project")
+    before = _project_digest(root)
+    yield
+    after = _project_digest(root)
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not changed, f"{request.node.nodeid} changed the shared tiny_project: {', '.join(changed[:10])}"

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import PER_LABEL, SLICE_LABELS, ran_stages, run
+from conftest import PER_LABEL, SLICE_LABELS, ran_stages, run, tiny_project_copy
 
 
 def test_every_output_exists_and_agrees(tiny_project: Path) -> None:
@@ -89,16 +89,16 @@ def test_search_api_finds_a_catalogue_photo_itself_first(tiny_project: Path) -> 
 def test_second_repro_runs_nothing_and_index_param_reruns_only_index_and_evaluate(
     tiny_project: Path, tmp_path: Path
 ) -> None:
-    project = tmp_path / "copy"
-    shutil.copytree(tiny_project, project, symlinks=True)
+    """On a private copy: committing and switching the index here must not reach the shared project."""
+    project = tiny_project_copy(tiny_project, tmp_path)
     assert ran_stages(run(["dvc", "repro"], project)) == set()
-    run(["git", "add", "-A"], tiny_project)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "baseline"], tiny_project)
-    params = yaml.safe_load((tiny_project / "params.yaml").read_text())
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "baseline"], project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
     params["index"].update(type="hnsw", ef_search=8)
-    (tiny_project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    assert ran_stages(run(["dvc", "repro"], tiny_project)) == {"index", "evaluate"}
-    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], tiny_project).strip().splitlines()[-1])
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert ran_stages(run(["dvc", "repro"], project)) == {"index", "evaluate"}
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], project).strip().splitlines()[-1])
     assert "metrics/metrics.json" in diff
 
 

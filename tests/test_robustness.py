@@ -43,12 +43,13 @@ def searcher(tiny_project: Path) -> Searcher:
 
 @pytest.mark.parametrize("case", list(CORPUS))
 def test_bad_input_corpus_answers_or_raises_one_readable_error(searcher: Searcher, tiny_project: Path,
-                                                               tmp_path: Path, case: str) -> None:
+                                                               tmp_path: Path, case: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     data, answers = CORPUS[case]
     before = _tree_digest(tiny_project / "artifacts")
     cwd_before = sorted(os.listdir(tmp_path))
-    os.chdir(tmp_path)
-    try:
+    with monkeypatch.context() as patch:  # the working directory is restored, whatever happens
+        patch.chdir(tmp_path)
         if answers:
             response = searcher.search(data, k=3)
             assert len(response.matches) == 3
@@ -59,8 +60,6 @@ def test_bad_input_corpus_answers_or_raises_one_readable_error(searcher: Searche
             assert 10 < len(message) < 300 and "Traceback" not in message
         good = searcher.search(searcher.resolve_path(0), k=3)  # the next query is served as usual
         assert good.matches[0].id == int(searcher.items["id"].iat[0])
-    finally:
-        os.chdir(tiny_project)
     assert _tree_digest(tiny_project / "artifacts") == before
     assert sorted(os.listdir(tmp_path)) == cwd_before
 
