@@ -3,7 +3,8 @@
 Queries are distinct catalogue images (by path, as the API gets them) and other catalogue images made
 into non-catalogue photos in memory (flipped, cropped, colour-jittered, re-encoded as JPEG/PNG/WebP; passed
 as bytes, as the page gets an upload). In the same run and interleaved with them, the bare forward pass:
-the compiled model on the already preprocessed array of the same image, one image per call. A breakdown
+the runtime model (Searcher.model, LiteRT) on the already preprocessed array of the same image, one image
+per call. A breakdown
 pass times each step of a query (read+decode, pad+resize+normalise, forward, index search, metadata).
 Phone-sized uploads (the same photos upscaled to 1200x1600) are timed separately, outside the target.
 
@@ -136,7 +137,7 @@ def main() -> None:
     write_results("latency_quick" if args.quick else "latency", {
         "k": args.k, "searcher_load_s": round(load_s, 2), "groups": results, "steps": steps,
         "steps_large_uploads": steps_large, "targets_met": met, "seconds": round(time.perf_counter() - started, 1),
-        "versions": versions("tensorflow", "keras", "faiss", "PIL", "numpy"),
+        "versions": versions("ai_edge_litert", "faiss", "PIL", "numpy"),
     })
 
 

@@ -1,7 +1,7 @@
 """Embed throughput: predict_paths (threaded decode + preprocess overlapping the forward pass) vs the bare
 batched forward pass on the same images' arrays already in memory, in images per second.
 
-Both use the pinned embedding model behind CompiledModel (as Searcher.load gives it) with the features
+Both use the pinned embedding model through the runtime (LiteRT, as Searcher.load gives it) with the features
 stage's batch size (32). The two are run alternately, ``--repeats`` times each, on the same images; the
 best run of each is compared (the fairest figure on a machine shared with other jobs), and every run is
 kept in the JSON.
@@ -18,8 +18,8 @@ import time
 import numpy as np
 
 from bench.common import print_table, versions, write_results
-from lookalike.model import predict_paths
 from lookalike.preprocessing import iter_input_batches
+from lookalike.runtime import predict_paths
 from lookalike.search import Searcher
 
 TARGET_RATIO = 0.9
@@ -75,7 +75,7 @@ def main() -> None:
     write_results("throughput_quick" if args.quick else "throughput", {
         "images": len(paths), "batch_size": args.batch_size, "repeats": args.repeats, "runs": runs, "best": best,
         "ratio": ratio, "ratio_per_repeat": pairs, "target_met": ratio >= TARGET_RATIO, "same_embeddings": same,
-        "seconds": round(time.perf_counter() - started, 1), "versions": versions("tensorflow", "keras", "numpy")})
+        "seconds": round(time.perf_counter() - started, 1), "versions": versions("ai_edge_litert", "numpy")})
 
 
 if __name__ == "__main__":
