@@ -155,13 +155,33 @@ def evaluate(config: dict, trained: np.ndarray, pretrained: np.ndarray, labels: 
     return score_metrics(lambda positions: query_vectors[positions] @ gallery_vectors.T, queries, gallery, labels)
 
 
+def markdown(csv: Path) -> str:
+    """The README's table of a written CSV: val P@5 / top-5 / MAP@R, every test metric, the choice."""
+    table = pd.read_csv(csv)
+    short = ("P@1", "P@5", "R@5", "mAP@5", "top-5", "MAP@R")
+    lines = ["| configuration | val P@5 | val top-5 | val MAP@R | val: no metric below pretrained | "
+             + " | ".join(f"test {s}" for s in short) + " |", "|---|" + "---|" * (4 + len(short))]
+    for _, row in table.iterrows():
+        name = f"**{row['configuration']}** (chosen on val)" if row["chosen_on_val"] else row["configuration"]
+        lines.append(f"| {name} | {row['val_precision_at_5']:.3f} | {row['val_top5_accuracy']:.3f} | "
+                     f"{row['val_map_at_r']:.3f} | {'yes' if row['val_no_regression'] else 'no'} | "
+                     + " | ".join(f"{row[f'test_{m}']:.3f}" for m in METRIC_NAMES) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--project", type=Path, required=True, help="a project whose pipeline has run")
-    parser.add_argument("--out", type=Path, required=True, help="CSV, one row per configuration")
+    parser.add_argument("--table", type=Path, help="print the markdown table of a CSV this wrote, and stop")
+    parser.add_argument("--project", type=Path, help="a project whose pipeline has run")
+    parser.add_argument("--out", type=Path, help="CSV, one row per configuration")
     parser.add_argument("--only", nargs="*", default=[], help="configurations starting with these (and the "
                         "trained and pretrained rows)")
     args = parser.parse_args()
+    if args.table:
+        print(markdown(args.table))
+        return
+    if args.project is None or args.out is None:
+        parser.error("--project and --out are needed (or --table)")
     params = yaml.safe_load((args.project / "params.yaml").read_text())
     items = read_table(args.project / "artifacts/items.csv")
     labels = items[params["data"]["label_column"]].to_numpy()
