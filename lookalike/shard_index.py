@@ -150,6 +150,24 @@ def build_sharded_index(paths: list[str | Path], work_dir: str | Path, params: d
             "lists_mb": round(lists_path.stat().st_size / 1e6, 1)}
 
 
+def lists_in_memory(index: faiss.Index) -> faiss.Index:
+    """The same index with its on-disk inverted lists copied into memory (ArrayInvertedLists), in place.
+
+    Searching the memory-mapped lists of a merged index is slower per query (bench/README.md); a server
+    with the memory to spare copies them once at load. Results are identical (tests/test_shard_index.py).
+    """
+    ivf = faiss.extract_index_ivf(index)
+    source = ivf.invlists
+    target = faiss.ArrayInvertedLists(ivf.nlist, ivf.code_size)
+    for number in range(ivf.nlist):
+        size = source.list_size(number)
+        if size:
+            target.add_entries(number, size, source.get_ids(number), source.get_codes(number))
+    ivf.replace_invlists(target, True)
+    target.this.disown()  # the index owns it now
+    return index
+
+
 def peak_rss_mb() -> float:
     """This process's peak resident memory (Linux reports ru_maxrss in KiB)."""
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -88,6 +88,17 @@ def test_the_sharded_index_equals_one_index_built_in_one_process(shards, built: 
                                   search(single, queries(), 10, allowed_rows=allowed)[1])
 
 
+def test_lists_copied_into_memory_give_the_same_results(built: dict) -> None:
+    from lookalike.shard_index import lists_in_memory
+
+    on_disk = load_index(built["index"], PARAMS)
+    in_memory = lists_in_memory(load_index(built["index"], PARAMS))
+    assert isinstance(faiss.downcast_InvertedLists(faiss.extract_index_ivf(in_memory).invlists),
+                      faiss.ArrayInvertedLists)
+    for got, want in zip(search(in_memory, queries(), 10), search(on_disk, queries(), 10), strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_probing_every_list_is_exact_search(shards, built: dict) -> None:
     _, vectors = shards
     sharded = load_index(built["index"], {**PARAMS, "nprobe": built["nlist"]})
