@@ -22,6 +22,7 @@ from lookalike.preprocessing import PreprocessSpec, iter_input_batches
 
 RUNTIME_SUFFIX = ".tflite"
 EXPORT_MIN_COSINE = 0.9999  # an exported model must agree this well with Keras on real photos, or the build fails
+EXPORT_CHECK_PHOTOS = 32  # how many catalogue photos (spread over the subset) the check runs
 
 
 def available_cores() -> int:
@@ -98,9 +99,6 @@ def agreement(reference: np.ndarray, candidate: np.ndarray) -> dict[str, float]:
     cosine = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
     return {"max_abs_diff": float(np.abs(a - b).max()) if a.size else 0.0,
             "min_cosine": float(cosine.min()) if len(cosine) else 1.0}
-
-
-EXPORT_CHECK_PHOTOS = 32
 
 
 def check_images(paths: list[str], spec: PreprocessSpec, count: int = EXPORT_CHECK_PHOTOS) -> np.ndarray:
