@@ -115,6 +115,7 @@ class EmbedReport:
     seconds: float = 0.0
     images_per_s: float = 0.0  # images embedded this run (not reused) per second of the Ray job
     catalogue: dict = field(default_factory=dict)  # lookalike.catalogue's report, when read from a folder
+    ray_data_stats: str = ""  # Ray Data's per-operator timings of this run (Dataset.stats())
 
     def to_dict(self) -> dict:
         return {"n_bad_images": len(self.bad_images), **asdict(self)}
@@ -341,8 +342,8 @@ def embed_table(
             cpus = int(ray.cluster_resources().get("CPU", 1))
             report.workers = workers or max(1, cpus // max(1, threads))
             job_started = time.perf_counter()
-            embedded_now = _run_job(ray, table, pending, out_dir, model_path, model_sha256, spec, report.workers,
-                                    threads, batch_size, done)
+            embedded_now, report.ray_data_stats = _run_job(ray, table, pending, out_dir, model_path, model_sha256,
+                                                           spec, report.workers, threads, batch_size, done)
             job_seconds = time.perf_counter() - job_started
     for plan in plans:
         meta = done[plan.index]
@@ -372,8 +373,9 @@ def _dimension(path: Path) -> int:
 
 def _run_job(ray, table: pd.DataFrame, pending: list[ShardPlan], out_dir: Path, model_path: Path,
              model_sha256: str, spec: PreprocessSpec, workers: int, threads: int, batch_size: int,
-             done: dict[int, dict]) -> int:
-    """The Ray Data pipeline over the pending shards' rows; writes each shard as soon as it is complete."""
+             done: dict[int, dict]) -> tuple[int, str]:
+    """The Ray Data pipeline over the pending shards' rows; writes each shard as soon as it is complete.
+    Returns the rows embedded and Ray Data's statistics of the run."""
     import ray.data
 
     context = ray.data.DataContext.get_current()
@@ -416,7 +418,11 @@ def _run_job(ray, table: pd.DataFrame, pending: list[ShardPlan], out_dir: Path, 
     if collected:
         missing = {index: by_index[index].rows - len(rows) for index, rows in collected.items()}
         raise ShardError(f"the job ended with rows missing from shards (shard: rows missing): {missing}")
-    return embedded
+    try:
+        stats = dataset.stats()
+    except Exception as error:  # noqa: BLE001 - statistics are a report's extra, never a reason to fail
+        stats = f"unavailable: {error}"
+    return embedded, stats
 
 
 def _write_finished(table: pd.DataFrame, plan: ShardPlan, rows: dict[int, tuple[np.ndarray, str]], out_dir: Path,
