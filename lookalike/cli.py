@@ -7,7 +7,7 @@
     lookalike duplicates --out duplicates.csv [--threshold 0.99]
     lookalike serve [--port 8000] [--live-db live/live.db]
     lookalike fold [--live-db live/live.db]      # then dvc repro
-    lookalike embed-ray CATALOGUE --out shards/ [--address ray://head:10001] [--workers N]
+    lookalike embed-ray CATALOGUE --out shards/ [--address HEAD:6379] [--workers N]
 
 Also ``python -m lookalike.cli``. Any failure prints exactly one line, ``error: <message>``, on
 stderr and exits non-zero: 2 for a problem the user can fix (bad image, missing or mismatched
@@ -275,8 +275,9 @@ def _embed_ray_args(parser: argparse.ArgumentParser) -> None:
                                        "image files, one path a line")
     parser.add_argument("--out", required=True, help="folder for the Parquet shards and report.json; a rerun "
                                                      "into the same folder reuses the finished shards")
-    parser.add_argument("--address", help="an existing Ray cluster (e.g. ray://head:10001 or auto); default: "
-                                          "a local Ray started for this job")
+    parser.add_argument("--address", help="an existing Ray cluster: the head's host:6379, or auto (the one "
+                                          "`ray start` or $RAY_ADDRESS names); default: a local Ray started "
+                                          "for this job")
     parser.add_argument("--workers", type=_positive_int, help="model actors (default: one per core locally, "
                                                                "the cluster's CPUs / --threads with --address)")
     parser.add_argument("--threads", type=_positive_int, default=1, help="runtime threads per actor (default 1)")

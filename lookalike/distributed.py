@@ -1,7 +1,7 @@
 """Catalogue embedding on Ray Data: the pinned model over many photos, on one machine or a cluster.
 
     lookalike embed-ray ../shared/data/fashion-5k --out shards/            # local Ray, one worker per core
-    lookalike embed-ray catalogue/ --out shards/ --address ray://head:10001 --workers 32
+    lookalike embed-ray catalogue/ --out shards/ --address head:6379 --workers 32
 
 The job (:func:`embed_table`) is the single-process path (:func:`lookalike.runtime.predict_paths`)
 spread out with an existing engine:
