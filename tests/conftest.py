@@ -40,6 +40,13 @@ def shared_catalogue_dir() -> Path:
 REPO = REPO_ROOT
 SHARED = SHARED_DATA
 STAGES = ("sample_subset", "features", "train", "embed", "index", "evaluate")
+
+
+def _other_runs_results() -> list[str]:
+    """The committed results of other runs that dvc.yaml's top-level metrics and plots list (no stage writes them)."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    entries = [*spec.get("metrics", []), *spec.get("plots", [])]
+    return [entry if isinstance(entry, str) else next(iter(entry)) for entry in entries]
 SLICE_LABELS = ("Tshirts", "Casual Shoes", "Watches", "Handbags", "Sunglasses", "Kurtas")
 PER_LABEL = 10
 
@@ -81,6 +88,9 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("lookalike", "stages"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    for name in _other_runs_results():  # dvc.yaml lists them: `dvc metrics diff` fails if one is missing
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, root / name)
     (root / "data/live_delta").mkdir(parents=True)  # the sample_subset stage's live delta: none yet
     shutil.copy(REPO / "data/live_delta/README.md", root / "data/live_delta/README.md")
     catalogue = root.parent / "catalogue"

@@ -221,8 +221,11 @@ def _repro(project: Path, *args: str, failpoint: str | None = None) -> subproces
 
 
 def _was_killed(result: subprocess.CompletedProcess) -> bool:
-    """DVC reports its stage command killed by the failpoint's SIGKILL, not some other failure."""
-    return result.returncode != 0 and f"exited with {-signal.SIGKILL}" in result.stderr
+    """DVC reports its stage command killed by the failpoint's SIGKILL, not some other failure: as -9 when it
+    ran the command itself, as 137 (128 + 9) when a shell ran it and reported the signal."""
+    codes = (-signal.SIGKILL, 128 + signal.SIGKILL)
+    output = result.stdout + result.stderr
+    return result.returncode != 0 and any(f"exited with {code}" in output for code in codes)
 
 
 def _top_build(project: Path) -> str | None:
