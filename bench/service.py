@@ -7,8 +7,9 @@ Starts its own `lookalike serve` on a free 127.0.0.1 port against the pinned bui
 a scratch live database (never live/live.db), so it changes nothing. Parts:
 
 1. throughput: image search and "more like this" at concurrency 1, 4 and 16 over HTTP (a thread per
-   client, one keep-alive connection each), and the same calls on an in-process LiveCatalogue in this
-   process: requests/s, p50, p99.
+   client, one keep-alive connection each, requests encoded once: the client costs the shared 2 cores
+   almost nothing; httpx as well at 16), and the same calls on an in-process LiveCatalogue in this
+   process: requests/s, p50, p99, and CPU ms per request of the server and of this process.
 2. adds: add latency p50/p99 over HTTP (decode, embed, near-duplicates, durable write); then N live adds
    (10,000 in the full run) and the server's resident memory and search latency before and after.
 3. load: a fixed-duration mix (searches, more-like-this, adds, removes) from several clients; counts
@@ -109,16 +110,95 @@ def run_clients(concurrency: int, requests_each: int, call) -> tuple[float, list
     return concurrency * requests_each / (time.perf_counter() - started), latencies, errors[0]
 
 
-def throughput(server: Server, catalogue, photos: list[bytes], ids: list[str], levels, requests_each) -> list[dict]:
+class RawHttp:
+    """A load client that costs the server's 2 cores almost nothing: requests encoded once, sent over one
+    keep-alive socket, responses read by Content-Length (what wrk does). httpx spends about 1 ms of CPU per
+    image search building the multipart body and parsing the answer, on the cores the server needs."""
+
+    BOUNDARY = "lookalike-bench-boundary-7f3a"
+
+    def __init__(self, port: int):
+        self.port = port
+        self._connect()
+
+    def _connect(self) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", self.port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+
+    @classmethod
+    def search_request(cls, port: int, photo: bytes, k: int = 5) -> bytes:
+        b = cls.BOUNDARY.encode()
+        body = (b"--" + b + b'\r\nContent-Disposition: form-data; name="k"\r\n\r\n' + str(k).encode() + b"\r\n"
+                + b"--" + b + b'\r\nContent-Disposition: form-data; name="image"; filename="q.jpg"\r\n'
+                + b"Content-Type: image/jpeg\r\n\r\n" + photo + b"\r\n--" + b + b"--\r\n")
+        head = (f"POST /v1/search HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                f"Content-Type: multipart/form-data; boundary={cls.BOUNDARY}\r\nContent-Length: {len(body)}\r\n\r\n")
+        return head.encode() + body
+
+    @staticmethod
+    def get_request(port: int, path: str) -> bytes:
+        return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+
+    def call(self, request: bytes) -> int:
+        """Send one encoded request (a read: safe to resend), read its whole response; the status code.
+        A connection the server closed while idle (uvicorn's keep-alive timeout) is opened again."""
+        try:
+            self.sock.sendall(request)
+            self._receive()
+        except ConnectionError:
+            self.close()
+            self._connect()
+            self.sock.sendall(request)
+            self._receive()
+        while b"\r\n\r\n" not in self.buffer:
+            self._receive()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.split(b"\r\n")
+        length = next(int(line.split(b":", 1)[1]) for line in lines[1:] if line.lower().startswith(b"content-length:"))
+        while len(self.buffer) < length:
+            self._receive()
+        self.buffer = self.buffer[length:]
+        return int(lines[0].split(b" ", 2)[1])
+
+    def _receive(self) -> None:
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self.buffer += chunk
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def throughput(server: Server, catalogue, photos: list[bytes], ids: list[str], levels, requests_each,
+               repeats: int) -> list[dict]:
+    """Each call at each concurrency over HTTP (lean client; httpx too at the highest) and in-process, with the
+    CPU seconds per request that the server and this process (the clients) spent; ``repeats`` rounds, the
+    HTTP and in-process runs of a round back to back, so that their ratio compares like with like."""
     rows = []
+    searches = [RawHttp.search_request(server.port, photo) for photo in photos]
+    similars = [RawHttp.get_request(server.port, f"/v1/items/{item_id}/similar?k=5") for item_id in ids]
+    raw = [RawHttp(server.port) for _ in range(max(levels))]
     clients = [httpx.Client(base_url=server.url, timeout=60) for _ in range(max(levels))]
 
-    def http_search(c, i):
+    def raw_search(c, i):
+        return raw[c].call(searches[(c * 7 + i) % len(searches)]) == 200
+
+    def raw_similar(c, i):
+        return raw[c].call(similars[(c * 7 + i) % len(similars)]) == 200
+
+    def httpx_search(c, i):
         r = clients[c].post("/v1/search", files={"image": ("q.jpg", photos[(c * 7 + i) % len(photos)])},
                             data={"k": "5"})
         return r.status_code == 200
 
-    def http_similar(c, i):
+    def httpx_similar(c, i):
         return clients[c].get(f"/v1/items/{ids[(c * 7 + i) % len(ids)]}/similar", params={"k": 5}).status_code == 200
 
     def lib_search(c, i):
@@ -129,17 +209,48 @@ def throughput(server: Server, catalogue, photos: list[bytes], ids: list[str], l
         catalogue.similar(ids[(c * 7 + i) % len(ids)], 5)
         return True
 
-    for name, call in (("image search", http_search), ("more like this", http_similar)):
-        for level in levels:
-            for where, fn in (("http", call), ("in-process", lib_search if name == "image search" else lib_similar)):
+    me = psutil.Process()
+    calls = {"image search": (raw_search, httpx_search, lib_search),
+             "more like this": (raw_similar, httpx_similar, lib_similar)}
+    for name, (lean, convenient, in_process) in calls.items():
+        for level, repeat in ((level, repeat) for level in levels for repeat in range(repeats)):
+            runs = [("http", lean), ("in-process", in_process)]
+            if level == max(levels):
+                runs.insert(1, ("http, httpx client", convenient))
+            for where, fn in runs:
                 fn(0, 0)  # warm
+                server_cpu, client_cpu = cpu_seconds(server.ps), cpu_seconds(me)
                 rps, latencies, errors = run_clients(level, requests_each, fn)
-                rows.append({"what": name, "where": where, "concurrency": level, "requests_per_s": round(rps, 1),
-                             **percentiles(latencies), "errors": errors})
+                n = level * requests_each
+                cpu = {"server_cpu_ms_per_request": round((cpu_seconds(server.ps) - server_cpu) / n * 1e3, 2)}
+                cpu["this_process_cpu_ms_per_request"] = round((cpu_seconds(me) - client_cpu) / n * 1e3, 2)
+                if where == "in-process":
+                    cpu.pop("server_cpu_ms_per_request")
+                rows.append({"what": name, "where": where, "concurrency": level, "repeat": repeat,
+                             "requests_per_s": round(rps, 1), **percentiles(latencies), "errors": errors, **cpu})
                 print(json.dumps(rows[-1]), flush=True)
+    for client in raw:
+        client.close()
     for client in clients:
         client.close()
     return rows
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """Per call and concurrency: HTTP requests/s over in-process requests/s of the same round; the median."""
+    def rps(what, where, level, repeat):
+        return next(r["requests_per_s"] for r in rows if (r["what"], r["where"], r["concurrency"], r["repeat"])
+                    == (what, where, level, repeat))
+    out = []
+    for what, level in dict.fromkeys((r["what"], r["concurrency"]) for r in rows):
+        repeats = sorted({r["repeat"] for r in rows if (r["what"], r["concurrency"]) == (what, level)})
+        for where in dict.fromkeys(r["where"] for r in rows if (r["what"], r["concurrency"]) == (what, level)):
+            if where == "in-process":
+                continue
+            each = [rps(what, where, level, i) / rps(what, "in-process", level, i) for i in repeats]
+            out.append({"what": what, "concurrency": level, "client": where,
+                        "ratio_median": round(float(np.median(each)), 3), "ratios": [round(x, 3) for x in each]})
+    return out
 
 
 def adds(server: Server, photos: list[bytes], timed: int, bulk: int) -> dict:
@@ -255,7 +366,10 @@ def main() -> int:
         report = {"quick": quick, "artifacts": args.artifacts, "cpus": os.cpu_count(),
                   "build_id": catalogue.build_id, "items": len(catalogue)}
         report["throughput"] = throughput(server, catalogue, photos, ids, (1, 4, 16) if not quick else (1, 4),
-                                          50 if not quick else 4)
+                                          50 if not quick else 4, 3 if not quick else 1)
+        report["http_vs_in_process"] = ratios(report["throughput"])
+        for row in report["http_vs_in_process"]:
+            print(json.dumps(row), flush=True)
         report["adds"] = adds(server, photos, 200 if not quick else 10, 10_000 if not quick else 50)
         report["load"] = load(server, photos, ids, 300 if not quick else 8, 8 if not quick else 3)
     finally:
