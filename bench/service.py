@@ -222,10 +222,9 @@ def throughput(server: Server, catalogue, photos: list[bytes], ids: list[str], l
                 server_cpu, client_cpu = cpu_seconds(server.ps), cpu_seconds(me)
                 rps, latencies, errors = run_clients(level, requests_each, fn)
                 n = level * requests_each
-                cpu = {"server_cpu_ms_per_request": round((cpu_seconds(server.ps) - server_cpu) / n * 1e3, 2)}
-                cpu["this_process_cpu_ms_per_request"] = round((cpu_seconds(me) - client_cpu) / n * 1e3, 2)
-                if where == "in-process":
-                    cpu.pop("server_cpu_ms_per_request")
+                cpu = {"this_process_cpu_ms_per_request": round((cpu_seconds(me) - client_cpu) / n * 1e3, 2)}
+                if where != "in-process":
+                    cpu["server_cpu_ms_per_request"] = round((cpu_seconds(server.ps) - server_cpu) / n * 1e3, 2)
                 rows.append({"what": name, "where": where, "concurrency": level, "repeat": repeat,
                              "requests_per_s": round(rps, 1), **percentiles(latencies), "errors": errors, **cpu})
                 print(json.dumps(rows[-1]), flush=True)
@@ -237,20 +236,15 @@ def throughput(server: Server, catalogue, photos: list[bytes], ids: list[str], l
 
 
 def ratios(rows: list[dict]) -> list[dict]:
-    """Per call and concurrency: HTTP requests/s over in-process requests/s of the same round; the median."""
-    def rps(what, where, level, repeat):
-        return next(r["requests_per_s"] for r in rows if (r["what"], r["where"], r["concurrency"], r["repeat"])
-                    == (what, where, level, repeat))
-    out = []
-    for what, level in dict.fromkeys((r["what"], r["concurrency"]) for r in rows):
-        repeats = sorted({r["repeat"] for r in rows if (r["what"], r["concurrency"]) == (what, level)})
-        for where in dict.fromkeys(r["where"] for r in rows if (r["what"], r["concurrency"]) == (what, level)):
-            if where == "in-process":
-                continue
-            each = [rps(what, where, level, i) / rps(what, "in-process", level, i) for i in repeats]
-            out.append({"what": what, "concurrency": level, "client": where,
-                        "ratio_median": round(float(np.median(each)), 3), "ratios": [round(x, 3) for x in each]})
-    return out
+    """Per call, concurrency and HTTP client: HTTP requests/s over the in-process requests/s of the same
+    round, each round's and the median."""
+    rps = {(r["what"], r["where"], r["concurrency"], r["repeat"]): r["requests_per_s"] for r in rows}
+    rounds: dict[tuple, list[float]] = {}
+    for (what, where, level, repeat), value in rps.items():
+        if where != "in-process":
+            rounds.setdefault((what, level, where), []).append(value / rps[what, "in-process", level, repeat])
+    return [{"what": what, "concurrency": level, "client": where, "ratio_median": round(float(np.median(each)), 3),
+             "ratios": [round(x, 3) for x in each]} for (what, level, where), each in rounds.items()]
 
 
 def adds(server: Server, photos: list[bytes], timed: int, bulk: int) -> dict:

@@ -40,13 +40,6 @@ def shared_catalogue_dir() -> Path:
 REPO = REPO_ROOT
 SHARED = SHARED_DATA
 STAGES = ("sample_subset", "features", "train", "embed", "index", "evaluate")
-
-
-def _other_runs_results() -> list[str]:
-    """The committed results of other runs that dvc.yaml's top-level metrics and plots list (no stage writes them)."""
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    entries = [*spec.get("metrics", []), *spec.get("plots", [])]
-    return [entry if isinstance(entry, str) else next(iter(entry)) for entry in entries]
 SLICE_LABELS = ("Tshirts", "Casual Shoes", "Watches", "Handbags", "Sunglasses", "Kurtas")
 PER_LABEL = 10
 
@@ -77,6 +70,13 @@ def run(args: list[str], cwd: Path) -> str:
 
 def ran_stages(output: str) -> set[str]:
     return {stage for stage in STAGES if f"Running stage '{stage}'" in output}
+
+
+def _other_runs_results() -> list[str]:
+    """The committed results of other runs that dvc.yaml's top-level metrics and plots list (no stage writes them)."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    entries = [*spec.get("metrics", []), *spec.get("plots", [])]
+    return [entry if isinstance(entry, str) else next(iter(entry)) for entry in entries]
 
 
 @pytest.fixture(scope="session")
