@@ -1,0 +1,110 @@
+"""Lexical ranking over the items' words (SQLite FTS5, BM25) and its fusion with the learned ranking.
+
+A shopper typing a brand or an exact name expects it found: BM25 over the title and attribute
+phrases does that, stemmed (porter) and without diacritics, the query's words OR-ed so a word the
+catalogue never uses does not empty the result. It finds only items with words; the learned tower
+finds photos. :func:`reciprocal_rank_fusion` merges the two rankings.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from lookalike.text import words
+
+TOKENIZER = "porter unicode61 remove_diacritics 2"
+
+
+class LexicalIndex:
+    """BM25 over one text per gallery row (row = rowid - 1); rows can be added or replaced later (live items).
+
+    Safe to share between threads: one in-memory connection behind a lock (a query takes milliseconds).
+    """
+
+    def __init__(self, texts: Sequence[str] = ()):
+        self._db = sqlite3.connect(":memory:", check_same_thread=False)
+        try:
+            self._db.execute(f"CREATE VIRTUAL TABLE docs USING fts5(words, tokenize='{TOKENIZER}')")
+        except sqlite3.OperationalError as error:
+            raise RuntimeError(f"SQLite {sqlite3.sqlite_version} has no FTS5 ({error}): if TensorFlow was imported "
+                               "before sqlite3 its bundled SQLite is the one in use; import sqlite3 first") from error
+        self._lock = threading.Lock()
+        self.rows = 0
+        self.set_rows(range(len(texts)), texts)
+
+    def set_rows(self, rows: Sequence[int], texts: Sequence[str]) -> None:
+        """Index (or re-index) ``texts`` at ``rows``; an empty text removes the row from lexical results."""
+        with self._lock, self._db:
+            for row, text in zip(rows, texts, strict=True):
+                self._db.execute("DELETE FROM docs WHERE rowid = ?", (int(row) + 1,))
+                if text and text.strip():
+                    self._db.execute("INSERT INTO docs(rowid, words) VALUES (?, ?)", (int(row) + 1, text))
+                self.rows = max(self.rows, int(row) + 1)
+
+    @staticmethod
+    def match_expression(query: str, every_word: bool = False) -> str | None:
+        """The FTS5 query: each word quoted (so no word is read as an operator), OR-ed (AND-ed with
+        ``every_word``); None without words."""
+        terms = dict.fromkeys(words(query))
+        return (" AND " if every_word else " OR ").join(f'"{t}"' for t in terms) or None
+
+    def search(self, query: str, k: int, allowed_rows: np.ndarray | None = None,
+               every_word: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (rows int64, scores float64: -bm25, higher is better) among ``allowed_rows`` (None: all);
+        ``every_word``: only items whose words contain every word of the query."""
+        expression = self.match_expression(query, every_word)
+        if expression is None or k < 1:
+            return np.zeros(0, np.int64), np.zeros(0)
+        sql = "SELECT rowid - 1, bm25(docs) FROM docs WHERE docs MATCH ?"
+        args: list = [expression]
+        if allowed_rows is not None:
+            sql += " AND rowid IN (SELECT value + 1 FROM json_each(?))"
+            args.append(json.dumps(np.asarray(allowed_rows, dtype=np.int64).tolist()))
+        sql += " ORDER BY bm25(docs), rowid LIMIT ?"
+        args.append(int(k))
+        with self._lock:
+            found = self._db.execute(sql, args).fetchall()
+        if not found:
+            return np.zeros(0, np.int64), np.zeros(0)
+        rows, scores = zip(*found, strict=True)
+        return np.array(rows, dtype=np.int64), -np.array(scores, dtype=np.float64)
+
+
+def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], weights: Sequence[float], k: int,
+                           constant: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
+    """Merge ranked row lists: score(row) = sum of weight / (constant + rank); top-k rows and scores.
+
+    Rank-based, so BM25's unbounded scores and cosines need no common scale; ties keep the
+    order of first appearance (the first ranking's order first).
+    """
+    scores: dict[int, float] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, row in enumerate(np.asarray(ranking).tolist(), start=1):
+            if row >= 0:
+                scores[row] = scores.get(row, 0.0) + weight / (constant + rank)
+    ordered = sorted(scores.items(), key=lambda kv: -kv[1])[:k]  # stable: first appearance wins ties
+    return (np.array([r for r, _ in ordered], dtype=np.int64), np.array([s for _, s in ordered]))
+
+
+def score_fusion(lexical_rows: np.ndarray, lexical_scores: np.ndarray, candidate_rows: np.ndarray,
+                 cosines: np.ndarray, weight: float, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge by score: cosine + weight * BM25 / (the query's best BM25), over the union of both rankings.
+
+    ``candidate_rows`` / ``cosines``: every candidate's cosine to the query vector (both rankings' rows).
+    An item without words keeps its cosine alone, so a photo-only item still ranks by the tower; the
+    best lexical match gets ``weight`` on top of its cosine. Ties keep ``candidate_rows`` order.
+    """
+    bonus = np.zeros(len(candidate_rows))
+    if len(lexical_rows):
+        best = max(float(np.max(lexical_scores)), 1e-12)
+        position = {int(r): i for i, r in enumerate(candidate_rows.tolist())}
+        for row, score in zip(lexical_rows.tolist(), lexical_scores.tolist(), strict=True):
+            bonus[position[int(row)]] = weight * score / best
+    fused = np.asarray(cosines, dtype=np.float64) + bonus
+    order = np.argsort(-fused, kind="stable")[:k]
+    return np.asarray(candidate_rows, dtype=np.int64)[order], fused[order]

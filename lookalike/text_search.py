@@ -1,0 +1,179 @@
+"""Search by words, and by a photo or items plus words, with negatives: the query side of the text tower.
+
+    text = TextSearch.load(searcher)                      # the build's tower, lexical index over its items
+    text.search(Query(text="white sneakers"), k=10)       # words alone: lexical + learned, fused
+    text.search(Query(image=photo, text="red", text_weight=0.5))      # "like this, but red"
+    text.search(Query(item_ids=[15970], negative_text="leather"))     # "like this one, not leather"
+
+Composition is vector arithmetic in the image embedding space (:func:`compose`): the weighted sum of
+the unit vectors of the positive parts minus the weighted negative parts, renormalised. Words alone
+are also ranked lexically (BM25 over the items' words) and the two rankings fused, so an exact name
+or brand is found while photos without words are still found by the tower. Negative words also
+remove the items whose own words contain all of them. Numpy, FAISS and SQLite only: no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lookalike.artifacts import ArtifactMismatchError
+from lookalike.lexical import LexicalIndex, reciprocal_rank_fusion, score_fusion
+from lookalike.preprocessing import ImageSource
+from lookalike.search import Match, Searcher, SearchResponse
+from lookalike.text import TextQueryError, TextTower, check_query, item_text, unit
+
+MAX_ITEMS = 20  # item ids per query, positive or negative
+MAX_WEIGHT = 10.0
+DEFAULT_FUSION = {"fusion": "score", "lexical_weight": 0.5, "rrf_constant": 60, "depth": 100}
+
+
+def compose(parts: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
+    """Unit vector of sum(weight * unit(vector)); negative weights subtract. Refused when nothing is left."""
+    total = np.zeros_like(np.asarray(parts[0][0], dtype=np.float32)) if parts else None
+    if total is None:
+        raise TextQueryError("a query needs at least one of text, image or items")
+    for vector, weight in parts:
+        total = total + float(weight) * unit(np.asarray(vector, dtype=np.float32))
+    if not np.isfinite(total).all() or np.linalg.norm(total) < 1e-6:
+        raise TextQueryError("the query's parts cancel out (positive and negative parts are the same)")
+    return unit(total)
+
+
+def _weight(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 <= value <= MAX_WEIGHT:
+        raise TextQueryError(f"{name} must be a number between 0 and {MAX_WEIGHT:g}, not {value!r}")
+    return float(value)
+
+
+@dataclass
+class Query:
+    """What a shopper asked for. At least one positive part (text, image or item_ids) is needed."""
+
+    text: str | None = None
+    image: ImageSource | None = None
+    item_ids: Sequence[int] = ()
+    negative_text: str | None = None
+    negative_item_ids: Sequence[int] = ()
+    text_weight: float = 1.0
+    image_weight: float = 1.0
+    item_weight: float = 1.0  # shared by the positive items
+    negative_weight: float = 0.5  # shared by the negative words and items
+
+    def words_only(self) -> bool:
+        return self.image is None and not self.item_ids
+
+
+@dataclass
+class TextSearch:
+    """A build's text tower and lexical index beside its :class:`~lookalike.search.Searcher`; thread-safe."""
+
+    searcher: Searcher
+    tower: TextTower
+    fusion: dict = field(default_factory=lambda: dict(DEFAULT_FUSION))
+    lexical: LexicalIndex | None = None
+
+    def __post_init__(self) -> None:
+        if self.tower.dimension != self.searcher.embeddings.shape[1]:
+            raise ArtifactMismatchError(f"the text tower's output dimension {self.tower.dimension} is not the "
+                                        f"build's {self.searcher.embeddings.shape[1]}: rebuild with dvc repro")
+        if self.lexical is None:
+            self.lexical = LexicalIndex([item_text(r) for r in self.searcher.items.to_dict("records")])
+
+    @classmethod
+    def load(cls, searcher: Searcher) -> TextSearch:
+        """The tower the searcher's build pins (its manifest's ``text_tower``); a build without one is refused."""
+        files = searcher.manifest.get("files", {})
+        if "text_tower" not in files or searcher.folder is None:
+            raise ArtifactMismatchError("this build has no text tower (stage text): rebuild with dvc repro",
+                                        kind="incomplete")
+        tokenizer = searcher.folder / files["text_tokenizer"]["path"] if "text_tokenizer" in files else None
+        if tokenizer is not None and tokenizer.stat().st_size == 0:
+            tokenizer = None  # the tower was trained without the pretrained channel
+        tower = TextTower.load(searcher.folder / files["text_tower"]["path"], tokenizer)
+        settings = searcher.manifest.get("params", {}).get("text", {})
+        fusion = {k: settings.get(k, v) for k, v in DEFAULT_FUSION.items()}
+        return cls(searcher, tower, fusion)
+
+    def text_vector(self, text: str) -> np.ndarray:
+        """float32 (dim,) unit vector of a checked query text."""
+        cleaned = check_query(text)
+        if self.tower.known_tokens(cleaned) == 0:
+            raise TextQueryError(f"none of the words of {text!r} are known to the text model")
+        return self.tower.encode([cleaned])[0]
+
+    def _rows(self, item_ids: Sequence[int], what: str) -> list[int]:
+        if isinstance(item_ids, (str, bytes)) or len(item_ids) > MAX_ITEMS:
+            raise TextQueryError(f"{what} must be a list of at most {MAX_ITEMS} item ids")
+        rows = []
+        for item_id in item_ids:
+            try:
+                rows.append(self.searcher.row_of(item_id))
+            except KeyError as error:
+                raise TextQueryError(f"{what}: {error.args[0]}") from None
+        return rows
+
+    def vector(self, query: Query) -> tuple[np.ndarray, list[int]]:
+        """The composed query vector, and the rows of the items the query names (never returned)."""
+        parts: list[tuple[np.ndarray, float]] = []
+        positive_rows = self._rows(query.item_ids, "item_ids")
+        negative_rows = self._rows(query.negative_item_ids, "negative_item_ids")
+        if query.text is not None and query.text.strip():
+            parts.append((self.text_vector(query.text), _weight("text_weight", query.text_weight)))
+        if query.image is not None:
+            parts.append((self.searcher.embed_image(query.image), _weight("image_weight", query.image_weight)))
+        item_weight = _weight("item_weight", query.item_weight)
+        parts.extend((self.searcher.embeddings[row], item_weight / len(positive_rows)) for row in positive_rows)
+        if not parts:
+            raise TextQueryError("a query needs at least one of text, image or item_ids")
+        negatives = len(negative_rows) + bool(query.negative_text and query.negative_text.strip())
+        if negatives:
+            share = _weight("negative_weight", query.negative_weight) / negatives
+            if query.negative_text and query.negative_text.strip():
+                parts.append((self.text_vector(query.negative_text), -share))
+            parts.extend((self.searcher.embeddings[row], -share) for row in negative_rows)
+        return compose(parts), positive_rows + negative_rows
+
+    def search(self, query: Query, k: int = 5, filters: dict | None = None) -> SearchResponse:
+        """The k best catalogue items for ``query``; words alone are ranked lexically and by the tower, fused."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise TextQueryError("k must be a positive integer")
+        started = time.perf_counter()
+        vector, named_rows = self.vector(query)
+        embedded = time.perf_counter()
+        allowed = self.searcher.allowed_rows(filters)
+        excluded = set(named_rows)
+        if query.negative_text and query.negative_text.strip():
+            check_query(query.negative_text)  # items whose own words contain every negative word go
+            rows, _ = self.lexical.search(query.negative_text, self.lexical.rows, allowed, every_word=True)
+            excluded |= set(rows.tolist())
+        depth = max(int(self.fusion["depth"]), k)
+        learned = self.searcher.search_vector(vector, depth, filters, exclude_rows=tuple(sorted(excluded)))
+        learned_rows = np.array([self.searcher.row_of(m.id) for m in learned.matches], dtype=np.int64)
+        if query.words_only() and query.text and query.text.strip():
+            lexical_rows, bm25 = self.lexical.search(query.text, depth + len(excluded), allowed)
+            keep = ~np.isin(lexical_rows, list(excluded))
+            lexical_rows, bm25 = lexical_rows[keep], bm25[keep]
+            if self.fusion["fusion"] == "rrf":
+                rows, scores = reciprocal_rank_fusion([lexical_rows, learned_rows],
+                                                      [float(self.fusion["lexical_weight"]), 1.0], k,
+                                                      float(self.fusion["rrf_constant"]))
+            else:
+                candidates = np.concatenate([learned_rows, lexical_rows[~np.isin(lexical_rows, learned_rows)]])
+                cosines = self.searcher.embeddings[candidates] @ vector
+                rows, scores = score_fusion(lexical_rows, bm25, candidates, cosines,
+                                            float(self.fusion["lexical_weight"]), k)
+        else:
+            rows = learned_rows[:k]
+            scores = np.array([m.score for m in learned.matches[:k]])
+        matches = [Match(rank, int(self.searcher._item_ids[row]), float(score),
+                         str(self.searcher.resolve_path(int(row))), self.searcher.metadata(int(row)))
+                   for rank, (row, score) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True), start=1)]
+        total = time.perf_counter() - started
+        return SearchResponse(matches, embed_ms=(embedded - started) * 1e3, search_ms=(total - (embedded - started))
+                              * 1e3, total_ms=total * 1e3, candidates=learned.candidates)

@@ -1,0 +1,279 @@
+"""Text search: tokenisation, the numpy tower, lexical BM25, fusion, query composition, bad queries.
+
+Everything here runs on small hand-made data (no build, no TensorFlow); the training test is in
+tests/test_text_training.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lookalike.artifacts import ArtifactMismatchError, make_manifest, verify_manifest, write_json
+from lookalike.index import build_index
+from lookalike.lexical import LexicalIndex, reciprocal_rank_fusion, score_fusion
+from lookalike.search import Searcher
+from lookalike.text import (
+    MAX_QUERY_CHARS,
+    TextQueryError,
+    TextTower,
+    build_vocabulary,
+    check_query,
+    item_phrases,
+    normalise,
+    words,
+)
+from lookalike.text_eval import attribute_queries, precision_at, title_metrics
+from lookalike.text_search import Query, TextSearch, compose
+
+ROOT = Path(__file__).resolve().parents[1]
+DIM = 8
+COLOURS = ("Red", "Blue", "Black", "White")
+TYPES = ("Dresses", "Shoes")
+
+
+def test_normalise_and_words_meet_titles_and_queries_in_one_form() -> None:
+    assert normalise("  Café\u00a0T-SHIRT  ") == "cafe t-shirt"
+    assert words("Nike Men's Air-Max 90") == ["nike", "men", "s", "air", "max", "90"]
+    assert words("ＲＥＤ dress") == ["red", "dress"]  # full-width letters (NFKC)
+    assert item_phrases({"productDisplayName": "Nike Tee", "articleType": "Tshirts", "baseColour": "NA",
+                         "gender": float("nan"), "usage": " Casual ", "season": ""}) == ["Nike Tee", "Tshirts",
+                                                                                          "Casual"]
+
+
+@pytest.mark.parametrize("query, message", [
+    ("", "no words"), ("   ", "no words"), ("!!! ???", "no words"), ("a" * (MAX_QUERY_CHARS + 1), "characters"),
+    ("red\x00dress", "NUL"), (None, "string"), (42, "string"), (["red"], "string")])
+def test_check_query_refuses_what_cannot_be_searched(query, message: str) -> None:
+    with pytest.raises(TextQueryError, match=message):
+        check_query(query)
+
+
+def test_check_query_accepts_any_language_and_emoji_with_words() -> None:
+    assert check_query("Кроссовки 👟 белые") == "кроссовки 👟 белые"
+    assert check_query("赤いドレス") == "赤いドレス"
+
+
+# ---------------------------------------------------------------- a hand-made catalogue and tower
+
+
+def _direction(i: int, n: int = DIM) -> np.ndarray:
+    vector = np.zeros(n, np.float32)
+    vector[i] = 1.0
+    return vector
+
+
+def catalogue() -> tuple[pd.DataFrame, np.ndarray]:
+    """Items: each colour x type, photo vector = colour direction + type direction; the last item has no words."""
+    rows, vectors = [], []
+    for c, colour in enumerate(COLOURS):
+        for t, kind in enumerate(TYPES):
+            rows.append({"id": 100 + len(rows), "productDisplayName": f"Acme {colour} {kind[:-1]}",
+                         "articleType": kind, "baseColour": colour, "gender": "Women", "usage": "Casual",
+                         "season": "Summer", "masterCategory": "Apparel", "subCategory": kind, "split": "test"})
+            vectors.append(_direction(c) + _direction(4 + t))
+    rows.append({"id": 999, "productDisplayName": "", "articleType": "", "baseColour": "", "gender": "",
+                 "usage": "", "season": "", "masterCategory": "", "subCategory": "", "split": "test"})
+    vectors.append(_direction(0) + _direction(5))  # a red shoe, photo only
+    vectors = np.array(vectors, np.float32)
+    return pd.DataFrame(rows), vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def hand_tower() -> TextTower:
+    """A tower that maps each colour and type word to its direction (identity MLP, no pretrained channel)."""
+    vocab = [c.lower() for c in COLOURS] + ["dresses", "dress", "shoes", "shoe", "acme"]
+    table = np.zeros((len(vocab) + 1, DIM), np.float32)
+    for i, word in enumerate(vocab, start=1):
+        if word in ("dresses", "dress"):
+            table[i] = _direction(4)
+        elif word in ("shoes", "shoe"):
+            table[i] = _direction(5)
+        elif word != "acme":
+            table[i] = _direction(COLOURS.index(word.title()))
+    return TextTower({"vocab": np.array(vocab), "word_table": table, "word_logits": np.zeros(len(vocab) + 1),
+                      "w1": np.zeros((DIM, 4), np.float32), "b1": np.zeros(4, np.float32),
+                      "w2": np.zeros((4, DIM), np.float32), "b2": np.zeros(DIM, np.float32),
+                      "skip": np.eye(DIM, dtype=np.float32)})
+
+
+def test_tower_encodes_unit_vectors_pooled_over_known_words_only() -> None:
+    tower = hand_tower()
+    vectors = tower.encode(["Red dress", "RED   Dress!!", "red dress unknownword", "zzz"])
+    np.testing.assert_allclose(vectors[0], (_direction(0) + _direction(4)) / np.sqrt(2), atol=1e-6)
+    np.testing.assert_allclose(vectors[1], vectors[0], atol=1e-6)
+    np.testing.assert_allclose(vectors[2], vectors[0], atol=1e-6)  # unknown words do not dilute the pool
+    assert np.all(vectors[3] == 0)  # nothing known: a zero vector, never NaN
+    assert tower.known_tokens("zzz qqq") == 0 and tower.known_tokens("red zzz") == 1
+
+
+def test_tower_attention_weights_shift_the_pool_towards_weighted_words() -> None:
+    tower = hand_tower()
+    tower.weights["word_logits"][tower.vocab["red"]] = np.log(3.0)  # "red" counts three times "dress"
+    vector = tower.encode(["red dress"])[0]
+    assert vector[0] == pytest.approx(3 * vector[4], rel=1e-5)
+
+
+def test_tower_save_and_load_give_the_same_vectors(tmp_path: Path) -> None:
+    tower = hand_tower()
+    tower.save(tmp_path / "tower.npz")
+    loaded = TextTower.load(tmp_path / "tower.npz")
+    np.testing.assert_array_equal(loaded.encode(["blue shoes", "acme"]), tower.encode(["blue shoes", "acme"]))
+    np.savez(tmp_path / "other.npz", format=np.array(99), w2=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="not a text tower"):
+        TextTower.load(tmp_path / "other.npz")
+
+
+def test_vocabulary_counts_words_and_drops_rare_ones() -> None:
+    assert build_vocabulary(["Red Dress", "red shoe", "Blue shoe"], min_count=2) == ["red", "shoe"]
+
+
+# ---------------------------------------------------------------- lexical and fusion
+
+
+def test_bm25_finds_stems_exact_names_first_and_survives_fts_syntax() -> None:
+    index = LexicalIndex(["Nike Air Max running shoes", "Puma red dress", "Nike red sneakers", ""])
+    rows, scores = index.search("dresses", 5)
+    assert rows.tolist() == [1]  # porter stemming: dresses ~ dress
+    rows, scores = index.search("nike air max", 5)
+    assert rows[0] == 0 and list(scores) == sorted(scores, reverse=True)
+    for hostile in ('" OR 1', "NEAR(nike red)", "nike AND", "*", "red)", "-red", "^nike", "NOT nike"):
+        index.search(hostile, 5)  # every word quoted: never an FTS5 syntax error
+    assert index.search("...", 5)[0].size == 0
+    assert index.search("red", 5, allowed_rows=np.array([2]))[0].tolist() == [2]
+    assert index.search("nike red", 5, every_word=True)[0].tolist() == [2]
+
+
+def test_bm25_rows_can_be_replaced_and_emptied() -> None:
+    index = LexicalIndex(["red dress", "blue shoe"])
+    index.set_rows([1, 2], ["", "green dress"])
+    assert index.search("shoe", 5)[0].size == 0
+    assert sorted(index.search("dress", 5)[0].tolist()) == [0, 2]
+
+
+def test_reciprocal_rank_fusion_rewards_agreement_and_keeps_single_list_items() -> None:
+    rows, scores = reciprocal_rank_fusion([np.array([1, 2, 3]), np.array([3, 4, -1])], [1.0, 1.0], 10, 60)
+    assert rows[0] == 3 and set(rows.tolist()) == {1, 2, 3, 4}
+    assert list(scores) == sorted(scores, reverse=True)
+
+
+def test_score_fusion_adds_relative_bm25_and_keeps_photo_only_items() -> None:
+    candidates = np.array([5, 6, 7])
+    cosines = np.array([0.9, 0.5, 0.4])  # 5 has no words: no lexical score
+    rows, scores = score_fusion(np.array([7, 6]), np.array([4.0, 2.0]), candidates, cosines, 0.5, 3)
+    assert rows.tolist() == [5, 7, 6]
+    np.testing.assert_allclose(scores, [0.9, 0.9, 0.75])
+
+
+# ---------------------------------------------------------------- composition and TextSearch
+
+
+def test_compose_is_a_renormalised_weighted_sum_and_refuses_cancelling_parts() -> None:
+    a, b = _direction(0), _direction(1)
+    np.testing.assert_allclose(compose([(a, 1.0), (2 * b, 1.0)]), (a + b) / np.sqrt(2), atol=1e-6)
+    np.testing.assert_allclose(compose([(a + b, 1.0), (b, -0.7)]), compose([(a + b, 1.0), (b, -0.7)]))
+    assert compose([(a + b, 1.0), (b, -1.0)])[0] > 0.9
+    with pytest.raises(TextQueryError, match="cancel"):
+        compose([(a, 1.0), (a, -1.0)])
+    with pytest.raises(TextQueryError, match="at least one"):
+        compose([])
+
+
+@pytest.fixture()
+def text_search() -> TextSearch:
+    items, vectors = catalogue()
+    searcher = Searcher({"files": {}}, None, None, vectors, np.array([f"{i}.jpg" for i in items["id"]]), items,
+                        build_index(vectors, {"type": "flat"}))
+    searcher._row_of_id = {int(i): r for r, i in enumerate(items["id"])}
+    searcher._item_ids = items["id"].to_numpy()
+    searcher._metadata_columns = {"productDisplayName": items["productDisplayName"].to_numpy(dtype=object)}
+    return TextSearch(searcher, hand_tower(), {"fusion": "score", "lexical_weight": 0.5, "rrf_constant": 60,
+                                               "depth": 100})
+
+
+def test_words_alone_find_the_named_item_first_and_photo_only_items_too(text_search: TextSearch) -> None:
+    found = text_search.search(Query(text="acme black shoe"), k=3)
+    assert found.matches[0].metadata["productDisplayName"] == "Acme Black Shoe"
+    red_shoes = [m.id for m in text_search.search(Query(text="red shoes"), k=2).matches]
+    assert sorted(red_shoes) == [101, 999]  # the photo without words is found by the tower
+
+
+def test_rrf_fusion_also_answers(text_search: TextSearch) -> None:
+    text_search.fusion["fusion"] = "rrf"
+    assert text_search.search(Query(text="acme white dress"), k=1).matches[0].id == 106
+
+
+def test_photo_or_item_plus_words_moves_along_the_words(text_search: TextSearch) -> None:
+    blue_dress = 102
+    matches = text_search.search(Query(item_ids=[blue_dress], text="red", text_weight=1.0), k=3).matches
+    assert blue_dress not in [m.id for m in matches]  # the named item itself is never returned
+    assert matches[0].id == 100  # red dress: same type, the colour the words asked for
+
+
+def test_negative_words_and_items_push_results_away(text_search: TextSearch) -> None:
+    ids = [m.id for m in text_search.search(Query(text="dress", negative_text="red"), k=9).matches]
+    assert 100 not in ids  # its own words contain "red"
+    ids = [m.id for m in text_search.search(Query(text="shoes", negative_item_ids=[101]), k=9).matches]
+    assert 101 not in ids and set(ids[:3]) == {103, 105, 107}
+    assert ids[3] == 999 and ids[-1] == 100  # the red shoe photo is the last shoe; the red dress last of all
+    filtered = text_search.search(Query(text="red"), k=5, filters={"articleType": ["Dresses"]})
+    assert {m.id for m in filtered.matches} <= {100, 102, 104, 106}
+
+
+@pytest.mark.parametrize("query, message", [
+    (Query(), "at least one"), (Query(text="   "), "at least one"), (Query(text="zzz"), "known"),
+    (Query(text="red", text_weight=float("nan")), "text_weight"), (Query(text="red", text_weight=-1), "text_weight"),
+    (Query(item_ids=[12345]), "no catalogue item"), (Query(item_ids=list(range(21))), "at most"),
+    (Query(item_ids="101"), "list"), (Query(text="red", negative_text="!!"), "no words"),
+    (Query(text="x" * 600), "characters")])
+def test_bad_queries_get_clear_errors(text_search: TextSearch, query: Query, message: str) -> None:
+    with pytest.raises(TextQueryError, match=message):
+        text_search.search(query, k=3)
+
+
+def test_k_must_be_a_positive_integer(text_search: TextSearch) -> None:
+    for k in (0, -1, 1.5, True):
+        with pytest.raises(TextQueryError, match="k must"):
+            text_search.search(Query(text="red"), k=k)
+
+
+def test_a_build_without_a_tower_is_refused_with_a_message(text_search: TextSearch) -> None:
+    with pytest.raises(ArtifactMismatchError, match="no text tower"):
+        TextSearch.load(text_search.searcher)
+
+
+# ---------------------------------------------------------------- evaluation arithmetic and the build
+
+
+def test_title_metrics_and_precision_count_ranks() -> None:
+    ranked = np.array([[5, 1, 2], [1, 2, 3], [7, 8, 9]])
+    assert title_metrics(ranked, np.array([5, 2, 4])) == pytest.approx(
+        {"title_recall_at_1": 1 / 3, "title_recall_at_10": 2 / 3, "title_mrr": (1 + 0.5) / 3})
+    masks = [np.array([True, False, True, False]), np.array([False] * 4)]
+    assert precision_at(np.array([[0, 2, -1], [1, 3, -1]]), masks, 2) == pytest.approx(0.5)
+    items, _ = catalogue()
+    assert attribute_queries(items, ("baseColour",), 2) == [(c.lower(), (c,)) for c in sorted(COLOURS)]
+    assert attribute_queries(items, ("baseColour",), 3) == []
+
+
+def test_manifest_checks_the_text_files_it_lists(tmp_path: Path) -> None:
+    names = ("model", "embeddings", "image_paths", "items", "index", "runtime_model", "runtime_backbone",
+             "text_tower", "text_tokenizer")
+    for name in names:
+        (tmp_path / name).write_bytes(name.encode())
+    write_json(tmp_path / "manifest.json", make_manifest({n: tmp_path / n for n in names}, {}, {}))
+    verify_manifest(tmp_path)
+    (tmp_path / "text_tower").write_bytes(b"changed")
+    with pytest.raises(ArtifactMismatchError, match="text_tower"):
+        verify_manifest(tmp_path)
+
+
+def test_the_query_path_imports_no_tensorflow() -> None:
+    code = ("import sys, lookalike.text_search, lookalike.text_eval; "
+            "print([m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
