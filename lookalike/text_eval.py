@@ -36,6 +36,22 @@ def title_metrics(ranked: np.ndarray, own_rows: np.ndarray) -> dict[str, float]:
             "title_mrr": float(np.where(found, 1.0 / np.maximum(rank, 1), 0.0).mean())}
 
 
+TYPO_ATTRIBUTES = ("colour", "articletype")  # also asked with one letter dropped from each longer word
+
+
+def with_typos(text: str, seed: int) -> str:
+    """``text`` with one seeded letter dropped inside every word of 4+ letters ("dresses" -> "drsses"): words no
+    catalogue spells, to see which ranking still understands them (not tuned to any list of misspellings)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for word in text.split():
+        if len(word) >= 4:
+            cut = int(rng.integers(1, len(word) - 1))
+            word = word[:cut] + word[cut + 1:]
+        out.append(word)
+    return " ".join(out)
+
+
 def label_words(values: Sequence[str]) -> str:
     """The query a shopper would type for label values: lower case, joined ("Navy Blue", "Tshirts")."""
     return " ".join(str(v).lower() for v in values)
@@ -141,14 +157,17 @@ def evaluate_text_search(tower, items: pd.DataFrame, embeddings: np.ndarray, con
             for name in RANKINGS:
                 rows[name].update(title_metrics(ranked[name], own))
         test_lexical = LexicalIndex(shown_words(test_items, gallery, seed, WORD_FIELDS))
-        for attribute, queries in attribute_sets.items():
+        families = [(name, name, queries, [q for q, _ in queries]) for name, queries in attribute_sets.items()]
+        families += [(f"{name}_typo", name, attribute_sets[name],
+                      [with_typos(q, seed + i) for i, (q, _) in enumerate(attribute_sets[name])])
+                     for name in TYPO_ATTRIBUTES if name in attribute_sets]
+        for family, attribute, queries, texts in families:
             if not queries:
                 continue
-            texts = [q for q, _ in queries]
             ranked = rank_all(texts, embeddings[test], tower.encode(texts), test_lexical, depth, config)
             masks = [relevant_mask(test_items, ATTRIBUTES[attribute], values) for _, values in queries]
             for name in RANKINGS:
-                rows[name][f"{attribute}_precision_at_1"] = precision_at(ranked[name], masks, 1)
-                rows[name][f"{attribute}_precision_at_10"] = precision_at(ranked[name], masks, 10)
+                rows[name][f"{family}_precision_at_1"] = precision_at(ranked[name], masks, 1)
+                rows[name][f"{family}_precision_at_10"] = precision_at(ranked[name], masks, 10)
         result[gallery] = rows
     return result

@@ -277,3 +277,14 @@ def test_the_query_path_imports_no_tensorflow() -> None:
             "print([m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')])")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_typo_queries_drop_one_inner_letter_of_longer_words_reproducibly() -> None:
+    from lookalike.text_eval import with_typos
+
+    assert with_typos("navy blue", 3) == with_typos("navy blue", 3)
+    for original, changed in zip("red casual dresses".split(), with_typos("red casual dresses", 0).split(),
+                                 strict=True):
+        assert changed == original if len(original) < 4 else (len(changed) == len(original) - 1
+                                                              and changed[0] == original[0]
+                                                              and changed[-1] == original[-1])

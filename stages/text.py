@@ -1,0 +1,53 @@
+"""Stage text: the build's image embeddings + the items' words -> the text tower, and its evaluation.
+
+Trains the tower into the image embedding space (lookalike/text_training.py; the train split, val for
+early stopping), writes artifacts/text_tower.npz (plain numpy arrays: no TensorFlow at query time) and,
+when it reads pretrained token embeddings, artifacts/text_tokenizer.json (copied from the pinned wordllama
+wheel); the index stage pins both in the build's manifest. Then scores lexical, learned and hybrid
+rankings on the test split (lookalike/text_eval.py) into metrics/text.json.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+
+from lookalike.artifacts import write_json, write_with
+from lookalike.catalogue import read_table
+from lookalike.params import PROJECT_ROOT, load_params
+from lookalike.text import TextTower, pretrained_files
+from lookalike.text_eval import evaluate_text_search
+from lookalike.text_training import train_text_tower
+
+TOWER_FILE = "text_tower.npz"
+TOKENIZER_FILE = "text_tokenizer.json"
+
+
+def main() -> None:
+    params = load_params()
+    config = params["text"]
+    artifacts = PROJECT_ROOT / "artifacts"
+    items = read_table(artifacts / "items.csv")
+    embeddings = np.load(artifacts / "embeddings.npy")
+    if len(items) != len(embeddings):
+        raise SystemExit(f"{len(items)} items but {len(embeddings)} embeddings: rerun embed (dvc repro)")
+    tower, report = train_text_tower(items, embeddings, config, seed=int(config["seed"]))
+    tower.save(artifacts / TOWER_FILE)
+    tokenizer = artifacts / TOKENIZER_FILE
+    if tower.uses_pretrained:
+        write_with(tokenizer, lambda tmp: shutil.copyfile(pretrained_files()[1], tmp))
+    else:  # DVC wants every declared output: an empty file says "no pretrained channel"
+        write_with(tokenizer, lambda tmp: tmp.write_bytes(b""))
+    tower = TextTower.load(artifacts / TOWER_FILE, tokenizer if tower.uses_pretrained else None)
+    result = evaluate_text_search(tower, items, embeddings, config, seed=int(config["seed"]))
+    result["training"] = {k: v for k, v in report.items() if k != "history"}
+    result["training"]["history"] = report["history"]
+    for gallery in ("hidden", "half", "visible"):
+        for ranking, values in result[gallery].items():
+            print(f"{gallery:>7} {ranking:>7}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
+    write_json(PROJECT_ROOT / "metrics/text.json", result)
+
+
+if __name__ == "__main__":
+    main()
