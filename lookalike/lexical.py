@@ -9,6 +9,7 @@ finds photos. :func:`reciprocal_rank_fusion` merges the two rankings.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -34,12 +35,14 @@ class LexicalIndex:
             raise RuntimeError(f"SQLite {sqlite3.sqlite_version} has no FTS5 ({error}): if TensorFlow was imported "
                                "before sqlite3 its bundled SQLite is the one in use; import sqlite3 first") from error
         self._lock = threading.Lock()
+        self._document_frequency: dict[str, int] = {}
         self.rows = 0
         self.set_rows(range(len(texts)), texts)
 
     def set_rows(self, rows: Sequence[int], texts: Sequence[str]) -> None:
         """Index (or re-index) ``texts`` at ``rows``; an empty text removes the row from lexical results."""
         with self._lock, self._db:
+            self._document_frequency.clear()
             for row, text in zip(rows, texts, strict=True):
                 self._db.execute("DELETE FROM docs WHERE rowid = ?", (int(row) + 1,))
                 if text and text.strip():
@@ -74,6 +77,34 @@ class LexicalIndex:
         rows, scores = zip(*found, strict=True)
         return np.array(rows, dtype=np.int64), -np.array(scores, dtype=np.float64)
 
+    def coverage(self, query: str, rows: np.ndarray) -> np.ndarray:
+        """float (len(rows),): the IDF-weighted share of the query's words that each row's own words contain.
+
+        1 for an item whose words hold every word of the query (an exact name), 0 for one without words;
+        rare words count more, as in BM25. Unlike a BM25 score it is on one scale for every query.
+        """
+        terms = list(dict.fromkeys(words(query)))
+        rows = np.asarray(rows, dtype=np.int64)
+        if not terms or not len(rows):
+            return np.zeros(len(rows))
+        allowed = json.dumps(rows.tolist())
+        covered = np.zeros(len(rows))
+        total = 0.0
+        position = {int(r): i for i, r in enumerate(rows.tolist())}
+        with self._lock:
+            documents = self._db.execute("SELECT count(*) FROM docs").fetchone()[0]
+            for term in terms:
+                if term not in self._document_frequency:
+                    self._document_frequency[term] = self._db.execute(
+                        "SELECT count(*) FROM docs WHERE docs MATCH ?", (f'"{term}"',)).fetchone()[0]
+                frequency = self._document_frequency[term]
+                idf = math.log((documents - frequency + 0.5) / (frequency + 0.5) + 1.0)
+                total += idf
+                for (row,) in self._db.execute("SELECT rowid - 1 FROM docs WHERE docs MATCH ? AND rowid IN "
+                                               "(SELECT value + 1 FROM json_each(?))", (f'"{term}"', allowed)):
+                    covered[position[int(row)]] += idf
+        return covered / total if total > 0 else covered
+
 
 def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], weights: Sequence[float], k: int,
                            constant: float = 60.0) -> tuple[np.ndarray, np.ndarray]:
@@ -89,6 +120,18 @@ def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], weights: Sequence[flo
                 scores[row] = scores.get(row, 0.0) + weight / (constant + rank)
     ordered = sorted(scores.items(), key=lambda kv: -kv[1])[:k]  # stable: first appearance wins ties
     return (np.array([r for r, _ in ordered], dtype=np.int64), np.array([s for _, s in ordered]))
+
+
+def coverage_fusion(candidate_rows: np.ndarray, cosines: np.ndarray, coverage: np.ndarray, weight: float,
+                    k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge by score: cosine + weight * coverage (the share of the query's words the item's words hold).
+
+    An item holding every word of the query gains ``weight`` over a photo without words; items with
+    the same coverage keep the tower's order. Ties keep ``candidate_rows`` order.
+    """
+    fused = np.asarray(cosines, dtype=np.float64) + weight * np.asarray(coverage, dtype=np.float64)
+    order = np.argsort(-fused, kind="stable")[:k]
+    return np.asarray(candidate_rows, dtype=np.int64)[order], fused[order]
 
 
 def score_fusion(lexical_rows: np.ndarray, lexical_scores: np.ndarray, candidate_rows: np.ndarray,

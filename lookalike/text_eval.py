@@ -19,7 +19,7 @@ import pandas as pd
 
 # sqlite3 (through lexical) before any TensorFlow import: TensorFlow bundles a SQLite without FTS5, and the
 # first library loaded wins
-from lookalike.lexical import LexicalIndex, reciprocal_rank_fusion, score_fusion
+from lookalike.lexical import LexicalIndex, coverage_fusion, reciprocal_rank_fusion, score_fusion
 from lookalike.text import WORD_FIELDS, field_value, item_text
 
 ATTRIBUTES = {"colour": ("baseColour",), "subcategory": ("subCategory",), "articletype": ("articleType",),
@@ -100,20 +100,24 @@ def rank_all(query_texts: Sequence[str], gallery_vectors: np.ndarray, text_vecto
     for i, text in enumerate(query_texts):
         rows, bm25 = lexical.search(text, depth)
         lexical_ranked[i, : len(rows)] = rows
-        fused = fuse(rows, bm25, learned[i], scores[i], fusion, depth)
+        fused = fuse(rows, bm25, learned[i], scores[i].__getitem__, fusion, depth, lexical, text)[0]
         hybrid[i, : len(fused)] = fused
     return {"lexical": lexical_ranked, "learned": learned, "hybrid": hybrid}
 
 
-def fuse(lexical_rows: np.ndarray, bm25: np.ndarray, learned_rows: np.ndarray, cosines: np.ndarray,
-         fusion: dict, k: int) -> np.ndarray:
-    """The hybrid ranking of one query by ``fusion['fusion']``: ``score`` (cosine + weight * relative BM25) or
-    ``rrf`` (reciprocal rank fusion); ``cosines`` holds the query's cosine to every gallery row."""
+def fuse(lexical_rows: np.ndarray, bm25: np.ndarray, learned_rows: np.ndarray, cosine_of, fusion: dict, k: int,
+         lexical: LexicalIndex | None = None, query: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """The hybrid ranking of one query (rows, scores) by ``fusion['fusion']``: ``coverage`` (cosine + weight *
+    the share of the query's words the item holds), ``score`` (cosine + weight * BM25 / the query's best BM25)
+    or ``rrf`` (reciprocal rank fusion). ``cosine_of(rows)``: the query vector's cosine to those gallery rows."""
     if fusion["fusion"] == "rrf":
         return reciprocal_rank_fusion([lexical_rows, learned_rows], [float(fusion["lexical_weight"]), 1.0], k,
-                                      float(fusion["rrf_constant"]))[0]
+                                      float(fusion["rrf_constant"]))
     candidates = np.concatenate([learned_rows, lexical_rows[~np.isin(lexical_rows, learned_rows)]])
-    return score_fusion(lexical_rows, bm25, candidates, cosines[candidates], float(fusion["lexical_weight"]), k)[0]
+    if fusion["fusion"] == "coverage":
+        return coverage_fusion(candidates, cosine_of(candidates), lexical.coverage(query, candidates),
+                               float(fusion["lexical_weight"]), k)
+    return score_fusion(lexical_rows, bm25, candidates, cosine_of(candidates), float(fusion["lexical_weight"]), k)
 
 
 def shown_words(items: pd.DataFrame, gallery: str, seed: int, fields: Sequence[str]) -> list[str]:

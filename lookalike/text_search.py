@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lookalike.artifacts import ArtifactMismatchError
-from lookalike.lexical import LexicalIndex, reciprocal_rank_fusion, score_fusion
+from lookalike.lexical import LexicalIndex
 from lookalike.preprocessing import ImageSource
 from lookalike.search import Match, Searcher, SearchResponse
 from lookalike.text import TextQueryError, TextTower, check_query, item_text, unit
+from lookalike.text_eval import fuse
 
 MAX_ITEMS = 20  # item ids per query, positive or negative
 MAX_WEIGHT = 10.0
@@ -159,15 +160,8 @@ class TextSearch:
             lexical_rows, bm25 = self.lexical.search(query.text, depth + len(excluded), allowed)
             keep = ~np.isin(lexical_rows, list(excluded))
             lexical_rows, bm25 = lexical_rows[keep], bm25[keep]
-            if self.fusion["fusion"] == "rrf":
-                rows, scores = reciprocal_rank_fusion([lexical_rows, learned_rows],
-                                                      [float(self.fusion["lexical_weight"]), 1.0], k,
-                                                      float(self.fusion["rrf_constant"]))
-            else:
-                candidates = np.concatenate([learned_rows, lexical_rows[~np.isin(lexical_rows, learned_rows)]])
-                cosines = self.searcher.embeddings[candidates] @ vector
-                rows, scores = score_fusion(lexical_rows, bm25, candidates, cosines,
-                                            float(self.fusion["lexical_weight"]), k)
+            rows, scores = fuse(lexical_rows, bm25, learned_rows, lambda r: self.searcher.embeddings[r] @ vector,
+                                self.fusion, k, self.lexical, query.text)
         else:
             rows = learned_rows[:k]
             scores = np.array([m.score for m in learned.matches[:k]])

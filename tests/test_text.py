@@ -186,7 +186,8 @@ def test_compose_is_a_renormalised_weighted_sum_and_refuses_cancelling_parts() -
 @pytest.fixture()
 def text_search() -> TextSearch:
     items, vectors = catalogue()
-    searcher = Searcher({"files": {}}, None, None, vectors, np.array([f"{i}.jpg" for i in items["id"]]), items,
+    manifest = {"files": {}, "dimension": DIM, "count": len(items)}
+    searcher = Searcher(manifest, None, None, vectors, np.array([f"{i}.jpg" for i in items["id"]]), items,
                         build_index(vectors, {"type": "flat"}))
     searcher._row_of_id = {int(i): r for r, i in enumerate(items["id"])}
     searcher._item_ids = items["id"].to_numpy()
@@ -288,3 +289,22 @@ def test_typo_queries_drop_one_inner_letter_of_longer_words_reproducibly() -> No
         assert changed == original if len(original) < 4 else (len(changed) == len(original) - 1
                                                               and changed[0] == original[0]
                                                               and changed[-1] == original[-1])
+
+
+def test_coverage_weights_query_words_by_rarity_and_fusion_keeps_photo_only_items() -> None:
+    from lookalike.lexical import coverage_fusion
+
+    index = LexicalIndex(["acme red dress", "acme blue dress", "acme red shoe", "", "acme shoe"])
+    coverage = index.coverage("red dress", np.arange(5))
+    assert coverage[0] == pytest.approx(1.0) and coverage[3] == 0.0 and coverage[4] == 0.0
+    assert 0 < coverage[1] < 1 and 0 < coverage[2] < 1
+    assert index.coverage("acme red", np.array([1]))[0] < index.coverage("acme red", np.array([2]))[0]  # rare words
+    rows, scores = coverage_fusion(np.array([3, 0, 1]), np.array([0.9, 0.5, 0.6]), np.array([0.0, 1.0, 0.5]),
+                                   0.3, 3)
+    assert rows.tolist() == [3, 0, 1]
+    np.testing.assert_allclose(scores, [0.9, 0.8, 0.75])
+
+
+def test_coverage_fusion_answers_through_text_search(text_search: TextSearch) -> None:
+    text_search.fusion.update(fusion="coverage", lexical_weight=0.3)
+    assert text_search.search(Query(text="acme blue shoe"), k=1).matches[0].id == 103
