@@ -29,6 +29,7 @@ import numpy as np
 
 MANIFEST_FILES = ("model", "embeddings", "image_paths", "items", "index",
                   "runtime_model", "runtime_backbone")  # the two models exported for lookalike.runtime
+OPTIONAL_MANIFEST_FILES = ("text_tower", "text_tokenizer")  # checked like the others when a build lists them
 MANIFEST_NAME = "manifest.json"
 BUILDS_DIR = "builds"  # artifacts/builds/<build_id>/: published builds, never DVC outputs
 POINTER_NAME = "current.json"  # artifacts/current.json: {"build": "<build_id>"}, the build to serve
@@ -166,8 +167,9 @@ def verify_manifest(directory: str | Path, manifest_name: str = MANIFEST_NAME) -
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as error:
         raise ArtifactMismatchError(f"{manifest_path} is not valid JSON: {error}", kind="damaged") from error
-    for name in MANIFEST_FILES:
-        entry = manifest.get("files", {}).get(name)
+    listed = manifest.get("files", {})
+    for name in (*MANIFEST_FILES, *(n for n in OPTIONAL_MANIFEST_FILES if n in listed)):
+        entry = listed.get(name)
         if entry is None:
             raise ArtifactMismatchError(f"manifest lists no '{name}' file", kind="incomplete")
         path = directory / entry["path"]
@@ -337,3 +339,11 @@ def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)
     return umask
+
+
+def published_build_id(directory: str | Path) -> str | None:
+    """The build a reader of ``directory`` would load now, cheaply (no hashing): the one ``current.json`` names,
+    else the id of the folder's own manifest; None when neither is readable. A server polls it to notice a
+    newly published build."""
+    directory = Path(directory)
+    return read_pointer(directory) or _manifest_build(directory)

@@ -10,6 +10,9 @@ as a delta folder, ``data/live_delta/``, that the ``sample_subset`` stage reads:
 - ``removed.csv``: the catalogue ids to drop (removed, or replaced by a row of ``styles.csv``);
 - ``fold.json``: which database (``store_id``) and which changes (``through_seq``) it holds.
 
+Once ``dvc repro`` published the build that holds a fold (and the service swapped it in), ``lookalike
+compact`` (:func:`compact`) drops the changes that fold superseded and reclaims their space.
+
 The delta is cumulative (all changes from the first), because every build starts again from the
 original catalogue folder. ``sample_subset`` drops the removed ids, samples the subset as before,
 then adds every delta item (split ``live``: in the gallery, never trained on or used as a query,
@@ -32,10 +35,12 @@ from pathlib import Path
 
 from lookalike.artifacts import fsync_path, resolve_build
 from lookalike.catalogue import EXPECTED_COLUMNS, EXTERNAL_ID_COLUMN, FOLD_FILE, REMOVED_FILE, read_table
-from lookalike.live import LiveStore
+from lookalike.live import Compaction, LiveError, LiveStore
 
 FIRST_ALLOCATED_ID = 10**15  # numeric ids for shop ids that are not decimal numbers start here
-_DECIMAL = re.compile(r"0|[1-9][0-9]{0,17}")
+# A shop id used as the catalogue's numeric id as it is: decimal and below the allocated range, so it can never
+# collide with an id allocated earlier (a longer decimal id is allocated a number like any other string).
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,14}")
 _EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp"}
 
 
@@ -120,3 +125,14 @@ def _as_png(image: bytes) -> bytes:
     with Image.open(io.BytesIO(image)) as opened:
         opened.save(buffer, "PNG")
     return buffer.getvalue()
+
+
+def compact(store: LiveStore, artifacts_dir: str | Path) -> Compaction:
+    """Compact ``store`` through the fold the published build holds; refuse when it holds none of this database."""
+    _, manifest = resolve_build(artifacts_dir)
+    marker = manifest["params"].get("live_fold") or {}
+    if marker.get("store_id") != store.store_id:
+        raise LiveError(f"the published build {manifest['build_id']} holds no fold of this live database: run "
+                        "lookalike fold, then dvc repro, and compact once that build is published")
+    store.check_holds(int(marker["through_seq"]), manifest["build_id"])
+    return store.compact(int(marker["through_seq"]))

@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from lookalike.artifacts import make_manifest, publish_build, write_json, write_with
+from lookalike.duplicates import calibrate_build
 from lookalike.index import build_index, save_index
 from lookalike.params import PROJECT_ROOT, check_k_fits, load_params, preprocess_spec
 
@@ -49,6 +50,11 @@ def main() -> None:
         "index": params["index"],
         **live_fold,
     })
+    # the build's own near-duplicate threshold (lookalike/duplicates.py): its model on copies of its photos
+    manifest["near_duplicates"] = calibrate_build(embeddings, paths, artifacts / "model.tflite", spec, PROJECT_ROOT,
+                                                  seed=params["subset"]["seed"])
+    print(f"near-duplicate cosine {manifest['near_duplicates']['cosine']} "
+          f"(from {manifest['near_duplicates']['copies']} copies)")
     write_json(artifacts / "manifest.json", manifest)
     print(f"published build {publish_build(artifacts)}")
 

@@ -1,4 +1,4 @@
-"""The live catalogue (lookalike/live.py): durable changes over the pinned build, on every index type.
+"""The live catalogue (lookalike/live/): durable changes over the pinned build, on every index type.
 
 Runs against the scratch pipeline project of conftest.py (60 images); every test has its own database.
 """
@@ -6,15 +6,29 @@ Runs against the scratch pipeline project of conftest.py (60 images); every test
 from __future__ import annotations
 
 import dataclasses
+import io
+import json
+import os
+import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from lookalike.index import INDEX_TYPES, build_index, search
-from lookalike.live import LiveCatalogue, LiveError, LiveStore, UnknownItemError, validate_metadata
+from lookalike.live import (
+    LiveCatalogue,
+    LiveError,
+    LiveStore,
+    StaleDatabaseError,
+    UnknownItemError,
+    validate_metadata,
+)
 from lookalike.search import Searcher
 
 INDEX_PARAMS = {
@@ -233,3 +247,194 @@ def test_bad_changes_are_refused_and_not_stored(searcher: Searcher, tmp_path: Pa
         validate_metadata({**META, "productDisplayName": "line\nbreak"})
     with pytest.raises(LiveError):
         validate_metadata({**META, "year": "20x1"})
+
+
+# ------------------------------------------------------------------------------ durability
+
+
+def test_durability_settings_are_the_ones_acknowledgement_relies_on(tmp_path: Path):
+    """A kill -9 test passes even with synchronous=OFF (the page cache survives a process kill): check the
+    settings themselves, on the connection every writing thread gets."""
+    store = LiveStore(tmp_path / "live.db")
+    assert store.durability() == {"journal_mode": "wal", "synchronous": 2}
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(store.durability()))
+    thread.start()
+    thread.join()
+    assert seen == [{"journal_mode": "wal", "synchronous": 2}]
+    raw = sqlite3.connect(tmp_path / "live.db")  # a plain connection defaults to synchronous=FULL only by luck
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+FSYNC_PROBE = r"""
+import sys, numpy as np
+sys.path.insert(0, sys.argv[2])
+from lookalike.live import LiveStore
+store = LiveStore(sys.argv[1])
+store.append("put", "A", "b", "m", np.ones(4, np.float32), {"articleType": "x"}, b"img", "image/png")
+sys.stdout.write("ACKNOWLEDGED\n"); sys.stdout.flush()
+"""
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace to watch the system calls")
+def test_an_acknowledged_append_has_fsynced_the_log_before_returning(tmp_path: Path):
+    """The fsync path itself: between the append's write to the WAL and the return, an fsync of the WAL."""
+    db = tmp_path / "live.db"
+    LiveStore(db).close()  # schema made beforehand: only the append is traced
+    trace = tmp_path / "trace.txt"
+    result = subprocess.run(["strace", "-f", "-y", "-e", "trace=openat,write,pwrite64,fsync,fdatasync", "-o",
+                             str(trace), sys.executable, "-c", FSYNC_PROBE, str(db), str(Path(__file__).parents[1])],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = trace.read_text().splitlines()
+    acknowledged = next(i for i, line in enumerate(lines) if "ACKNOWLEDGED" in line)
+    wal_writes = [i for i, line in enumerate(lines[:acknowledged]) if "write" in line and "live.db-wal" in line]
+    wal_syncs = [i for i, line in enumerate(lines[:acknowledged])
+                 if ("fsync(" in line or "fdatasync(" in line) and "live.db-wal" in line]
+    assert wal_writes, "the append wrote nothing to the write-ahead log before it returned"
+    assert wal_syncs and wal_syncs[-1] > wal_writes[-1], "no fsync of the log after its last write, before the return"
+
+
+# ------------------------------------------------------------------------------ several processes on one journal
+
+
+def test_a_writer_that_fell_behind_applies_the_others_changes_first(searcher: Searcher, tmp_path: Path):
+    """Two catalogues on one database (two worker processes): each write applies what the other committed
+    first, so both hold the same items in the same order."""
+    db = tmp_path / "live.db"
+    first, second = open_catalogue(searcher, db), open_catalogue(searcher, db)
+    first.put("FROM-FIRST", photo(searcher, 1), META)
+    second.remove(str(searcher.items["id"][2]))  # second never refreshed: it must not skip FROM-FIRST
+    assert "FROM-FIRST" in second and second.applied_seq == 2
+    assert second.put("FROM-SECOND", photo(searcher, 3), META).created
+    assert first.refresh() == 2 and first.live_ids() == second.live_ids() == ["FROM-FIRST", "FROM-SECOND"]
+    probe = searcher.embeddings[4]
+    assert [h.id for h in first.search_vector(probe, 70).matches] == \
+        [h.id for h in second.search_vector(probe, 70).matches]
+    assert not first.put("FROM-SECOND", photo(searcher, 5), META).created  # it knows the other's item
+
+
+# ------------------------------------------------------------------------------ near-duplicates
+
+
+def recoloured(data: bytes) -> bytes:
+    """The same product shot in another colourway: hue rotated, the white background kept."""
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    pixels = np.asarray(image).astype(np.int16)
+    rotated = pixels[:, :, [2, 0, 1]]
+    background = (pixels > 235).all(axis=2, keepdims=True)
+    out = np.where(background, pixels, rotated).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(out).save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def reencoded(data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert("RGB").save(buffer, "JPEG", quality=70)
+    return buffer.getvalue()
+
+
+def colourful_row(searcher: Searcher) -> int:
+    """The build photo whose colourway (:func:`recoloured`) changes it most: a product with a colour to change."""
+    from lookalike.duplicates import photo_thumbnail, pixel_difference
+
+    def change(row: int) -> float:
+        original = photo(searcher, row)
+        return pixel_difference(photo_thumbnail(original), photo_thumbnail(recoloured(original)))
+
+    return max(range(len(searcher.items)), key=change)
+
+
+def test_near_duplicates_are_exact_over_build_and_live_and_skip_colourways(searcher: Searcher, tmp_path: Path):
+    """Every item at or above the threshold (not a top-10), live ones included, confirmed by pixels: a re-encoded
+    copy is flagged, a recoloured one is not even when its cosine is above the threshold; the report agrees."""
+    catalogue = LiveCatalogue.open(searcher, LiveStore(tmp_path / "live.db"), near_duplicate_cosine=0.5)
+    row = colourful_row(searcher)
+    original = photo(searcher, row)
+    for n in range(12):  # more copies than a top-10 could return
+        catalogue.put(f"COPY-{n}", reencoded(original), META)
+    colourway = recoloured(original)
+    variant_vector = searcher.embed_image(colourway)
+    assert float(variant_vector @ searcher.embeddings[row]) >= catalogue.near_duplicate_cosine
+    flagged = catalogue.put("NEW", reencoded(original), META).near_duplicates
+    ids = {h.id for h in flagged}
+    assert ids >= {str(searcher.items["id"][row]), *(f"COPY-{n}" for n in range(12))}
+    assert all(h.score >= 0.5 for h in flagged) and [h.rank for h in flagged] == list(range(1, len(flagged) + 1))
+    variant = catalogue.put("COLOURWAY", colourway, {**META, "baseColour": "Purple"}).near_duplicates
+    assert {h.id for h in variant} == set()
+    report = catalogue.duplicate_report()
+    groups = report.groupby("group")["id"].apply(set).tolist()
+    assert any({"NEW", "COPY-0", str(searcher.items["id"][row])} <= group for group in groups)
+    assert "COLOURWAY" not in set(report["id"])
+
+
+def test_the_threshold_is_the_builds_calibration(searcher: Searcher, tmp_path: Path):
+    calibration = searcher.manifest["near_duplicates"]
+    assert 0.5 < calibration["cosine"] <= 1.0 and calibration["copies"] == 120  # 2 copies of each of the 60
+    assert calibration["copies_flagged"] >= 0.99 and calibration["lowest_copy_cosine"] < calibration["cosine"] + 1e-4
+    assert calibration["max_pixel_difference"] >= calibration["largest_copy_pixel_difference"]
+    catalogue = LiveCatalogue.open(searcher, LiveStore(tmp_path / "live.db"))
+    assert catalogue.near_duplicate_cosine == calibration["cosine"]
+    stats = catalogue.stats()["near_duplicates"]
+    assert stats["cosine"] == calibration["cosine"] and stats["source"] == "calibrated on this build"
+    twin = catalogue.put("TWIN", reencoded(photo(searcher, 9)), META).near_duplicates
+    assert twin[0].id == str(searcher.items["id"][9]) and twin[0].source == "build"
+
+
+# ------------------------------------------------------------------------------ bounded storage
+
+
+def test_compaction_brings_10000_puts_of_100_ids_back_to_the_live_set(tmp_path: Path, capsys):
+    store = LiveStore(tmp_path / "live.db")
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, 8_000, dtype=np.uint8).tobytes()  # a small product photo, incompressible
+    vector = np.ones(64, np.float32) / 8
+    for n in range(10_000):
+        store.append("put", f"ID-{n % 100}", "build", "model", vector,
+                     {"articleType": "x", "productDisplayName": str(n)}, image, "image/jpeg")
+    store.append("remove", "ID-5", "build", "model")
+    before = store.size_bytes()
+    result = store.compact(store.last_seq())
+    rows = sqlite3.connect(tmp_path / "live.db").execute("SELECT item_id, metadata FROM changes").fetchall()
+    live_set = 99 * len(image)
+    with capsys.disabled():
+        print(f"\n10,000 puts of 100 ids: {before / 1e6:.1f} MB -> {result.bytes_after / 1e6:.2f} MB after compaction "
+              f"(live set {live_set / 1e6:.2f} MB of photos)")
+    assert result.changes_dropped == 10_000 - 99 and result.changes_kept == 100 == len(rows)
+    assert before > 60e6 and result.bytes_after < 1.5 * live_set
+    assert {r[0] for r in rows} == {f"ID-{n}" for n in range(100)}
+    versions = sorted(int(json.loads(text)["productDisplayName"]) for _, text in rows if text is not None)
+    assert versions == [n for n in range(9_900, 10_000) if n != 9_905]  # each id's latest put; ID-5 removed
+    assert store.last_seq() == 10_001
+
+
+def test_compaction_keeps_the_replay_identical(searcher: Searcher, tmp_path: Path):
+    db = tmp_path / "live.db"
+    catalogue = open_catalogue(searcher, db)
+    for n in range(6):
+        catalogue.put(f"SKU-{n % 2}", photo(searcher, n), {**META, "productDisplayName": f"v{n}"})
+    catalogue.remove(str(searcher.items["id"][10]))
+    probe = searcher.embeddings[0]
+    before = [(h.id, round(h.score, 5)) for h in catalogue.search_vector(probe, 70).matches]
+    result = catalogue.store.compact(catalogue.store.last_seq())
+    assert result.changes_dropped == 4
+    again = open_catalogue(searcher, db)
+    assert [(h.id, round(h.score, 5)) for h in again.search_vector(probe, 70).matches] == before
+    assert again.item("SKU-1").metadata["productDisplayName"] == "v5"
+
+
+def test_a_database_older_than_the_builds_fold_is_refused(searcher: Searcher, tmp_path: Path):
+    db = tmp_path / "live.db"
+    store = LiveStore(db)
+    catalogue = LiveCatalogue.open(searcher, store)
+    catalogue.put("SKU-1", photo(searcher, 1), META)
+    manifest = {**searcher.manifest, "params": {**searcher.manifest["params"],
+                                                "live_fold": {"store_id": store.store_id, "through_seq": 3}}}
+    folded = dataclasses.replace(searcher, manifest=manifest)
+    with pytest.raises(StaleDatabaseError, match="ends at change 1.*holds changes up to 3"):
+        LiveCatalogue.open(folded, LiveStore(db))
+    catalogue.put("SKU-2", photo(searcher, 2), META)
+    catalogue.put("SKU-3", photo(searcher, 3), META)
+    assert LiveCatalogue.open(folded, LiveStore(db)).live_ids() == []  # now it holds the fold: nothing to replay
+    assert os.path.getsize(db) > 0

@@ -1,0 +1,47 @@
+"""The live catalogue: a published build plus the shop's acknowledged changes, searchable at once.
+
+    catalogue = LiveCatalogue.load()                    # published build + every change in live/live.db
+    catalogue.put("SKU-1", image_bytes, {"articleType": "Tshirts", ...})   # durable, then searchable
+    catalogue.remove("15970")                           # never in any result again
+    catalogue.search(image_bytes, k=5, filters={"gender": ["Men"]})
+    catalogue.similar("SKU-1", k=5)
+    catalogue.browse_ids({"gender": ["Men"]})           # every item, live ones first (the page's grid)
+
+One module per concern:
+
+- :mod:`lookalike.live.records`: ids, metadata, changes, items, hits, and the errors a caller can fix;
+- :mod:`lookalike.live.store`: the journal in SQLite (durability, folds, compaction, stale backups);
+- :mod:`lookalike.live.state`: the build's index with tombstones and the live items beside it, searched and merged;
+- :mod:`lookalike.live.catalogue`: replay and re-embedding, reads, writes, near-duplicates, stats;
+- :mod:`lookalike.live.holder`: the catalogue a server process serves, following the journal and swapping builds.
+
+Ids: a shop's ids are its own strings (``[A-Za-z0-9][A-Za-z0-9._-]{0,127}``); a build item's id is its
+decimal id, or the ``external_id`` a fold gave it.
+"""
+
+from lookalike.live.catalogue import LiveCatalogue
+from lookalike.live.holder import CatalogueHolder
+from lookalike.live.records import (
+    DB_ENV,
+    DEFAULT_DB,
+    METADATA_FIELDS,
+    Change,
+    Hit,
+    Item,
+    LiveError,
+    LiveResponse,
+    PutResult,
+    StaleDatabaseError,
+    UnknownItemError,
+    manifest_build_id,
+    model_key,
+    resolve_db_path,
+    validate_item_id,
+    validate_metadata,
+)
+from lookalike.live.store import Compaction, LiveStore
+
+__all__ = ["DB_ENV", "DEFAULT_DB", "METADATA_FIELDS", "CatalogueHolder", "Change", "Compaction", "Hit", "Item",
+           "LiveCatalogue", "LiveError", "LiveResponse", "LiveStore", "PutResult", "StaleDatabaseError",
+           "UnknownItemError", "manifest_build_id", "model_key", "resolve_db_path", "validate_item_id",
+           "validate_metadata"]

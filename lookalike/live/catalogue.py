@@ -1,0 +1,350 @@
+"""The live catalogue: a published build plus the shop's acknowledged changes, searchable at once.
+
+Start-up replays the journal after the last change already folded into the build (see
+:mod:`lookalike.fold`). A change embedded with another model than the build's (the model was
+retrained under live items) is re-embedded from its stored photo with the build's model, and that
+vector is cached in the database, so every item is always scored by one model.
+
+Several processes may serve one journal: each one *follows* it (:meth:`LiveCatalogue.refresh`
+applies what others committed), and a write first applies everything committed before it, so every
+process applies the same changes in the same (seq) order.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from lookalike import duplicates
+from lookalike.catalogue import EXTERNAL_ID_COLUMN
+from lookalike.live.records import (
+    Change,
+    Hit,
+    Item,
+    LiveResponse,
+    PutResult,
+    UnknownItemError,
+    manifest_build_id,
+    model_key,
+    resolve_db_path,
+    validate_item_id,
+    validate_metadata,
+)
+from lookalike.live.state import LiveState
+from lookalike.live.store import LiveStore
+from lookalike.params import PROJECT_ROOT
+from lookalike.preprocessing import DEFAULT_MAX_BYTES, ImageSource, InvalidImageError
+from lookalike.search import Searcher
+
+log = logging.getLogger("lookalike.live")
+THUMBNAIL_CACHE = 50_000  # photos' 32x32 thumbnails kept for the near-duplicate pixel check (3 kB each)
+
+
+@dataclass
+class LiveCatalogue:
+    """The pinned build plus the live changes. One per process and build; every method is thread-safe."""
+
+    searcher: Searcher
+    store: LiveStore
+    state: LiveState
+    rule: dict  # the near-duplicate rule: cosine, max_pixel_difference, source (lookalike.duplicates.rule_of)
+    applied_seq: int = 0  # the last change reflected in memory
+    folded_seq: int = 0  # changes up to this seq are part of the pinned build (a fold); never replayed
+    build_id: str = ""
+    model_key: str = ""
+    reembedded: int = 0  # changes re-embedded with the pinned model (another model made them)
+    skipped: list[int] = field(default_factory=list)  # seqs that could not be applied (logged)
+    _write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _thumbnails: OrderedDict = field(default_factory=OrderedDict, repr=False)
+
+    @classmethod
+    def load(cls, artifacts_dir: str | Path | None = None, db: str | Path | None = None,
+             root: str | Path = PROJECT_ROOT, max_bytes: int = DEFAULT_MAX_BYTES, readonly: bool = False,
+             near_duplicate_cosine: float | None = None) -> LiveCatalogue:
+        """Load the published build and replay every acknowledged change not folded into it."""
+        searcher = Searcher.load(artifacts_dir, root=root, max_bytes=max_bytes)
+        store = LiveStore(resolve_db_path(db, Path(root)), readonly=readonly)
+        return cls.open(searcher, store, near_duplicate_cosine)
+
+    @classmethod
+    def for_page(cls, searcher: Searcher, db: str | Path | None = None) -> LiveCatalogue | None:
+        """The live catalogue over a searcher the page already loaded, read-only (the service writes); None
+        when there is no live database yet. Call :meth:`refresh` on every rerun to see the latest changes."""
+        path = resolve_db_path(db, searcher.root)
+        if not path.is_file():
+            return None
+        return cls.open(searcher, LiveStore(path, readonly=True))
+
+    @classmethod
+    def open(cls, searcher: Searcher, store: LiveStore, near_duplicate_cosine: float | None = None) -> LiveCatalogue:
+        """The build of ``searcher`` plus the journal in ``store``; refuses a journal older than the build's fold
+        (:class:`lookalike.live.StaleDatabaseError`)."""
+        rule = duplicates.rule_of(searcher.manifest)
+        if near_duplicate_cosine is not None:
+            rule = {**rule, "cosine": float(near_duplicate_cosine), "source": "service setting"}
+        items = searcher.items
+        build_ids = [str(int(i)) for i in items["id"]]
+        if EXTERNAL_ID_COLUMN in items:
+            external = items[EXTERNAL_ID_COLUMN].astype(str).tolist()
+            build_ids = [e if e and e != "nan" else n for e, n in zip(external, build_ids, strict=True)]
+        catalogue = cls(searcher, store, LiveState(searcher, build_ids), rule)
+        catalogue.build_id = manifest_build_id(searcher.manifest)
+        catalogue.model_key = model_key(searcher.manifest)
+        fold = searcher.manifest["params"].get("live_fold") or {}
+        if fold.get("store_id") == store.store_id:
+            catalogue.folded_seq = int(fold["through_seq"])
+            store.check_holds(catalogue.folded_seq, catalogue.build_id)
+        catalogue.applied_seq = catalogue.folded_seq
+        started = time.perf_counter()
+        replayed = catalogue.refresh()
+        log.info("live catalogue %s: %d changes replayed after seq %d in %.1f s (%d re-embedded)", store.path.name,
+                 replayed, catalogue.folded_seq, time.perf_counter() - started, catalogue.reembedded)
+        return catalogue
+
+    # ---------------------------------------------------------------- following the journal
+
+    def refresh(self) -> int:
+        """Apply the changes committed since the last call (another process or catalogue may write); how many."""
+        with self._write_lock:
+            return self._catch_up()
+
+    def _catch_up(self) -> int:
+        applied = 0
+        for change in self.store.changes_after(self.applied_seq):
+            self.state.apply(self._current_model(change))
+            self.applied_seq = change.seq
+            applied += 1
+        return applied
+
+    def _current_model(self, change: Change) -> Change:
+        """The change with an embedding by the pinned model: re-embedded from its image if needed."""
+        if change.op != "put" or change.model_key == self.model_key:
+            return change
+        vector = self.store.reembedding(change.seq, self.model_key)
+        if vector is None:
+            try:
+                image, _ = self.store.image(change.seq)
+                vector = self.searcher.embed_image(image)
+            except InvalidImageError as error:  # stored once as valid; a stricter decoder may refuse it now
+                log.error("change %d (%s) cannot be re-embedded with the pinned model: %s; item left out",
+                          change.seq, change.item_id, error)
+                self.skipped.append(change.seq)
+                return Change(change.seq, "remove", change.item_id, change.build_id, change.model_key, None, None,
+                              None, change.created_at)
+            self.store.save_reembedding(change.seq, self.model_key, vector)
+        self.reembedded += 1
+        return Change(change.seq, change.op, change.item_id, change.build_id, self.model_key, vector,
+                      change.metadata, change.content_type, change.created_at)
+
+    # ---------------------------------------------------------------- reads
+
+    def __len__(self) -> int:
+        return len(self.state)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self.state
+
+    @property
+    def near_duplicate_cosine(self) -> float:
+        return float(self.rule["cosine"])
+
+    def build_row(self, item_id: str) -> int | None:
+        """The searcher row of a build item still in the catalogue as built; None for a live item (added, or a
+        build item replaced), a removed one or an unknown id."""
+        with self.state.lock:
+            return None if item_id in self.state.live else self.state.live_build_row(item_id)
+
+    def browse_ids(self, filters: dict[str, list[str]] | None = None) -> list[str]:
+        """Every item passing ``filters`` (column -> accepted values), for a listing such as the page's grid."""
+        return self.state.browse(filters)
+
+    def live_ids(self) -> list[str]:
+        with self.state.lock:
+            return sorted(self.state.live)
+
+    def item(self, item_id: str) -> Item:
+        with self.state.lock:
+            entry = self.state.live.get(item_id)
+            if entry is not None:
+                return Item(item_id, dict(entry.metadata), "live", None, entry.seq)
+            row = self.state.live_build_row(item_id)
+        if row is None:
+            raise UnknownItemError(f"no item with id {item_id!r}")
+        return Item(item_id, self.searcher.metadata(row), "build", str(self.searcher.resolve_path(row)))
+
+    def image(self, item_id: str) -> tuple[str | Path | bytes, str]:
+        """(path of the catalogue photo, or the stored bytes; content type) of an item."""
+        with self.state.lock:
+            entry = self.state.live.get(item_id)
+            row = None if entry is not None else self.state.live_build_row(item_id)
+        if entry is not None:
+            return self.store.image(entry.seq)
+        if row is None:
+            raise UnknownItemError(f"no item with id {item_id!r}")
+        path = self.searcher.resolve_path(row)
+        return path, Image.MIME.get(_format_of_suffix(path.suffix), "application/octet-stream")
+
+    def vector(self, item_id: str) -> np.ndarray:
+        with self.state.lock:
+            entry = self.state.live.get(item_id)
+            if entry is not None:
+                return entry.vector
+            row = self.state.live_build_row(item_id)
+        if row is None:
+            raise UnknownItemError(f"no item with id {item_id!r}")
+        return self.searcher.embeddings[row]
+
+    # ---------------------------------------------------------------- search
+
+    def search_vector(self, vector: np.ndarray, k: int, filters: dict[str, list[str]] | None = None,
+                      exclude: str | None = None) -> LiveResponse:
+        """Top-k of build + live items passing ``filters`` (column -> accepted values), never ``exclude``: the one
+        function every search (upload, item, text) ends in."""
+        started = time.perf_counter()
+        matches, candidates = self.state.search(vector, k, filters, exclude)
+        return LiveResponse(matches, search_ms=(time.perf_counter() - started) * 1e3, candidates=candidates)
+
+    def search(self, source: ImageSource | Image.Image, k: int = 5, filters: dict | None = None) -> LiveResponse:
+        """The k items most similar to an image: a path, bytes, or an image :meth:`Searcher.decode` returned
+        (the page decodes an upload once, for its preview and this search)."""
+        started = time.perf_counter()
+        vector = self.searcher.embed_image(source)
+        embedded = time.perf_counter()
+        response = self.search_vector(vector, k, filters)
+        response.embed_ms = (embedded - started) * 1e3
+        response.total_ms = (time.perf_counter() - started) * 1e3
+        return response
+
+    def similar(self, item_id: str, k: int = 5, filters: dict | None = None) -> LiveResponse:
+        """"More like this": the k nearest items to an item, never the item itself."""
+        started = time.perf_counter()
+        response = self.search_vector(self.vector(item_id), k, filters, exclude=item_id)
+        response.total_ms = (time.perf_counter() - started) * 1e3
+        return response
+
+    # ---------------------------------------------------------------- near-duplicates
+
+    def _thumbnail(self, item_id: str) -> np.ndarray | None:
+        """The pixel check's thumbnail of an item's current photo (cached by id and version)."""
+        with self.state.lock:
+            entry = self.state.live.get(item_id)
+            key = (item_id, entry.seq if entry is not None else -1)
+        if key in self._thumbnails:
+            self._thumbnails.move_to_end(key)
+            return self._thumbnails[key]
+        try:
+            source = self.image(item_id)[0]
+        except UnknownItemError:
+            return None
+        thumbnail = duplicates.photo_thumbnail(source)
+        self._thumbnails[key] = thumbnail
+        while len(self._thumbnails) > THUMBNAIL_CACHE:
+            self._thumbnails.popitem(last=False)
+        return thumbnail
+
+    def near_duplicates(self, vector: np.ndarray, photo: ImageSource, exclude: str | None = None) -> list[Hit]:
+        """Every item that is the same picture as ``photo`` (embedded as ``vector``), best first: cosine at least
+        the build's threshold, exact over build + live, confirmed by the pixel check
+        (:mod:`lookalike.duplicates`, the report's rule)."""
+        own = duplicates.photo_thumbnail(photo)
+        hits = []
+        for item_id, score, source in self.state.within(vector, self.near_duplicate_cosine, exclude):
+            if duplicates.same_picture(own, self._thumbnail(item_id), self.rule["max_pixel_difference"]):
+                try:
+                    item = self.item(item_id)
+                except UnknownItemError:  # removed meanwhile
+                    continue
+                hits.append(Hit(len(hits) + 1, item_id, min(score, 1.0), item.metadata, source, item.image_path))
+        return hits
+
+    def duplicate_report(self) -> pd.DataFrame:
+        """Every near-duplicate group of the catalogue as served (build + live), :data:`duplicates.OUTPUT_COLUMNS`."""
+        vectors, ids, rows = self.state.vectors()
+        metadata = [self.searcher.metadata(r) if r is not None else self.item(i).metadata
+                    for i, r in zip(ids, rows, strict=True)]
+        items = pd.DataFrame({"id": ids, **{c: [m.get(c, "") for m in metadata]
+                                            for c in duplicates.OUTPUT_COLUMNS[5:]}})
+        photos = [self.searcher.resolve_path(r) if r is not None else self.image(i)[0]
+                  for i, r in zip(ids, rows, strict=True)]
+        return duplicates.duplicate_groups(vectors, items, self.near_duplicate_cosine, photos,
+                                           self.rule["max_pixel_difference"])
+
+    # ---------------------------------------------------------------- writes
+
+    def put(self, item_id: str, image: bytes, metadata: dict) -> PutResult:
+        """Add or replace an item; returns once the change is on disk and searchable."""
+        item_id = validate_item_id(item_id)
+        label = self.searcher.manifest["params"].get("label_column", "articleType")
+        metadata = validate_metadata(metadata, required=(label,))
+        started = time.perf_counter()
+        image = bytes(image)
+        vector = self.searcher.embed_image(image)  # raises InvalidImageError for anything unusable
+        content_type = _content_type(image)
+        embedded = time.perf_counter()
+        near = self.near_duplicates(vector, image, exclude=item_id)
+        with self._write_lock:
+            self._catch_up()  # what other processes committed first: applied in seq order
+            created = item_id not in self
+            change = self.store.append("put", item_id, self.build_id, self.model_key, vector, metadata, image,
+                                       content_type)
+            self._catch_up()
+        return PutResult(Item(item_id, metadata, "live", None, change.seq), created, change.seq, near,
+                         (embedded - started) * 1e3, (time.perf_counter() - embedded) * 1e3)
+
+    def remove(self, item_id: str) -> int:
+        """Remove an item (build or live); returns the change's seq once it is on disk."""
+        with self._write_lock:
+            self._catch_up()
+            if item_id not in self:
+                raise UnknownItemError(f"no item with id {item_id!r}")
+            change = self.store.append("remove", item_id, self.build_id, self.model_key)
+            self._catch_up()
+            return change.seq
+
+    # ---------------------------------------------------------------- provenance
+
+    def stats(self) -> dict:
+        manifest = self.searcher.manifest
+        with self.state.lock:
+            live_items, removed = len(self.state.live), len(self.state.tombstones)
+            applied = self.applied_seq
+        fold = self.store.latest_fold()
+        return {
+            "catalogue_size": len(self),
+            "build": {"build_id": self.build_id, "items": len(self.state.build_ids),
+                      "created_at": manifest.get("created_at"),
+                      "model_sha256": manifest["files"]["model"]["sha256"],
+                      "index_sha256": manifest["files"]["index"]["sha256"],
+                      "index_type": manifest["params"]["index"]["type"],
+                      "backbone": manifest["params"].get("backbone")},
+            "near_duplicates": {**self.rule, "calibration": manifest.get("near_duplicates")},
+            "live": {"changes_since_build": self.store.count_after(self.folded_seq), "last_seq": applied,
+                     "folded_through_seq": self.folded_seq, "live_items": live_items,
+                     "build_items_removed_or_replaced": removed, "reembedded": self.reembedded,
+                     "changes_not_applied": list(self.skipped),
+                     "last_fold_written": fold,
+                     "fold_waiting_for_a_build": bool(fold and fold["through_seq"] > self.folded_seq)},
+        }
+
+
+def _format_of_suffix(suffix: str) -> str:
+    return {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".gif": "GIF",
+            ".bmp": "BMP"}.get(suffix.lower(), "")
+
+
+def _content_type(image: bytes) -> str:
+    """The MIME type of image bytes that decoded, from their own header (never the client's word)."""
+    try:
+        with Image.open(io.BytesIO(image)) as opened:
+            return Image.MIME.get(opened.format or "", "application/octet-stream")
+    except Exception:  # noqa: BLE001 - it decoded for the embedding; the type is only a label
+        return "application/octet-stream"

@@ -1,0 +1,156 @@
+"""What the live catalogue is made of: ids, metadata, changes, items, hits, and the errors a caller can fix."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from lookalike import artifacts
+from lookalike.params import PROJECT_ROOT
+
+DEFAULT_DB = Path("live/live.db")  # under the project root
+DB_ENV = "LOOKALIKE_LIVE_DB"
+ITEM_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+METADATA_FIELDS = ("productDisplayName", "articleType", "baseColour", "gender", "masterCategory", "subCategory",
+                   "season", "year", "usage")
+MAX_FIELD_CHARS = 200
+
+
+class LiveError(ValueError):
+    """A change or query the caller got wrong (bad id, bad metadata); the message says what."""
+
+
+class UnknownItemError(KeyError):
+    """No item with that id in the live catalogue (never added, or removed)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown item"
+
+
+class StaleDatabaseError(LiveError):
+    """The live database is older than a fold the build holds (a backup restored from before it)."""
+
+
+def validate_item_id(item_id: object) -> str:
+    """The id itself, or LiveError: ids end up in URLs, file names and CSV rows."""
+    if not isinstance(item_id, str) or not ITEM_ID_PATTERN.fullmatch(item_id):
+        raise LiveError("an item id is 1-128 characters: letters, digits, '.', '_' or '-', "
+                        "starting with a letter or digit")
+    return item_id
+
+
+def validate_metadata(metadata: dict, required: tuple[str, ...] = ("articleType",)) -> dict[str, str]:
+    """Known fields only, text without control characters, at most MAX_FIELD_CHARS each; ``required`` non-empty."""
+    unknown = sorted(set(metadata) - set(METADATA_FIELDS))
+    if unknown:
+        raise LiveError(f"unknown metadata field(s) {', '.join(map(repr, unknown))}; "
+                        f"known: {', '.join(METADATA_FIELDS)}")
+    clean = {}
+    for name, value in metadata.items():
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            raise LiveError(f"metadata field {name!r} must be text")
+        value = value.strip()
+        if len(value) > MAX_FIELD_CHARS:
+            raise LiveError(f"metadata field {name!r} is {len(value)} characters; the limit is {MAX_FIELD_CHARS}")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise LiveError(f"metadata field {name!r} contains control characters")
+        if name == "year" and value and not (value.isdigit() and len(value) == 4):
+            raise LiveError("metadata field 'year' must be a four-digit year")
+        clean[name] = value
+    for name in required:
+        if not clean.get(name):
+            raise LiveError(f"metadata field {name!r} is required")
+    return clean
+
+
+def model_key(manifest: dict) -> str:
+    """Identifies the embedding function: the model file's hash and the preprocessing it expects."""
+    text = json.dumps({"model": manifest["files"]["model"]["sha256"],
+                       "preprocess": manifest["params"]["preprocess"]}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def manifest_build_id(manifest: dict) -> str:
+    """The pinned build's id (:func:`lookalike.artifacts.build_id`)."""
+    return str(manifest.get("build_id") or artifacts.build_id(manifest))
+
+
+def resolve_db_path(db: str | Path | None, root: Path = PROJECT_ROOT) -> Path:
+    """``db``, else $LOOKALIKE_LIVE_DB, else live/live.db; a relative path is taken from ``root``."""
+    db = db or os.environ.get(DB_ENV) or DEFAULT_DB
+    path = Path(db)
+    return path if path.is_absolute() else root / path
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Change:
+    """One row of the journal (the image is read separately: it is the big part)."""
+
+    seq: int
+    op: str  # "put" | "remove"
+    item_id: str
+    build_id: str
+    model_key: str
+    embedding: np.ndarray | None
+    metadata: dict | None
+    content_type: str | None
+    created_at: str
+
+
+@dataclass
+class Item:
+    """One item of the live catalogue: from the build (``source`` "build") or added live ("live")."""
+
+    id: str
+    metadata: dict[str, str]
+    source: str
+    image_path: str | None = None  # build items: the catalogue photo
+    seq: int | None = None  # live items: the change that put it
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Hit:
+    rank: int
+    id: str
+    score: float
+    metadata: dict[str, str]
+    source: str
+    image_path: str | None = None
+
+
+@dataclass
+class LiveResponse:
+    matches: list[Hit]
+    embed_ms: float = 0.0
+    search_ms: float = 0.0
+    total_ms: float = 0.0
+    candidates: int = 0  # items that could be returned: in the catalogue, passing the filters, not excluded
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class PutResult:
+    item: Item
+    created: bool
+    seq: int
+    near_duplicates: list[Hit]
+    embed_ms: float
+    write_ms: float

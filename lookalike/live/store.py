@@ -1,0 +1,289 @@
+"""The journal of the live catalogue: one SQLite file, every change a row, acknowledged once on disk.
+
+WAL mode with ``synchronous=FULL``: a commit fsyncs the write-ahead log before it returns, so an
+acknowledged change survives a crash or a power cut, and a crash never leaves half a change.
+Writers in several processes (``lookalike serve --workers N``) are serialised by SQLite's write
+lock (``BEGIN IMMEDIATE``); seq numbers are the order every reader applies changes in.
+
+Storage stays bounded: once a fold is in a published build, :meth:`LiveStore.compact` drops every
+change that a later change of the same item superseded (their photos are most of the file) and
+reclaims the space. The latest change of every item is kept, so the next fold, which is cumulative,
+still sees the whole live set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.live.records import Change, LiveError, StaleDatabaseError, UnknownItemError, now
+
+SCHEMA_VERSION = 1
+DURABILITY = {"journal_mode": "wal", "synchronous": 2}  # 2 = FULL: the WAL is fsynced at every commit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    op TEXT NOT NULL CHECK (op IN ('put', 'remove')),
+    item_id TEXT NOT NULL,
+    build_id TEXT NOT NULL,
+    model_key TEXT NOT NULL,
+    embedding BLOB,
+    metadata TEXT,
+    image BLOB,
+    content_type TEXT,
+    created_at TEXT NOT NULL,
+    CHECK ((op = 'put') = (embedding IS NOT NULL AND metadata IS NOT NULL AND image IS NOT NULL))
+);
+CREATE INDEX IF NOT EXISTS changes_by_item ON changes (item_id, seq);
+CREATE TABLE IF NOT EXISTS reembeddings (
+    seq INTEGER NOT NULL REFERENCES changes(seq),
+    model_key TEXT NOT NULL,
+    embedding BLOB NOT NULL,
+    PRIMARY KEY (seq, model_key)
+);
+CREATE TABLE IF NOT EXISTS folds (
+    fold_id TEXT PRIMARY KEY,
+    through_seq INTEGER NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS numeric_ids (
+    item_id TEXT PRIMARY KEY,
+    numeric_id INTEGER NOT NULL UNIQUE
+);
+"""
+
+
+@dataclass
+class Compaction:
+    """What :meth:`LiveStore.compact` did: rows dropped and the file size before and after (bytes)."""
+
+    through_seq: int
+    changes_dropped: int
+    changes_kept: int
+    bytes_before: int
+    bytes_after: int
+
+    def line(self) -> str:
+        return (f"compacted through change {self.through_seq}: {self.changes_dropped} superseded changes dropped, "
+                f"{self.changes_kept} kept; {self.bytes_before / 1e6:.2f} MB -> {self.bytes_after / 1e6:.2f} MB")
+
+
+class LiveStore:
+    """The append-only change log in SQLite (WAL, synchronous=FULL). Thread-safe, and safe across processes.
+
+    ``readonly`` opens it for a reader beside the writing server (the search page): it never writes,
+    and needs no write lock.
+    """
+
+    def __init__(self, path: str | Path, readonly: bool = False):
+        self.path = Path(path)
+        self.readonly = readonly
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        if readonly:
+            if not self.path.is_file():
+                raise FileNotFoundError(f"no live catalogue database at {self.path}")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            connection = self._connection()
+            mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                raise LiveError(f"{self.path}: SQLite refused write-ahead logging (journal mode {mode}); "
+                                "the live database needs a local filesystem")
+            with self._transaction() as cursor:
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        cursor.execute(statement)
+                cursor.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                               (str(SCHEMA_VERSION),))
+                cursor.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)",
+                               (hashlib.sha256(os.urandom(16)).hexdigest()[:16],))
+        version = self._connection().execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if version is None or int(version[0]) != SCHEMA_VERSION:
+            raise LiveError(f"{self.path} is not a live catalogue database of schema version {SCHEMA_VERSION}")
+
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            if self.readonly:
+                connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
+                                             check_same_thread=False, timeout=30)
+                connection.execute("PRAGMA query_only=1")
+            else:
+                connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+                connection.execute(f"PRAGMA synchronous={DURABILITY['synchronous']}")  # on disk before returning
+                connection.execute("PRAGMA foreign_keys=ON")
+            self._local.connection = connection
+        return connection
+
+    def durability(self) -> dict[str, object]:
+        """The settings an acknowledged write relies on, as this process's connection has them."""
+        connection = self._connection()
+        return {"journal_mode": connection.execute("PRAGMA journal_mode").fetchone()[0].lower(),
+                "synchronous": int(connection.execute("PRAGMA synchronous").fetchone()[0])}
+
+    class _Tx:
+        def __init__(self, connection: sqlite3.Connection):
+            self.connection = connection
+
+        def __enter__(self) -> sqlite3.Cursor:
+            self.connection.execute("BEGIN IMMEDIATE")
+            return self.connection.cursor()
+
+        def __exit__(self, kind, value, traceback) -> None:
+            self.connection.execute("COMMIT" if kind is None else "ROLLBACK")
+
+    def _transaction(self) -> LiveStore._Tx:
+        if self.readonly:
+            raise LiveError("the live catalogue is open read-only")
+        return LiveStore._Tx(self._connection())
+
+    @property
+    def store_id(self) -> str:
+        """Names this database (kept by backups): a build's fold marker says which database it folded."""
+        return self._connection().execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0]
+
+    def append(self, op: str, item_id: str, build_id: str, key: str, embedding: np.ndarray | None = None,
+               metadata: dict | None = None, image: bytes | None = None,
+               content_type: str | None = None) -> Change:
+        """Append one change in its own transaction; on return it is committed to disk."""
+        blob = None if embedding is None else np.ascontiguousarray(embedding, dtype="<f4").tobytes()
+        text = None if metadata is None else json.dumps(metadata, sort_keys=True)
+        created = now()
+        with self._write_lock, self._transaction() as cursor:
+            cursor.execute(
+                "INSERT INTO changes (op, item_id, build_id, model_key, embedding, metadata, image, content_type,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (op, item_id, build_id, key, blob, text, image, content_type, created))
+            seq = int(cursor.lastrowid)
+        return Change(seq, op, item_id, build_id, key,
+                      None if embedding is None else np.asarray(embedding, np.float32), metadata, content_type,
+                      created)
+
+    def changes_after(self, seq: int, through: int | None = None) -> Iterator[Change]:
+        """Every change with a larger seq (up to ``through``), in order (images not loaded)."""
+        rows = self._connection().execute(
+            "SELECT seq, op, item_id, build_id, model_key, embedding, metadata, content_type, created_at"
+            " FROM changes WHERE seq > ? AND seq <= ? ORDER BY seq",
+            (int(seq), int(through) if through is not None else 2**62)).fetchall()
+        for seq_, op, item_id, build_id, key, blob, text, content_type, created in rows:
+            yield Change(seq_, op, item_id, build_id, key,
+                         None if blob is None else np.frombuffer(blob, dtype="<f4").astype(np.float32),
+                         None if text is None else json.loads(text), content_type, created)
+
+    def last_seq(self) -> int:
+        """The newest change's seq (compaction never drops it: it is its item's latest change)."""
+        row = self._connection().execute("SELECT MAX(seq) FROM changes").fetchone()
+        return int(row[0] or 0)
+
+    def count_after(self, seq: int) -> int:
+        return int(self._connection().execute("SELECT COUNT(*) FROM changes WHERE seq > ?", (seq,)).fetchone()[0])
+
+    def image(self, seq: int) -> tuple[bytes, str]:
+        row = self._connection().execute("SELECT image, content_type FROM changes WHERE seq = ?",
+                                         (int(seq),)).fetchone()
+        if row is None or row[0] is None:
+            raise UnknownItemError(f"no stored image for change {seq}")
+        return bytes(row[0]), str(row[1])
+
+    def reembedding(self, seq: int, key: str) -> np.ndarray | None:
+        row = self._connection().execute("SELECT embedding FROM reembeddings WHERE seq = ? AND model_key = ?",
+                                         (seq, key)).fetchone()
+        return None if row is None else np.frombuffer(row[0], dtype="<f4").astype(np.float32)
+
+    def save_reembedding(self, seq: int, key: str, embedding: np.ndarray) -> None:
+        if self.readonly:
+            return
+        with self._write_lock, self._transaction() as cursor:
+            if cursor.execute("SELECT 1 FROM changes WHERE seq = ?", (seq,)).fetchone() is None:
+                return  # compacted away meanwhile: nothing to cache it for
+            cursor.execute("INSERT OR REPLACE INTO reembeddings (seq, model_key, embedding) VALUES (?, ?, ?)",
+                           (seq, key, np.ascontiguousarray(embedding, dtype="<f4").tobytes()))
+
+    # ---------------------------------------------------------------- folds and compaction
+
+    def record_fold(self, fold_id: str, through_seq: int) -> None:
+        """Remember a fold written from this database (shown in the service's stats until a build holds it)."""
+        with self._write_lock, self._transaction() as cursor:
+            cursor.execute("INSERT OR IGNORE INTO folds (fold_id, through_seq, created_at) VALUES (?, ?, ?)",
+                           (fold_id, int(through_seq), now()))
+
+    def latest_fold(self) -> dict | None:
+        """The newest fold written from this database: fold_id, through_seq, created_at; None before any."""
+        row = self._connection().execute(
+            "SELECT fold_id, through_seq, created_at FROM folds ORDER BY through_seq DESC, created_at DESC"
+            " LIMIT 1").fetchone()
+        return None if row is None else {"fold_id": row[0], "through_seq": int(row[1]), "created_at": row[2]}
+
+    def check_holds(self, through_seq: int, build_id: str) -> None:
+        """Refuse a database that ends before a fold the build holds: it is a backup from before that fold,
+        and replaying it would silently drop every change made after the backup."""
+        last = self.last_seq()
+        if last < through_seq:
+            raise StaleDatabaseError(
+                f"the live database {self.path.name} ends at change {last}, but build {build_id} already holds "
+                f"changes up to {through_seq} (a fold of this database): it is a backup from before that fold, and "
+                f"serving it would lose changes {last + 1}..{through_seq} and everything after. Restore the newest "
+                f"backup (taken after the fold), or serve the build the backup was taken under")
+
+    def compact(self, through_seq: int) -> Compaction:
+        """Drop every change up to ``through_seq`` that a later change of its item superseded, with its photo
+        and cached re-embeddings; then VACUUM and truncate the WAL so the file shrinks on disk.
+
+        Call it only with the ``through_seq`` of a fold that a published build holds (``lookalike compact``
+        reads it from the build): the replay after that build starts after it anyway.
+        """
+        before = self.size_bytes()
+        superseded = ("SELECT c.seq FROM changes c WHERE c.seq <= ? AND EXISTS "
+                      "(SELECT 1 FROM changes later WHERE later.item_id = c.item_id AND later.seq > c.seq)")
+        with self._write_lock:
+            with self._transaction() as cursor:
+                cursor.execute(f"DELETE FROM reembeddings WHERE seq IN ({superseded})", (int(through_seq),))
+                dropped = cursor.execute(f"DELETE FROM changes WHERE seq IN ({superseded})",
+                                         (int(through_seq),)).rowcount
+                cursor.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('compacted_through', ?)",
+                               (str(int(through_seq)),))
+            connection = self._connection()
+            connection.execute("VACUUM")
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        kept = int(self._connection().execute("SELECT COUNT(*) FROM changes").fetchone()[0])
+        return Compaction(int(through_seq), int(dropped), kept, before, self.size_bytes())
+
+    def size_bytes(self) -> int:
+        """The database on disk: the main file and its write-ahead log."""
+        return sum(p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal"))
+                   if p.exists())
+
+    # ---------------------------------------------------------------- numeric ids for folds
+
+    def numeric_ids(self, item_ids: list[str], taken: set[int], start: int) -> dict[str, int]:
+        """A stable numeric id per item id (for the Kaggle-layout catalogue), allocated once, never reused."""
+        with self._write_lock, self._transaction() as cursor:
+            known = dict(cursor.execute("SELECT item_id, numeric_id FROM numeric_ids").fetchall())
+            used = set(known.values()) | taken
+            following = max([start - 1, *used]) + 1 if used else start
+            for item_id in item_ids:
+                if item_id not in known:
+                    while following in used:
+                        following += 1
+                    known[item_id] = following
+                    used.add(following)
+                    cursor.execute("INSERT INTO numeric_ids (item_id, numeric_id) VALUES (?, ?)",
+                                   (item_id, following))
+        return {item_id: int(known[item_id]) for item_id in item_ids}
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None

@@ -1,0 +1,142 @@
+"""The catalogue keeper (lookalike/live/holder.py): retries with backoff, swaps builds with no write lost.
+
+Against the scratch pipeline project of conftest.py; the "builds" are the same searcher under other manifests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from pathlib import Path
+
+import pytest
+
+from lookalike.live import CatalogueHolder, LiveCatalogue, LiveStore
+from lookalike.search import Searcher
+
+META = {"articleType": "Tshirts", "gender": "Men", "baseColour": "Blue", "masterCategory": "Apparel"}
+
+
+@pytest.fixture(scope="module")
+def searcher(tiny_project: Path) -> Searcher:
+    return Searcher.load(tiny_project / "artifacts", root=tiny_project)
+
+
+def as_build(searcher: Searcher, build_id: str) -> Searcher:
+    return dataclasses.replace(searcher, manifest={**searcher.manifest, "build_id": build_id})
+
+
+def photo(searcher: Searcher, row: int) -> bytes:
+    return Path(searcher.resolve_path(row)).read_bytes()
+
+
+def test_a_failed_load_is_retried_with_backoff_and_reported(searcher: Searcher, tmp_path: Path):
+    attempts = []
+
+    def load() -> LiveCatalogue:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise OSError("/secret/server/path/faiss.index: No such file")
+        return LiveCatalogue.open(searcher, LiveStore(tmp_path / "live.db"))
+
+    holder = CatalogueHolder(load, lambda: "b1", lambda error: "the build cannot be read", backoff_seconds=(10, 40))
+    assert holder.load_now() is False
+    failure = holder.status()["reload_failure"]
+    assert failure["attempts"] == 1 and failure["reason"] == "the build cannot be read"
+    assert 9 < failure["next_attempt_in_s"] <= 10
+    assert holder.load_now() is False and 19 < holder.status()["reload_failure"]["next_attempt_in_s"] <= 20
+    assert holder.load_now() is True and holder.catalogue is not None and holder.failure is None
+    assert len(attempts) == 3
+
+
+def test_the_loop_waits_for_the_backoff_before_retrying(searcher: Searcher, tmp_path: Path):
+    attempts = []
+
+    def load() -> LiveCatalogue:
+        attempts.append(1)
+        raise OSError("no build yet")
+
+    holder = CatalogueHolder(load, follow_seconds=0.01, backoff_seconds=(3600, 3600))
+    holder.start()
+    try:
+        assert not holder.wait_until_loaded(0.5)
+        assert len(attempts) == 1 and holder.alive  # one attempt, then the backoff: no busy retry loop
+        holder.request_reload()  # told to: tries at once
+        deadline = threading.Event()
+        deadline.wait(0.3)
+        assert len(attempts) == 2
+    finally:
+        holder.stop()
+    assert not holder.alive
+
+
+def test_a_swap_loses_no_write_made_while_the_new_build_loaded(searcher: Searcher, tmp_path: Path):
+    db = tmp_path / "live.db"
+    builds = {"published": "b1"}
+    loaded = threading.Event()
+    proceed = threading.Event()
+
+    def load() -> LiveCatalogue:
+        catalogue = LiveCatalogue.open(as_build(searcher, builds["published"]), LiveStore(db))
+        if builds["published"] == "b2":
+            loaded.set()
+            proceed.wait(30)  # writes land on the old catalogue meanwhile
+        return catalogue
+
+    holder = CatalogueHolder(load, lambda: builds["published"])
+    assert holder.load_now()
+    old = holder.catalogue
+    holder.put("BEFORE", photo(searcher, 1), META)
+    builds["published"] = "b2"
+    swapper = threading.Thread(target=holder.check_build)
+    swapper.start()
+    assert loaded.wait(60)
+    holder.put("DURING", photo(searcher, 2), META)  # on the old one: the new one replayed the journal before it
+    holder.remove(str(searcher.items["id"][3]))
+    proceed.set()
+    swapper.join(60)
+    new = holder.catalogue
+    assert new is not old and new.build_id == "b2" and holder.swaps == 1
+    assert {"BEFORE", "DURING"} <= set(new.live_ids()) and str(searcher.items["id"][3]) not in new
+    assert holder.check_build() is False  # the published build is the one served: nothing to do
+    holder.put("AFTER", photo(searcher, 4), META)
+    assert "AFTER" in new and "AFTER" not in old
+
+
+def test_a_write_racing_the_swap_is_visible_at_once(searcher: Searcher, tmp_path: Path):
+    """A put that took the old catalogue just before the swap still shows on the new one when it returns."""
+    db = tmp_path / "live.db"
+    holder = CatalogueHolder(lambda: LiveCatalogue.open(searcher, LiveStore(db)))
+    assert holder.load_now()
+    old = holder.catalogue
+    new = LiveCatalogue.open(as_build(searcher, "b2"), LiveStore(db))
+    original_put = old.put
+
+    def put_then_swap(*args, **kwargs):
+        result = original_put(*args, **kwargs)
+        holder.catalogue = new  # the swap lands between this write and the holder's return
+        return result
+
+    old.put = put_then_swap  # type: ignore[method-assign]
+    holder.put("RACE", photo(searcher, 5), META)
+    assert "RACE" in holder.catalogue and holder.catalogue is new
+
+
+def test_a_failed_reload_keeps_the_old_build_serving(searcher: Searcher, tmp_path: Path):
+    db = tmp_path / "live.db"
+    state = {"published": "b1", "broken": False}
+
+    def load() -> LiveCatalogue:
+        if state["broken"]:
+            raise ValueError("index damaged")
+        return LiveCatalogue.open(as_build(searcher, state["published"]), LiveStore(db))
+
+    holder = CatalogueHolder(load, lambda: state["published"], backoff_seconds=(3600, 3600))
+    assert holder.load_now()
+    state.update(published="b2", broken=True)
+    assert holder.check_build() is False and holder.catalogue.build_id == "b1"
+    assert holder.status()["reload_failure"]["build_id"] == "b2"
+    assert holder.check_build() is False and holder.status()["reload_failure"]["attempts"] == 1  # backoff holds
+    state["broken"] = False
+    assert holder.check_build(forced=True) is True and holder.catalogue.build_id == "b2"
+    assert holder.failure is None
