@@ -1,0 +1,39 @@
+"""The text stage inside the pipeline: the tiny project's build pins a text tower that answers words."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.artifacts import resolve_build
+from lookalike.search import Searcher
+from lookalike.text_search import Query, TextSearch
+
+
+def test_the_build_pins_the_tower_and_words_find_catalogue_items(tiny_project: Path) -> None:
+    folder, manifest = resolve_build(tiny_project / "artifacts")
+    assert {"text_tower", "text_tokenizer"} <= set(manifest["files"])  # hashed with the build, published with it
+    assert (folder / manifest["files"]["text_tower"]["path"]).is_file()
+    metrics = json.loads((tiny_project / "metrics/text.json").read_text())
+    assert set(metrics["hidden"]) == {"lexical", "learned", "hybrid"} and metrics["training"]["best_epoch"] >= 1
+    searcher = Searcher.load(tiny_project / "artifacts", root=tiny_project)
+    text = TextSearch.load(searcher)
+    title = next(t for t in searcher.items["productDisplayName"] if t)
+    found = text.search(Query(text=title), k=3)
+    assert found.matches[0].metadata["productDisplayName"] == title  # the exact name, through BM25
+    vector = text.text_vector("shirt")
+    assert vector.shape == (searcher.embeddings.shape[1],) and np.isclose(np.linalg.norm(vector), 1.0, atol=1e-5)
+
+
+def test_the_loaded_tower_needs_no_tensorflow(tiny_project: Path) -> None:
+    code = ("import sys; from lookalike.search import Searcher; from lookalike.text_search import TextSearch, Query; "
+            f"s = Searcher.load({str(tiny_project / 'artifacts')!r}, root={str(tiny_project)!r}); "
+            "TextSearch.load(s).search(Query(text='blue shirt'), k=2); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.stdout.strip().splitlines()[-1] == "[]"
