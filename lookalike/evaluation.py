@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from lookalike.catalogue import load_catalogue
-from lookalike.metrics import evaluate_retrieval, unit_rows
+from lookalike.colour import backbone_part
+from lookalike.metrics import LOOK_COLUMNS, evaluate_retrieval, look_metrics, unit_rows
 from lookalike.runtime import EmbeddingRuntime, predict_paths
 from lookalike.search import Searcher
 
@@ -24,7 +25,8 @@ def evaluate_folder(searcher: Searcher, folder: str | Path, label_column: str | 
 
     No retraining. Queries whose label has no other image in the folder cannot
     score and are left out (counted in the result). ``with_baseline`` also scores
-    the pinned model's pretrained backbone features without the head.
+    the pinned model's pretrained backbone features without the head. Where the folder's table has
+    baseColour and gender, the look metrics (type+colour, type+gender) are reported beside the type ones.
     """
     label_column = label_column or searcher.manifest["params"]["label_column"]
     table, report = load_catalogue(folder, label_column)
@@ -36,9 +38,15 @@ def evaluate_folder(searcher: Searcher, folder: str | Path, label_column: str | 
     result = {"folder": str(folder), "images": len(table), "queries": len(queries),
               "queries_without_relevant": int(len(table) - len(queries)), "catalogue": report.summary(),
               "trained": evaluate_retrieval(embeddings, labels, queries)[0]}
+    with_look = all(column in table for column in LOOK_COLUMNS)
+    if with_look:
+        result["trained"].update(look_metrics(embeddings, table, queries, label_column))
     if with_baseline:
         backbone = EmbeddingRuntime(searcher.folder / searcher.manifest["files"]["runtime_backbone"]["path"],
                                     searcher.model.threads)
         features = predict_paths(backbone, paths, searcher.spec, batch_size, description="backbone features")
-        result["pretrained"] = evaluate_retrieval(unit_rows(features), labels, queries)[0]
+        features = unit_rows(backbone_part(features, bool(searcher.manifest["params"].get("colour_descriptor"))))
+        result["pretrained"] = evaluate_retrieval(features, labels, queries)[0]
+        if with_look:
+            result["pretrained"].update(look_metrics(features, table, queries, label_column))
     return result

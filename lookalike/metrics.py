@@ -101,8 +101,10 @@ def evaluate_retrieval(
     labels: np.ndarray,
     query_rows: np.ndarray,
     index=None,
+    queries: np.ndarray | None = None,
 ) -> tuple[dict[str, float], pd.DataFrame]:
-    """Queries = ``query_rows`` of the gallery ``embeddings`` (each excluded from its own results).
+    """Queries = ``query_rows`` of the gallery ``embeddings`` (each excluded from its own results), or
+    ``queries`` (one vector per query row: the same items asked another question, e.g. re-weighted).
 
     Searches ``index`` (a FAISS index over ``embeddings``) or an exact one built
     here. Returns the six metrics and the per-label table.
@@ -113,7 +115,39 @@ def evaluate_retrieval(
         index = build_index(embeddings, {"type": "flat"})
     n_relevant = count_relevant(labels[query_rows], labels)
     depth = int(max(5, n_relevant.max(initial=0)))
-    _, neighbours = search(index, embeddings[query_rows], depth + 1)
+    _, neighbours = search(index, embeddings[query_rows] if queries is None else queries, depth + 1)
     ranked = exclude_self(neighbours, query_rows, depth)
     relevant = relevance(ranked, labels[query_rows], labels)
     return retrieval_metrics(relevant, n_relevant), per_label_table(relevant, n_relevant, labels[query_rows])
+
+
+LOOK_COLUMNS = ("baseColour", "gender")
+
+
+def joint_labels(table: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """str (n,): the raw values of ``columns`` joined ("Shirts|Navy Blue"); no names merged, so "Navy Blue"
+    and "Blue" stay different (the metric reports the catalogue's own labels)."""
+    joined = table[columns[0]].astype("string").fillna("").to_numpy(dtype=str)
+    for column in columns[1:]:
+        joined = np.char.add(np.char.add(joined, "|"), table[column].astype("string").fillna("").to_numpy(dtype=str))
+    return joined
+
+
+def look_metrics(embeddings: np.ndarray, table: pd.DataFrame, query_rows: np.ndarray, label_column: str,
+                 queries: np.ndarray | None = None) -> dict[str, float]:
+    """Beside the type metrics, whether results share the look: relevant = same type and same baseColour
+    (P@5, MAP@R), same type and gender (P@5), same baseColour alone (P@5), and the best type+colour P@5
+    any ranking could reach given the gallery (per query min(5, R) / 5, averaged). Exact search."""
+    def score(columns: list[str]) -> dict[str, float]:
+        return evaluate_retrieval(embeddings, joint_labels(table, columns), query_rows, queries=queries)[0]
+
+    type_colour = score([label_column, "baseColour"])
+    n_relevant = count_relevant(joint_labels(table, [label_column, "baseColour"])[query_rows],
+                                joint_labels(table, [label_column, "baseColour"]))
+    return {
+        "type_colour_precision_at_5": type_colour["precision_at_5"],
+        "type_colour_map_at_r": type_colour["map_at_r"],
+        "type_gender_precision_at_5": score([label_column, "gender"])["precision_at_5"],
+        "colour_precision_at_5": score(["baseColour"])["precision_at_5"],
+        "type_colour_precision_at_5_bound": float(np.mean(np.minimum(n_relevant, 5) / 5.0)),
+    }

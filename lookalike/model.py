@@ -1,8 +1,14 @@
-"""The embedding model: backbone -> global average pooling -> head -> unit-length embedding.
+"""The embedding model: backbone -> global average pooling (+ colour descriptor) -> head -> unit embedding.
 
-The full model is ``image -> backbone -> GAP -> head``, with the backbone and head
+The full model is ``image -> [GAP(backbone), colour] -> head``, with the backbone and head
 as nested models named "backbone" and "head", so stages can cache the pooled
-backbone features once and train or apply the head alone.
+backbone features (and the colour descriptor, :mod:`lookalike.colour`) once and train or apply
+the head alone.
+
+The head ends in one unit sub-vector per attribute (type, colour, ...: ``model.subspaces``), each
+scaled by the root of its weight and the whole renormalised, so the stored vector is unit length and
+the inner product of two is the weighted sum of their per-attribute cosines. A query re-weights its
+own sub-vectors to ask another question of the same index (:mod:`lookalike.similarity`).
 """
 
 from __future__ import annotations
@@ -13,45 +19,124 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from keras import ops
 
 from lookalike.artifacts import atomic_path
 from lookalike.backbones import build_backbone
+from lookalike.colour import COLOUR_FEATURES, POOLED_SIDE, SOFTNESS, WHITE_MARGIN, _cells, palette
 from lookalike.runtime import EXPORT_MIN_COSINE, EmbeddingRuntime, agreement
 
 
-def build_head(feature_dim: int, hidden_dim: int = 512, embedding_dim: int = 256,
-               dropout: float = 0.0, embedding: str = "head", seed: int = 0) -> keras.Model:
-    """Pooled backbone features (feature_dim,) -> Dense(hidden, ReLU) -> Dense(emb) -> L2 norm.
+@keras.saving.register_keras_serializable(package="lookalike")
+class ColourDescriptor(keras.layers.Layer):
+    """Preprocessed images (batch, side, side, 3) -> float32 (batch, COLOUR_FEATURES): sqrt of soft histograms
+    of the whole foreground, then of each grid cell (row by row) scaled by the root of its foreground share.
 
-    ``embedding="concat"`` returns the unit head output beside the unit backbone
-    features, renormalised: (embedding_dim + feature_dim,).
+    ``normalisation`` is the backbone's input normalisation (``lite`` or ``caffe``), undone here to get RGB.
     """
+
+    def __init__(self, normalisation: str = "lite", **kwargs):
+        super().__init__(**kwargs)
+        if normalisation not in ("lite", "caffe"):
+            raise ValueError(f"unknown normalisation {normalisation!r}")
+        self.normalisation = normalisation
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "normalisation": self.normalisation}
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], COLOUR_FEATURES)
+
+    def call(self, images):
+        if self.normalisation == "lite":
+            rgb = images * 128.0 + 127.0
+        else:  # caffe: BGR with the ImageNet mean removed
+            rgb = ops.flip(images + ops.convert_to_tensor([103.939, 116.779, 123.68], "float32"), axis=-1)
+        side = images.shape[1] or POOLED_SIDE
+        pool = max(1, int(side) // POOLED_SIDE)
+        rgb = ops.average_pool(rgb, pool, pool, padding="valid")
+        pixels = ops.clip(rgb / 255.0, 0.0, 1.0)  # (batch, rows, cols, 3)
+        foreground = ops.sigmoid((ops.max(1.0 - pixels, axis=-1) - WHITE_MARGIN) * 40.0)  # (batch, rows, cols)
+        centres = ops.convert_to_tensor(palette())
+        distance = (ops.sum(pixels**2, axis=-1, keepdims=True) - 2.0 * ops.matmul(pixels, ops.transpose(centres))
+                    + ops.sum(centres**2, axis=-1))
+        weighted = ops.softmax(-distance / (2.0 * SOFTNESS**2), axis=-1) * foreground[..., None]
+        rows, cols = int(rgb.shape[1]), int(rgb.shape[2])
+        parts = [ops.sqrt(ops.sum(weighted, axis=(1, 2)) / (ops.sum(foreground, axis=(1, 2))[:, None] + 1e-6) + 1e-8)]
+        for top, bottom in _cells(rows):
+            for left, right in _cells(cols):
+                cell, share = weighted[:, top:bottom, left:right], foreground[:, top:bottom, left:right]
+                total = ops.sum(share, axis=(1, 2))[:, None]
+                parts.append(ops.sqrt(ops.sum(cell, axis=(1, 2)) / (total + 1e-6) + 1e-8)
+                             * ops.sqrt(total / ((bottom - top) * (right - left))))
+        return ops.concatenate(parts, axis=-1)
+
+
+def build_head(feature_dim: int, hidden_dim: int = 512, embedding_dim: int = 256,
+               dropout: float = 0.0, embedding: str = "head", seed: int = 0,
+               subspaces: dict[str, dict] | None = None) -> keras.Model:
+    """Features (feature_dim,) -> Dense(hidden, ReLU) -> one Dense + L2 norm per sub-space -> weighted concat
+    -> L2 norm. ``subspaces``: name -> {"dim", "weight"} in order; None: one sub-space of ``embedding_dim``
+    (the type-only head). The model has one output per sub-space after the final one, for training.
+
+    ``embedding="concat"`` returns the unit head output beside the unit features, renormalised.
+    """
+    subspaces = subspaces or {"type": {"dim": embedding_dim, "weight": 1.0}}
     init = keras.initializers.GlorotUniform
     features = keras.Input((feature_dim,), name="pooled_features")
     x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(features) if dropout else features
     x = keras.layers.Dense(hidden_dim, activation="relu", kernel_initializer=init(seed), name="dense_hidden")(x)
-    x = keras.layers.Dense(embedding_dim, kernel_initializer=init(seed + 1), name="dense_embedding")(x)
-    x = keras.layers.UnitNormalization(name="l2_normalise")(x)
+    parts = []
+    for i, (name, spec) in enumerate(subspaces.items()):
+        dense_name = "dense_embedding" if len(subspaces) == 1 else f"dense_{name}"
+        part = keras.layers.Dense(int(spec["dim"]), kernel_initializer=init(seed + 1 + i), name=dense_name)(x)
+        unit_name = "l2_normalise" if len(subspaces) == 1 else f"unit_{name}"
+        parts.append(keras.layers.UnitNormalization(name=unit_name)(part))
+    if len(parts) == 1:
+        x = parts[0]
+    else:
+        scaled = [keras.layers.Rescaling(float(np.sqrt(spec["weight"])), name=f"weight_{name}")(part)
+                  for part, (name, spec) in zip(parts, subspaces.items(), strict=True)]
+        x = keras.layers.UnitNormalization(name="l2_normalise")(keras.layers.Concatenate(name="subspaces")(scaled))
     if embedding == "concat":
         unit_features = keras.layers.UnitNormalization(name="unit_features")(features)
         x = keras.layers.Concatenate(name="concat")([x, unit_features])
         x = keras.layers.UnitNormalization(name="l2_normalise_concat")(x)
-    return keras.Model(features, x, name="head")
+    return keras.Model(features, [x, *parts] if len(parts) > 1 else x, name="head")
 
 
-def build_feature_model(backbone: keras.Model) -> keras.Model:
-    """image -> pooled backbone features: the pretrained baseline and the training input."""
+def final_output(model: keras.Model) -> keras.Model:
+    """The model with only its first output (the stored embedding), for export and embedding."""
+    if len(model.outputs) == 1:
+        return model
+    return keras.Model(model.inputs, model.outputs[0], name=model.name)
+
+
+def build_feature_model(backbone: keras.Model, colour_normalisation: str | None = None) -> keras.Model:
+    """image -> pooled backbone features, and with ``colour_normalisation`` (the backbone's input
+    normalisation) the colour descriptor after them: the pretrained baseline and the training input."""
     inputs = keras.Input(backbone.input_shape[1:], name="image")
     pooled = keras.layers.GlobalAveragePooling2D(name="global_average_pooling")(backbone(inputs))
+    if colour_normalisation:
+        pooled = keras.layers.Concatenate(name="with_colour")(
+            [pooled, ColourDescriptor(colour_normalisation, name="colour_descriptor")(inputs)])
     return keras.Model(inputs, pooled, name="feature_model")
 
 
-def build_embedding_model(backbone: keras.Model, head: keras.Model) -> keras.Model:
+def build_embedding_model(backbone: keras.Model, head: keras.Model, colour_normalisation: str | None = None,
+                          all_outputs: bool = False) -> keras.Model:
     """image (preprocessed, float32) -> unit embedding; given the backbone's top blocks
-    instead, their cached input maps -> unit embedding (what fine-tuning trains)."""
+    instead, their cached input maps -> unit embedding (what fine-tuning trains; ``all_outputs`` keeps
+    the head's per-sub-space outputs after the embedding, for the loss)."""
     inputs = keras.Input(backbone.input_shape[1:], name="image")
     pooled = keras.layers.GlobalAveragePooling2D(name="global_average_pooling")(backbone(inputs))
-    return keras.Model(inputs, head(pooled), name="lookalike_embedder")
+    if colour_normalisation:
+        pooled = keras.layers.Concatenate(name="with_colour")(
+            [pooled, ColourDescriptor(colour_normalisation, name="colour_descriptor")(inputs)])
+    outputs = head(pooled)
+    if isinstance(outputs, list) and not all_outputs:
+        outputs = outputs[0]
+    return keras.Model(inputs, outputs, name="lookalike_embedder")
 
 
 def new_backbone(name: str, image_size: int, weights: str | None) -> keras.Model:
@@ -73,6 +158,7 @@ class CompiledModel:
     """
 
     def __init__(self, model: keras.Model):
+        model = final_output(model)  # a head with one output per sub-space: only the stored embedding
         self.model = model
         signature = tf.TensorSpec((None, *model.input_shape[1:]), tf.float32)
         self._call = tf.function(lambda x: model(x, training=False), input_signature=[signature])

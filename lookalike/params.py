@@ -80,7 +80,7 @@ def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
     _int_at_least(params, "train.steps", 1)
     _int_at_least(params, "train.eval_every", 1)
     _int_at_least(params, "train.patience", 1)
-    _choice(params, "train.selection", ("map_at_r", "no_regression"))
+    _choice(params, "train.selection", ("map_at_r", "look", "no_regression"))
     _int_at_least(params, "train.finetune_blocks", 0)
     _int_at_least(params, "train.finetune_steps", 0)
     blocks = backbone_info(params["backbone"]["name"]).num_blocks
@@ -94,6 +94,7 @@ def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
     for knob in ("nlist", "nprobe", "pq_m", "pq_bits", "hnsw_m", "ef_construction", "ef_search"):
         _int_at_least(params, f"index.{knob}", 1)
     embedding_dim = params["model"]["embedding_dim"]
+    _check_subspaces(params)
     if params["index"]["type"] == "ivf_pq":
         _check(embedding_dim % params["index"]["pq_m"] == 0, "index.pq_m",
                f"must divide model.embedding_dim ({embedding_dim})", params["index"]["pq_m"])
@@ -104,6 +105,36 @@ def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
     max_mb = _require(params, "search.max_upload_mb")
     _check(isinstance(max_mb, (int, float)) and max_mb > 0, "search.max_upload_mb", "must be > 0", max_mb)
     return params
+
+
+def _check_subspaces(params: dict) -> None:
+    """Fill the look-aware model's defaults (a params file without them trains the type-only head, as
+    before) and check them: one sub-space per attribute, dims adding up to model.embedding_dim, weights > 0
+    (a stored sub-vector with weight 0 could never be asked for again by a query)."""
+    model = params["model"]
+    model.setdefault("colour_descriptor", False)
+    label = params.get("data", {}).get("label_column", "articleType")
+    model.setdefault("subspaces", {"type": {"column": label, "dim": model["embedding_dim"], "weight": 1.0}})
+    subspaces = model["subspaces"]
+    _check(isinstance(subspaces, dict) and len(subspaces) >= 1, "model.subspaces",
+           "must map sub-space names to {column, dim, weight}", subspaces)
+    for name, spec in subspaces.items():
+        _check(isinstance(spec, dict) and {"column", "dim", "weight"} <= set(spec), f"model.subspaces.{name}",
+               "needs column, dim and weight", spec)
+        _check(isinstance(spec["dim"], int) and spec["dim"] >= 1, f"model.subspaces.{name}.dim",
+               "must be an integer >= 1", spec["dim"])
+        _check(isinstance(spec["weight"], (int, float)) and spec["weight"] > 0, f"model.subspaces.{name}.weight",
+               "must be > 0", spec["weight"])
+    total = sum(spec["dim"] for spec in subspaces.values())
+    _check(total == model["embedding_dim"], "model.subspaces",
+           f"dims add up to {total}, not model.embedding_dim ({model['embedding_dim']})", list(subspaces))
+    _check(not (model["colour_descriptor"] and params["train"]["finetune_blocks"]), "model.colour_descriptor",
+           "needs the photo, which fine-tuning on cached maps does not see: set it to false to fine-tune "
+           "(train.finetune_blocks > 0)", model["colour_descriptor"])
+    for mode, weights in (params.get("similarity") or {}).items():
+        _check(isinstance(weights, dict) and set(weights) <= set(subspaces)
+               and all(isinstance(w, (int, float)) and w >= 0 for w in weights.values()),
+               f"similarity.{mode}", f"must map sub-spaces ({', '.join(subspaces)}) to weights >= 0", weights)
 
 
 def check_k_fits(params: dict, catalogue_size: int) -> None:

@@ -248,8 +248,14 @@ def preprocess(source: ImageSource | Image.Image, spec: PreprocessSpec,
     return image_to_input(load_image(source, max_bytes=max_bytes, max_side=spec.image_size), spec)
 
 
-def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """A cheap random view of a product photo: flip, crop, small colour jitter."""
+def augment(image: Image.Image, rng: np.random.Generator, alterations: tuple[str, ...] = (),
+            alteration_rate: float = 0.5) -> Image.Image:
+    """A cheap random view of a product photo: flip, crop, small colour jitter, and with probability
+    ``alteration_rate`` one of the shopper-photo ``alterations`` (names in :mod:`lookalike.alterations`)."""
+    if alterations and rng.random() < alteration_rate:
+        from lookalike.alterations import ALTERATIONS  # it decodes through this module
+
+        image = ALTERATIONS[alterations[int(rng.integers(len(alterations)))]](image, rng)
     if rng.random() < 0.5:
         image = ImageOps.mirror(image)
     scale = rng.uniform(0.8, 1.0)
@@ -269,6 +275,7 @@ def iter_input_batches(
     batch_size: int,
     augment_seed: int | None = None,
     workers: int = 1,
+    alterations: tuple[str, ...] = (),
 ):
     """Yield float32 (batch, size, size, 3) inputs in order, decoding ahead on a thread.
 
@@ -283,7 +290,7 @@ def iter_input_batches(
     def one(position: int) -> np.ndarray:
         image = load_image(paths[position], max_side=spec.image_size)
         if augment_seed is not None:
-            image = augment(image, np.random.default_rng([augment_seed, position]))
+            image = augment(image, np.random.default_rng([augment_seed, position]), alterations)
         return image_to_input(image, spec)
 
     def batch(start: int) -> np.ndarray:

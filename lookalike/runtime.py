@@ -79,13 +79,14 @@ def predict_paths(
     batch_size: int = 32,
     augment_seed: int | None = None,
     description: str = "images",
+    alterations: tuple[str, ...] = (),
 ) -> np.ndarray:
     """float32 (len(paths), *model.output_shape): a model (an :class:`EmbeddingRuntime`) over image
     files, decoding the next batch while the current one runs."""
     out = np.empty((len(paths), *model.output_shape), dtype=np.float32)
     position = 0
     with tqdm(total=len(paths), desc=description, unit="img", mininterval=5) as progress:
-        for batch in iter_input_batches(paths, spec, batch_size, augment_seed):
+        for batch in iter_input_batches(paths, spec, batch_size, augment_seed, alterations=alterations):
             out[position : position + len(batch)] = model(batch)
             position += len(batch)
             progress.update(len(batch))

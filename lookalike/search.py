@@ -3,6 +3,10 @@
     searcher = Searcher.load()                       # checks the manifest first
     response = searcher.search("photo.jpg", k=5)     # a path or the bytes of an upload
     response = searcher.similar_items(15970, k=5)    # "more like this" for a catalogue item
+    response = searcher.similar_items(15970, k=5, similarity="colour")   # ... in the same colour
+
+``similarity`` picks what "alike" means per query (:mod:`lookalike.similarity`): "overall" (the
+default), a mode of the build ("colour", "type", "style") or weights such as "type:1,colour:0.5".
 
 Bad images raise :class:`lookalike.preprocessing.InvalidImageError`; artifacts that
 disagree raise :class:`lookalike.artifacts.ArtifactMismatchError`. Both carry a
@@ -28,6 +32,7 @@ from lookalike.index import load_index, search
 from lookalike.params import PROJECT_ROOT
 from lookalike.preprocessing import DEFAULT_MAX_BYTES, ImageSource, PreprocessSpec, load_image, preprocess
 from lookalike.runtime import EmbeddingRuntime
+from lookalike.similarity import Similarity
 
 FILTER_COLUMNS = ("gender", "masterCategory", "articleType", "baseColour")
 METADATA_COLUMNS = ("productDisplayName", "articleType", "baseColour", "gender", "masterCategory", "subCategory")
@@ -68,6 +73,7 @@ class Searcher:
     root: Path = PROJECT_ROOT
     max_bytes: int = DEFAULT_MAX_BYTES
     folder: Path | None = None  # the build folder loaded (its exported backbone serves evaluate-folder's baseline)
+    similarity: Similarity | None = None  # the build's sub-spaces and modes (None: read from the manifest)
     _row_of_id: dict = field(default_factory=dict, repr=False)
     _metadata_columns: dict = field(default_factory=dict, repr=False)  # column -> object array: rows in microseconds
     _item_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
@@ -119,6 +125,7 @@ class Searcher:
                 f"model input {model.input_shape[:2]} does not match the manifest's image_size {spec.image_size}")
         searcher = cls(manifest, model, spec, embeddings, image_paths, items, index, Path(root), max_bytes,
                        Path(directory))
+        searcher.similarity = Similarity.from_manifest(manifest)
         searcher._row_of_id = {int(i): row for row, i in enumerate(items["id"])}
         searcher._item_ids = items["id"].to_numpy()
         searcher._metadata_columns = {c: items[c].to_numpy(dtype=object) for c in METADATA_COLUMNS if c in items}
@@ -164,12 +171,19 @@ class Searcher:
             mask &= self.items[column].isin(list(values)).to_numpy()
         return np.flatnonzero(mask)
 
+    def query_vector(self, vector: np.ndarray, similarity: str | dict | None = None) -> np.ndarray:
+        """``vector`` re-weighted to ask ``similarity`` (:class:`lookalike.similarity.SimilarityError` if the
+        build cannot answer it); the vector itself for the default, "overall"."""
+        layout = self.similarity or Similarity.from_manifest(self.manifest)
+        return layout.query_vector(vector, similarity)
+
     def search_vector(self, vector: np.ndarray, k: int, filters: dict | None = None,
-                      exclude_rows: tuple[int, ...] = ()) -> SearchResponse:
-        """Top-k among the items passing ``filters``, never any of ``exclude_rows``."""
+                      exclude_rows: tuple[int, ...] = (), similarity: str | dict | None = None) -> SearchResponse:
+        """Top-k among the items passing ``filters``, never any of ``exclude_rows``, by ``similarity``."""
         if k < 1:
             raise ValueError("k must be at least 1")
         started = time.perf_counter()
+        vector = self.query_vector(vector, similarity)
         allowed = self.allowed_rows(filters)
         excluded = {int(r) for r in exclude_rows}
         if allowed is not None and excluded:
@@ -189,21 +203,24 @@ class Searcher:
                 break
         return SearchResponse(matches, search_ms=(time.perf_counter() - started) * 1e3, candidates=candidates)
 
-    def search(self, source: ImageSource | Image.Image, k: int = 5, filters: dict | None = None) -> SearchResponse:
-        """The k catalogue items most similar to an image (path or bytes)."""
+    def search(self, source: ImageSource | Image.Image, k: int = 5, filters: dict | None = None,
+               similarity: str | dict | None = None) -> SearchResponse:
+        """The k catalogue items most similar to an image (path or bytes), by ``similarity``."""
         started = time.perf_counter()
+        (self.similarity or Similarity.from_manifest(self.manifest)).weights(similarity)  # refused before the work
         vector = self.embed_image(source)
         embedded = time.perf_counter()
-        response = self.search_vector(vector, k, filters)
+        response = self.search_vector(vector, k, filters, similarity=similarity)
         response.embed_ms = (embedded - started) * 1e3
         response.total_ms = (time.perf_counter() - started) * 1e3
         return response
 
-    def similar_items(self, item_id: int, k: int = 5, filters: dict | None = None) -> SearchResponse:
-        """"More like this": the k nearest catalogue items to an item, never the item itself."""
+    def similar_items(self, item_id: int, k: int = 5, filters: dict | None = None,
+                      similarity: str | dict | None = None) -> SearchResponse:
+        """"More like this": the k nearest catalogue items to an item, never the item itself, by ``similarity``."""
         started = time.perf_counter()
         row = self.row_of(item_id)
-        response = self.search_vector(self.embeddings[row], k, filters, exclude_rows=(row,))
+        response = self.search_vector(self.embeddings[row], k, filters, exclude_rows=(row,), similarity=similarity)
         response.total_ms = (time.perf_counter() - started) * 1e3
         return response
 

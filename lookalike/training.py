@@ -20,7 +20,8 @@ from lookalike.metrics import evaluate_retrieval, unit_rows
 from lookalike.model import CompiledModel, build_embedding_model, build_head
 
 SELECTION_METRIC = "map_at_r"
-SELECTIONS = ("map_at_r", "no_regression")
+SELECTIONS = ("map_at_r", "look", "no_regression")
+MISSING = ""  # an attribute value that does not count (NaN, "NA", empty in styles.csv)
 
 
 @dataclass
@@ -47,6 +48,26 @@ def sample_pk_batch(rng: np.random.Generator, groups: list[np.ndarray], classes:
     return np.concatenate(picks)
 
 
+def attribute_labels(table: pd.DataFrame, column: str) -> np.ndarray:
+    """str (n,): a sub-space's label per row; ``a+b`` joins columns (type and colour together: the look).
+    Missing values (empty, NaN, the literal NA) become MISSING, so they neither pull nor push."""
+    parts = []
+    for name in column.split("+"):
+        values = table[name].astype("string").fillna(MISSING).str.strip().to_numpy(dtype=object)
+        parts.append(np.where(np.isin(values, ["", "NA", "nan"]), MISSING, values))
+    joined = parts[0].astype(str)
+    for part in parts[1:]:
+        joined = np.where((joined == MISSING) | (part == MISSING), MISSING, joined + "|" + part.astype(str))
+    return joined.astype(str)
+
+
+def label_codes(values: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
+    """int32 (n,): each value's index among the values seen in ``train_rows``; -1 for MISSING or unseen."""
+    names = sorted(set(values[train_rows].tolist()) - {MISSING})
+    lookup = {name: i for i, name in enumerate(names)}
+    return np.array([lookup.get(v, -1) for v in values.tolist()], np.int32)
+
+
 def embed_features(model: keras.Model | CompiledModel, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """float32 (n, emb_dim): ``model`` (the head, or top blocks + head) over cached features
     (n, feature_dim) or maps (n, h, w, c); maps go in batches of 256 to bound activation memory.
@@ -70,6 +91,8 @@ def train_head(
     train_params: dict,
     log=print,
     backbone_top: keras.Model | None = None,
+    attributes: dict[str, np.ndarray] | None = None,
+    look_labels: np.ndarray | None = None,
 ) -> TrainResult:
     """Train a head on ``features`` (views, n, ...); view 0 is the plain image.
 
@@ -78,16 +101,22 @@ def train_head(
     turn into pooled features: those blocks then train too, at
     ``train.finetune_learning_rate`` (cosine decay over ``train.finetune_steps``).
     Only ``train_rows`` are sampled (any view); ``val_rows`` are queries against
-    train + val for early stopping on MAP@R.
+    train + val for early stopping on MAP@R (``train.selection: look``: the mean of MAP@R by ``labels`` and
+    by ``look_labels``, type and colour together).
+
+    ``attributes``: sub-space name -> label per row (``model.subspaces`` order; missing: MISSING); each
+    sub-space trains on its own label with its own proxies. None: one sub-space on ``labels``.
     """
     seed = int(train_params["seed"])
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     views = features.shape[0]
     feature_dim = features.shape[-1] if backbone_top is None else int(backbone_top.output_shape[-1])
+    subspaces = model_params.get("subspaces") if attributes else None
     head = build_head(feature_dim, model_params["hidden_dim"], model_params["embedding_dim"],
-                      train_params["dropout"], model_params["embedding"], seed)
-    embedder = head if backbone_top is None else build_embedding_model(backbone_top, head)  # maps -> embedding
+                      train_params["dropout"], model_params["embedding"], seed, subspaces)
+    # maps -> embedding, with the per-sub-space outputs for the loss
+    embedder = head if backbone_top is None else build_embedding_model(backbone_top, head, all_outputs=True)
     steps = int(train_params["finetune_steps"] if backbone_top is not None else train_params["steps"])
     optimizer = keras.optimizers.AdamW(train_params["learning_rate"], weight_decay=train_params["weight_decay"])
     top_variables = [] if backbone_top is None else backbone_top.trainable_variables
@@ -95,18 +124,34 @@ def train_head(
         keras.optimizers.schedules.CosineDecay(float(train_params["finetune_learning_rate"]), steps),
         weight_decay=train_params["weight_decay"]) if top_variables else None
     loss_name, mining, margin = train_params["loss"], train_params["mining"], float(train_params["margin"])
-    label_codes, label_names = pd.factorize(labels)
-    label_codes = label_codes.astype(np.int32)
-    # Proxies (one learned vector per label) are used by proxy_softmax only; they are not part of the model.
-    proxies = tf.Variable(rng.normal(0.0, 0.01, (len(label_names), head.output_shape[-1])).astype(np.float32))
-    variables = head.trainable_variables + ([proxies] if loss_name == "proxy_softmax" else [])
+    attributes = attributes or {"type": np.asarray(labels, dtype=str)}
+    codes = [label_codes(values, train_rows) for values in attributes.values()]
+    label_names = np.array(sorted(set(np.asarray(labels, dtype=str)[train_rows].tolist())))
+    # Proxies (one learned vector per label and sub-space) are used by proxy_softmax only; not part of the model.
+    shapes = head.output_shape[1:] if len(attributes) > 1 else [head.output_shape]  # one per sub-space
+    part_dims = [int(shape[-1]) for shape in shapes]
+    proxies = [tf.Variable(rng.normal(0.0, 0.01, (max(1, int(c.max()) + 1), dim)).astype(np.float32))
+               for c, dim in zip(codes, part_dims, strict=True)]
+    variables = head.trainable_variables + (proxies if loss_name == "proxy_softmax" else [])
+    scale = float(train_params["proxy_scale"])
+
+    def subspace_loss(embeddings, batch_codes, part_proxies, noise):
+        if loss_name == "proxy_softmax":  # rows without this attribute neither pull nor push
+            keep = batch_codes >= 0
+            return metric_loss(tf.boolean_mask(embeddings, keep), tf.boolean_mask(batch_codes, keep), loss_name,
+                               mining, margin, noise, part_proxies, scale)
+        # pair losses: a row without the attribute gets a label of its own (never anyone's positive)
+        unique = -1 - tf.range(tf.shape(batch_codes)[0], dtype=tf.int32)
+        return metric_loss(embeddings, tf.where(batch_codes >= 0, batch_codes, unique), loss_name, mining, margin,
+                           noise, part_proxies, scale)
 
     @tf.function
-    def step(batch_features, batch_labels, noise):
+    def step(batch_features, batch_codes, noise):
         with tf.GradientTape() as tape:
-            embeddings = embedder(batch_features, training=True)
-            loss = metric_loss(embeddings, batch_labels, loss_name, mining, margin, noise, proxies,
-                               float(train_params["proxy_scale"]))
+            outputs = embedder(batch_features, training=True)
+            parts = outputs[1:] if isinstance(outputs, (list, tuple)) else [outputs]
+            loss = tf.add_n([subspace_loss(part, part_codes, part_proxies, noise)
+                             for part, part_codes, part_proxies in zip(parts, batch_codes, proxies, strict=True)])
         gradients = tape.gradient(loss, variables + top_variables)
         optimizer.apply_gradients(zip(gradients[: len(variables)], variables, strict=True))
         if top_variables:
@@ -121,7 +166,12 @@ def train_head(
 
     def validate() -> dict[str, float]:
         embedded = embed_features(compiled_embedder, features[0, gallery_rows])
-        return evaluate_retrieval(embedded, labels[gallery_rows], val_positions)[0]
+        scores = evaluate_retrieval(embedded, labels[gallery_rows], val_positions)[0]
+        if look_labels is not None:
+            look = evaluate_retrieval(embedded, look_labels[gallery_rows], val_positions)[0]["map_at_r"]
+            scores["look_map_at_r"] = look
+            scores["look"] = (scores["map_at_r"] + look) / 2
+        return scores
 
     # "no_regression": the kept step must match or beat the pretrained features on every val metric,
     # so training never makes search worse for the queries the head would otherwise lose.
@@ -130,11 +180,14 @@ def train_head(
         if backbone_top is not None:
             raise ValueError("train.selection: no_regression needs pooled features; set train.finetune_blocks: 0")
         floor = evaluate_retrieval(unit_rows(features[0, gallery_rows]), labels[gallery_rows], val_positions)[0]
+        floor.pop("look", None)
         log("pretrained features on val: " + ", ".join(f"{k} {v:.4f}" for k, v in floor.items()))
+
+    selection = "look" if train_params["selection"] == "look" and look_labels is not None else SELECTION_METRIC
 
     def criterion(scores: dict[str, float]) -> float:
         regresses = any(scores[name] < value for name, value in floor.items())
-        return scores[SELECTION_METRIC] - (2.0 if regresses else 0.0)  # any step that does not regress wins
+        return scores[selection] - (2.0 if regresses else 0.0)  # any step that does not regress wins
 
     history, best = [], (-3.0, 0, {}, embedder.get_weights())
     checks_without_gain, started = 0, time.perf_counter()
@@ -143,7 +196,7 @@ def train_head(
         view = rng.integers(0, views, size=len(rows))
         noise = rng.random((len(rows), len(rows)), dtype=np.float32)
         batch = tf.convert_to_tensor(features[view, rows], tf.float32)
-        loss = float(step(batch, label_codes[rows], noise))
+        loss = float(step(batch, [tf.constant(c[rows]) for c in codes], noise))
         record = {"step": step_number, "loss": loss}
         if step_number % train_params["eval_every"] == 0 or step_number == steps:
             scores = validate() if len(val_rows) else {SELECTION_METRIC: -loss}
@@ -152,7 +205,9 @@ def train_head(
                 best, checks_without_gain = (criterion(scores), step_number, scores, embedder.get_weights()), 0
             else:
                 checks_without_gain += 1
-            log(f"step {step_number}: loss {loss:.4f}, val MAP@R {scores[SELECTION_METRIC]:.4f} "
+            log(f"step {step_number}: loss {loss:.4f}, val MAP@R {scores[SELECTION_METRIC]:.4f}"
+                + (f", look MAP@R {scores['look_map_at_r']:.4f} " if "look_map_at_r" in scores else " ")
+                +
                 f"(kept: step {best[1]}, {time.perf_counter() - started:.0f} s)")
         history.append(record)
         if checks_without_gain >= train_params["patience"]:
@@ -162,7 +217,7 @@ def train_head(
         log("warning: no checked step matched the pretrained features on every val metric; kept the best MAP@R")
     embedder.set_weights(best[3])
     return TrainResult(head, pd.DataFrame(history), best[1], best[2], time.perf_counter() - started,
-                       proxies.numpy(), np.asarray(label_names))
+                       proxies[0].numpy(), label_names)
 
 
 def maps_description(params: dict, shape: tuple[int, ...]) -> dict:

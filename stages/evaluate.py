@@ -1,7 +1,8 @@
 """Stage evaluate: test-split queries against the whole index, self excluded.
 
 Writes metrics/metrics.json (the trained model and, beside it, the pretrained
-backbone features without the head) and metrics/per_label.csv, and logs the
+backbone features without the head: the type metrics and the look metrics, type+colour and type+gender;
+and each similarity mode of the build asked of the same queries) and metrics/per_label.csv, and logs the
 run to MLflow.
 """
 
@@ -11,9 +12,11 @@ import numpy as np
 
 from lookalike.artifacts import publish_build, verify_manifest, write_bytes, write_json
 from lookalike.catalogue import read_table
+from lookalike.colour import backbone_part
 from lookalike.index import load_index
-from lookalike.metrics import evaluate_retrieval, unit_rows
+from lookalike.metrics import evaluate_retrieval, look_metrics, unit_rows
 from lookalike.params import PROJECT_ROOT, load_params
+from lookalike.similarity import Similarity
 
 
 def log_to_mlflow(params: dict, metrics: dict) -> None:
@@ -47,12 +50,23 @@ def main() -> None:
     labels = items[label].to_numpy()
     queries = np.flatnonzero(items["split"].to_numpy() == "test")
     trained, per_label = evaluate_retrieval(embeddings, labels, queries, index)
-    features = unit_rows(np.load(artifacts / "features.npy", mmap_mode="r")[0])
+    trained.update(look_metrics(embeddings, items, queries, label))
+    features = unit_rows(backbone_part(np.load(artifacts / "features.npy", mmap_mode="r")[0],
+                                       params["model"]["colour_descriptor"]))
     pretrained, _ = evaluate_retrieval(features, labels, queries)
+    pretrained.update(look_metrics(features, items, queries, label))
+    similarity = Similarity.from_manifest(manifest)
+    modes = {}
+    for mode in similarity.modes:  # the same queries asking another question of the same index
+        asked = np.stack([similarity.query_vector(v, mode) for v in embeddings[queries]])
+        modes[mode] = {"precision_at_5": evaluate_retrieval(embeddings, labels, queries, queries=asked)[0][
+            "precision_at_5"], **look_metrics(embeddings, items, queries, label, queries=asked)}
+        modes[mode].pop("type_colour_precision_at_5_bound")
     metrics = {
         "trained": trained,
         "pretrained": pretrained,
         "gain": {name: trained[name] - pretrained[name] for name in trained},
+        "modes": modes,
         "queries": int(len(queries)),
         "gallery": int(len(items)),
         "index": params["index"]["type"],

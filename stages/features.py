@@ -1,8 +1,11 @@
 """Stage features: pretrained-backbone features of every subset image, computed once.
 
 artifacts/features.npy: float32 (1 + augmented_views, n_images, feature_dim) pooled
-features in data/subset.csv row order; view 0 is the plain image, the others are
-augmented views of train images (copies of view 0 elsewhere, never sampled).
+features in data/subset.csv row order, followed by the colour descriptor (lookalike/colour.py)
+with ``model.colour_descriptor``; view 0 is the plain image, the others are augmented views of
+train images (copies of view 0 elsewhere, never sampled): flip, crop, jitter and, with
+``features.shopper_alterations``, one of the alterations a shopper's photo brings (blur, a coloured
+background, phone JPEG: lookalike/alterations.py).
 
 artifacts/feature_maps.npy: with ``train.finetune_blocks: N > 0``, float16
 (1 + augmented_views, n_images, h, w, c), the maps entering the last N backbone
@@ -43,7 +46,8 @@ def run_views(model: EmbeddingRuntime, pool_maps: CompiledModel | None, paths: l
         rows = np.arange(len(paths)) if view == 0 else train_rows
         outputs = predict_paths(model, [paths[i] for i in rows], spec, features["batch_size"],
                                 augment_seed=None if view == 0 else features["seed"] * 1000 + view,
-                                description="backbone features" if view == 0 else f"augmented view {view}")
+                                description="backbone features" if view == 0 else f"augmented view {view}",
+                                alterations=tuple(features.get("shopper_alterations", ())))
         if pool_maps is not None:
             if view == 0:
                 maps = np.empty((views, len(paths), *outputs.shape[1:]), np.float16)
@@ -69,7 +73,8 @@ def main() -> None:
     exported = time.perf_counter()
     photos = check_images(paths, spec)
     backbone_file = PROJECT_ROOT / "artifacts/backbone.tflite"
-    export_runtime_model(build_feature_model(backbone), backbone_file, photos, "backbone")
+    colour = spec.normalisation if params["model"]["colour_descriptor"] else None
+    export_runtime_model(build_feature_model(backbone, colour), backbone_file, photos, "backbone")
     with ExitStack() as stack:
         pool_maps = None
         if finetune_blocks:

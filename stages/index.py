@@ -19,6 +19,7 @@ from lookalike.artifacts import make_manifest, publish_build, write_json, write_
 from lookalike.duplicates import calibrate_build
 from lookalike.index import build_index, save_index
 from lookalike.params import PROJECT_ROOT, check_k_fits, load_params, preprocess_spec
+from lookalike.similarity import Similarity
 
 
 def main() -> None:
@@ -41,13 +42,19 @@ def main() -> None:
         ("model", "model.keras"), ("embeddings", "embeddings.npy"), ("image_paths", "image_paths.npy"),
         ("items", "items.csv"), ("index", "faiss.index"),
         ("runtime_model", "model.tflite"), ("runtime_backbone", "backbone.tflite"))}
+    for name, file in (("text_tower", "text_tower.npz"), ("text_tokenizer", "text_tokenizer.json")):
+        if (artifacts / file).is_file():  # stage text's outputs (lookalike/text.py): words into this build's space
+            files[name] = artifacts / file
     manifest = make_manifest(files, {"count": int(len(embeddings)), "dimension": int(embeddings.shape[1])}, {
         "preprocess": {"image_size": spec.image_size, "resize_mode": spec.resize_mode,
                        "normalisation": spec.normalisation},
         "label_column": params["data"]["label_column"],
         "catalogue_dir": params["data"]["catalogue_dir"],
         "backbone": params["backbone"]["name"],
+        "colour_descriptor": params["model"]["colour_descriptor"],  # the last columns of backbone.tflite
         "index": params["index"],
+        "similarity": Similarity.from_params(params["model"], params.get("similarity")).to_manifest(),
+        **({"text": params["text"]} if "text" in params else {}),
         **live_fold,
     })
     # the build's own near-duplicate threshold (lookalike/duplicates.py): its model on copies of its photos

@@ -1,8 +1,9 @@
 """Stage train: cached backbone features -> artifacts/model.keras (image -> unit 256-d embedding).
 
-The head trains on the cached features of the train split; the val split picks
-the step to keep. With ``train.finetune_blocks: N`` the last N backbone blocks
-train with it, on the cached maps that enter them (artifacts/feature_maps.npy).
+The head trains on the cached features (and colour descriptor) of the train split, one sub-space
+per attribute of ``model.subspaces``, each on its own label; the val split picks the step to keep.
+With ``train.finetune_blocks: N`` the last N backbone blocks train with it, on the cached maps that
+enter them (artifacts/feature_maps.npy).
 The saved model is the full network, backbone included, so search needs nothing else.
 """
 
@@ -16,8 +17,8 @@ from lookalike.artifacts import write_bytes, write_json, write_with
 from lookalike.backbones import split_backbone
 from lookalike.catalogue import read_table
 from lookalike.model import build_embedding_model, new_backbone
-from lookalike.params import PROJECT_ROOT, load_params
-from lookalike.training import freeze_for_finetuning, maps_description, train_head
+from lookalike.params import PROJECT_ROOT, load_params, preprocess_spec
+from lookalike.training import attribute_labels, freeze_for_finetuning, maps_description, train_head
 
 
 def main() -> None:
@@ -44,11 +45,15 @@ def main() -> None:
                              f"({maps_description(params, features.shape)}): rerun the features stage (dvc repro)")
         freeze_for_finetuning(backbone, top)
     # Maps stay memory-mapped (hundreds of MB at 5k, gigabytes for the full download); pooled features are small.
+    subspaces = params["model"]["subspaces"]
+    attributes = {name: attribute_labels(subset, spec["column"]) for name, spec in subspaces.items()}
+    look = attribute_labels(subset, f"{label}+baseColour") if "baseColour" in subset else None
     result = train_head(features if finetune_blocks else np.asarray(features), labels, train_rows, val_rows,
-                        params["model"], params["train"], backbone_top=top)
+                        params["model"], params["train"], backbone_top=top, attributes=attributes, look_labels=look)
     print(f"trained in {result.seconds:.1f} s; kept step {result.best_step} "
           f"(val MAP@R {result.best_validation.get('map_at_r', float('nan')):.4f})")
-    model = build_embedding_model(backbone, result.head)
+    colour = preprocess_spec(params).normalisation if params["model"]["colour_descriptor"] else None
+    model = build_embedding_model(backbone, result.head, colour)
     steps = len(result.history)
     summary = {"train_seconds": round(result.seconds, 1), "seconds_per_step": round(result.seconds / steps, 4),
                "steps_run": steps, "best_step": result.best_step,

@@ -23,69 +23,17 @@ Alterations (photo = the catalogue's 60x80 JPEG):
 from __future__ import annotations
 
 import argparse
-import io
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import yaml
-from PIL import Image, ImageFilter
 
+from lookalike.alterations import ALTERATIONS
 from lookalike.catalogue import read_table
 from lookalike.metrics import unit_rows
 from lookalike.params import preprocess_spec
 from lookalike.preprocessing import image_to_input, load_image
-
-
-def _jpeg(image: Image.Image, quality: int) -> Image.Image:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
-    return load_image(buffer.getvalue(), max_side=224)
-
-
-def jpeg(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    return _jpeg(image, int(rng.integers(25, 41)))
-
-
-def blur(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    return image.filter(ImageFilter.GaussianBlur(rng.uniform(0.8, 1.5)))
-
-
-def rotate(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    angle = rng.uniform(4, 10) * rng.choice([-1, 1])
-    return image.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=(255, 255, 255))
-
-
-def crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    width, height = image.size
-    w, h = round(width * rng.uniform(0.7, 0.85)), round(height * rng.uniform(0.7, 0.85))
-    left, top = int(rng.integers(0, width - w + 1)), int(rng.integers(0, height - h + 1))
-    return image.crop((left, top, left + w, top + h))
-
-
-def background(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    pixels = np.asarray(image).copy()
-    colour = rng.integers(0, 256, 3)
-    colour[rng.integers(0, 3)] = rng.integers(0, 60)  # saturated: one channel low
-    pixels[(pixels >= 235).all(axis=2)] = colour
-    return Image.fromarray(pixels)
-
-
-def lighting(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    gains = np.array([rng.uniform(0.85, 1.15), 1.0, rng.uniform(0.85, 1.15)]) * rng.uniform(0.7, 1.3)
-    return Image.fromarray(np.clip(np.asarray(image, np.float32) * gains, 0, 255).astype(np.uint8))
-
-
-def downscaled(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    large = image.resize((image.width * 6, image.height * 6), Image.Resampling.BICUBIC)
-    return _jpeg(large, 85)
-
-
-ALTERATIONS: dict[str, Callable[[Image.Image, np.random.Generator], Image.Image]] = {
-    "jpeg": jpeg, "blur": blur, "rotate": rotate, "crop": crop, "background": background, "lighting": lighting,
-    "downscaled": downscaled,
-}
 
 
 def precision_at_5(queries: np.ndarray, query_rows: np.ndarray, gallery: np.ndarray, relevant_to) -> float:
