@@ -171,6 +171,11 @@ class Searcher:
             mask &= self.items[column].isin(list(values)).to_numpy()
         return np.flatnonzero(mask)
 
+    def check_similarity(self, similarity: str | dict | None) -> None:
+        """Refuse a similarity this build cannot answer (:class:`lookalike.similarity.SimilarityError`) before
+        any work is done for the query."""
+        (self.similarity or Similarity.from_manifest(self.manifest)).weights(similarity)
+
     def query_vector(self, vector: np.ndarray, similarity: str | dict | None = None) -> np.ndarray:
         """``vector`` re-weighted to ask ``similarity`` (:class:`lookalike.similarity.SimilarityError` if the
         build cannot answer it); the vector itself for the default, "overall"."""
@@ -207,7 +212,7 @@ class Searcher:
                similarity: str | dict | None = None) -> SearchResponse:
         """The k catalogue items most similar to an image (path or bytes), by ``similarity``."""
         started = time.perf_counter()
-        (self.similarity or Similarity.from_manifest(self.manifest)).weights(similarity)  # refused before the work
+        self.check_similarity(similarity)
         vector = self.embed_image(source)
         embedded = time.perf_counter()
         response = self.search_vector(vector, k, filters, similarity=similarity)

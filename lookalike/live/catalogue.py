@@ -206,28 +206,33 @@ class LiveCatalogue:
     # ---------------------------------------------------------------- search
 
     def search_vector(self, vector: np.ndarray, k: int, filters: dict[str, list[str]] | None = None,
-                      exclude: str | None = None) -> LiveResponse:
+                      exclude: str | None = None, similarity: str | dict | None = None) -> LiveResponse:
         """Top-k of build + live items passing ``filters`` (column -> accepted values), never ``exclude``: the one
-        function every search (upload, item, text) ends in."""
+        function every search (upload, item, text) ends in. ``similarity``: what "alike" means for this query
+        (:mod:`lookalike.similarity`; live items' vectors have the build's sub-spaces, so every mode reaches them)."""
         started = time.perf_counter()
+        vector = self.searcher.query_vector(vector, similarity)
         matches, candidates = self.state.search(vector, k, filters, exclude)
         return LiveResponse(matches, search_ms=(time.perf_counter() - started) * 1e3, candidates=candidates)
 
-    def search(self, source: ImageSource | Image.Image, k: int = 5, filters: dict | None = None) -> LiveResponse:
+    def search(self, source: ImageSource | Image.Image, k: int = 5, filters: dict | None = None,
+               similarity: str | dict | None = None) -> LiveResponse:
         """The k items most similar to an image: a path, bytes, or an image :meth:`Searcher.decode` returned
         (the page decodes an upload once, for its preview and this search)."""
         started = time.perf_counter()
+        self.searcher.check_similarity(similarity)
         vector = self.searcher.embed_image(source)
         embedded = time.perf_counter()
-        response = self.search_vector(vector, k, filters)
+        response = self.search_vector(vector, k, filters, similarity=similarity)
         response.embed_ms = (embedded - started) * 1e3
         response.total_ms = (time.perf_counter() - started) * 1e3
         return response
 
-    def similar(self, item_id: str, k: int = 5, filters: dict | None = None) -> LiveResponse:
-        """"More like this": the k nearest items to an item, never the item itself."""
+    def similar(self, item_id: str, k: int = 5, filters: dict | None = None,
+                similarity: str | dict | None = None) -> LiveResponse:
+        """"More like this": the k nearest items to an item, never the item itself, by ``similarity``."""
         started = time.perf_counter()
-        response = self.search_vector(self.vector(item_id), k, filters, exclude=item_id)
+        response = self.search_vector(self.vector(item_id), k, filters, exclude=item_id, similarity=similarity)
         response.total_ms = (time.perf_counter() - started) * 1e3
         return response
 
