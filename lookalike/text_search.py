@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lookalike.artifacts import ArtifactMismatchError
-from lookalike.lexical import LexicalIndex
+from lookalike.lexical import LexicalIndex, coverage_fusion, reciprocal_rank_fusion, score_fusion
 from lookalike.preprocessing import ImageSource
 from lookalike.search import Match, Searcher, SearchResponse
 from lookalike.text import TextQueryError, TextTower, check_query, item_text, unit
@@ -58,9 +58,9 @@ class Query:
 
     text: str | None = None
     image: ImageSource | None = None
-    item_ids: Sequence[int] = ()
+    item_ids: Sequence[int | str] = ()  # build ids (ints) for TextSearch; shop ids (str) for LiveTextSearch
     negative_text: str | None = None
-    negative_item_ids: Sequence[int] = ()
+    negative_item_ids: Sequence[int | str] = ()
     text_weight: float = 1.0
     image_weight: float = 1.0
     item_weight: float = 1.0  # shared by the positive items
@@ -171,3 +171,145 @@ class TextSearch:
         total = time.perf_counter() - started
         return SearchResponse(matches, embed_ms=(embedded - started) * 1e3, search_ms=(total - (embedded - started))
                               * 1e3, total_ms=total * 1e3, candidates=learned.candidates)
+
+
+class LiveTextSearch:
+    """Text search over a live catalogue (:class:`lookalike.live.LiveCatalogue`): the build's items less the
+    removed and replaced ones, plus the live items, whose photo is searched by the tower and whose own words
+    by BM25 (an index of the live items' words, rebuilt when they change). Item ids are the shop's strings."""
+
+    def __init__(self, catalogue, text: TextSearch):
+        self.catalogue = catalogue
+        self.text = text
+        self._live_key: tuple = ()
+        self._live_ids: list[str] = []
+        self._live_lexical = LexicalIndex()
+
+    @classmethod
+    def load(cls, catalogue) -> LiveTextSearch:
+        return cls(catalogue, TextSearch.load(catalogue.searcher))
+
+    def _live_index(self) -> tuple[list[str], LexicalIndex]:
+        ids = self.catalogue.live_ids()
+        items = {i: self.catalogue.item(i) for i in ids}
+        key = tuple((i, items[i].seq) for i in ids)
+        if key != self._live_key:
+            lexical = LexicalIndex([item_text(items[i].metadata) for i in ids])
+            self._live_ids, self._live_lexical, self._live_key = ids, lexical, key
+        return self._live_ids, self._live_lexical
+
+    def _vectors(self, item_ids: Sequence[int | str], what: str) -> list[np.ndarray]:
+        from lookalike.live.records import UnknownItemError
+
+        if isinstance(item_ids, (str, bytes)) or len(item_ids) > MAX_ITEMS:
+            raise TextQueryError(f"{what} must be a list of at most {MAX_ITEMS} item ids")
+        try:
+            return [self.catalogue.vector(str(i)) for i in item_ids]
+        except UnknownItemError as error:
+            raise TextQueryError(f"{what}: {error}") from None
+
+    def vector(self, query: Query) -> np.ndarray:
+        """The composed query vector (see :func:`compose`)."""
+        parts: list[tuple[np.ndarray, float]] = []
+        positives = self._vectors(query.item_ids, "item_ids")
+        negatives = self._vectors(query.negative_item_ids, "negative_item_ids")
+        if query.text is not None and query.text.strip():
+            parts.append((self.text.text_vector(query.text), _weight("text_weight", query.text_weight)))
+        if query.image is not None:
+            parts.append((self.catalogue.searcher.embed_image(query.image),
+                          _weight("image_weight", query.image_weight)))
+        item_weight = _weight("item_weight", query.item_weight)
+        parts.extend((v, item_weight / len(positives)) for v in positives)
+        if not parts:
+            raise TextQueryError("a query needs at least one of text, image or item_ids")
+        has_negative_text = bool(query.negative_text and query.negative_text.strip())
+        if negatives or has_negative_text:
+            share = _weight("negative_weight", query.negative_weight) / (len(negatives) + has_negative_text)
+            if has_negative_text:
+                parts.append((self.text.text_vector(query.negative_text), -share))
+            parts.extend((v, -share) for v in negatives)
+        return compose(parts)
+
+    def _lexical(self, text: str, depth: int, filters: dict | None, every_word: bool = False) -> dict[str, float]:
+        """id -> BM25 (higher better) of build and live items whose words match, as the catalogue holds them now."""
+        searcher, state = self.catalogue.searcher, self.catalogue.state
+        rows, scores = self.text.lexical.search(text, depth, searcher.allowed_rows(filters), every_word)
+        found = {}
+        for row, score in zip(rows.tolist(), scores.tolist(), strict=True):
+            item_id = state.build_ids[row]
+            if self.catalogue.build_row(item_id) == row:  # not removed, not replaced by a live version
+                found[item_id] = score
+        ids, lexical = self._live_index()
+        active = {c: set(v) for c, v in (filters or {}).items() if v}
+        slots, scores = lexical.search(text, depth, None, every_word)
+        for slot, score in zip(slots.tolist(), scores.tolist(), strict=True):
+            metadata = self.catalogue.item(ids[slot]).metadata
+            if all(metadata.get(c) in values for c, values in active.items()):
+                found[ids[slot]] = score
+        return found
+
+    def _coverage(self, text: str, item_ids: list[str]) -> np.ndarray:
+        ids, lexical = self._live_index()
+        slot = {i: n for n, i in enumerate(ids)}
+        out = np.zeros(len(item_ids))
+        build = [(n, self.catalogue.build_row(i)) for n, i in enumerate(item_ids) if i not in slot]
+        build = [(n, r) for n, r in build if r is not None]
+        if build:
+            out[[n for n, _ in build]] = self.text.lexical.coverage(text, np.array([r for _, r in build]))
+        live = [(n, slot[i]) for n, i in enumerate(item_ids) if i in slot]
+        if live:
+            out[[n for n, _ in live]] = lexical.coverage(text, np.array([s for _, s in live]))
+        return out
+
+    def search(self, query: Query, k: int = 5, filters: dict | None = None):
+        """The k best items for ``query`` (a :class:`lookalike.live.records.LiveResponse`), live items included."""
+        from lookalike.live.records import Hit, LiveResponse
+
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise TextQueryError("k must be a positive integer")
+        started = time.perf_counter()
+        vector = self.vector(query)
+        embedded = time.perf_counter()
+        excluded = {str(i) for i in [*query.item_ids, *query.negative_item_ids]}
+        if query.negative_text and query.negative_text.strip():
+            check_query(query.negative_text)
+            excluded |= set(self._lexical(query.negative_text, len(self.catalogue.searcher.items) + len(
+                self._live_index()[0]), filters, every_word=True))
+        depth = max(int(self.text.fusion["depth"]), k)
+        learned = self.catalogue.search_vector(vector, depth + len(excluded), filters)
+        hits = {h.id: h for h in learned.matches if h.id not in excluded}
+        learned_ids = list(hits)[:depth]
+        if query.words_only() and query.text and query.text.strip():
+            lexical = {i: s for i, s in self._lexical(query.text, depth + len(excluded), filters).items()
+                       if i not in excluded}
+            lexical_ids = sorted(lexical, key=lambda i: -lexical[i])
+            candidates = learned_ids + [i for i in lexical_ids if i not in hits]
+            position = {i: n for n, i in enumerate(candidates)}
+            fusion = self.text.fusion
+            if fusion["fusion"] == "rrf":
+                order, scores = reciprocal_rank_fusion(
+                    [np.array([position[i] for i in lexical_ids], np.int64), np.arange(len(learned_ids))],
+                    [float(fusion["lexical_weight"]), 1.0], k, float(fusion["rrf_constant"]))
+            else:
+                cosines = np.array([float(self.catalogue.vector(i) @ vector) for i in candidates])
+                if fusion["fusion"] == "coverage":
+                    order, scores = coverage_fusion(np.arange(len(candidates)), cosines,
+                                                    self._coverage(query.text, candidates),
+                                                    float(fusion["lexical_weight"]), k)
+                else:
+                    order, scores = score_fusion(np.array([position[i] for i in lexical_ids], np.int64),
+                                                 np.array([lexical[i] for i in lexical_ids]),
+                                                 np.arange(len(candidates)), cosines,
+                                                 float(fusion["lexical_weight"]), k)
+            chosen = [(candidates[n], float(score)) for n, score in zip(order.tolist(), scores.tolist(),
+                                                                         strict=True)]
+        else:
+            chosen = [(i, hits[i].score) for i in learned_ids[:k]]
+        matches = []
+        for rank, (item_id, score) in enumerate(chosen, start=1):
+            item = self.catalogue.item(item_id)
+            matches.append(Hit(rank, item_id, score, item.metadata, item.source, item.image_path))
+        total = time.perf_counter() - started
+        return LiveResponse(matches, embed_ms=(embedded - started) * 1e3,
+                            search_ms=(total - (embedded - started)) * 1e3, total_ms=total * 1e3,
+                            candidates=learned.candidates)

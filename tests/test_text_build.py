@@ -8,9 +8,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from lookalike.artifacts import resolve_build
 from lookalike.search import Searcher
+from lookalike.text import TextQueryError
 from lookalike.text_search import Query, TextSearch
 
 
@@ -37,3 +39,27 @@ def test_the_loaded_tower_needs_no_tensorflow(tiny_project: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parents[1])
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_live_items_are_found_by_their_words_and_removed_ones_never(tiny_project: Path, tmp_path: Path) -> None:
+    from lookalike.live import LiveCatalogue, LiveStore
+    from lookalike.text_search import LiveTextSearch
+
+    searcher = Searcher.load(tiny_project / "artifacts", root=tiny_project)
+    catalogue = LiveCatalogue.open(searcher, LiveStore(tmp_path / "live.db"))
+    text = LiveTextSearch.load(catalogue)
+    photo = searcher.resolve_path(0).read_bytes()
+    catalogue.put("SKU-NEW", photo, {"articleType": str(searcher.items["articleType"][0]),
+                                     "productDisplayName": "Zorblax Quilted Weekender"})
+    found = text.search(Query(text="zorblax weekender"), k=3)
+    assert found.matches[0].id == "SKU-NEW" and found.matches[0].source == "live"
+    title = str(searcher.items["productDisplayName"][1])
+    build_id = str(int(searcher.items["id"][1]))
+    assert build_id in [m.id for m in text.search(Query(text=title), k=3).matches]
+    catalogue.remove(build_id)
+    for query in (Query(text=title), Query(item_ids=["SKU-NEW"], text=title, text_weight=0.5)):
+        assert build_id not in [m.id for m in text.search(query, k=len(searcher.items)).matches]
+    like_new = text.search(Query(item_ids=["SKU-NEW"]), k=3)
+    assert "SKU-NEW" not in [m.id for m in like_new.matches]  # the named item itself is never returned
+    with pytest.raises(TextQueryError, match="no item"):
+        text.search(Query(item_ids=["NOPE"]), k=3)
