@@ -35,6 +35,7 @@ DEFAULT_K = 5
 DEFAULT_MAX_UPLOAD_MB = 10.0
 MAX_K = 20
 UPLOAD_TYPES = UPLOAD_EXTENSIONS  # the decoder's list: the uploader offers exactly what the search accepts
+ALIKE_LABELS = {"overall": "Overall look", "colour": "Same colour", "type": "Same type", "style": "Same style"}
 FILTER_LABELS = {"gender": "Gender", "masterCategory": "Category", "articleType": "Product type",
                  "baseColour": "Colour"}
 BUILD_COMMAND = "dvc repro"
@@ -100,6 +101,7 @@ class ArtifactInfo:
     backbone: str
     index_type: str
     precision_at_5: float | None
+    look_precision_at_5: float | None = None  # same type AND same colour in the top 5
 
 
 def format_created(value: str) -> str:
@@ -113,10 +115,10 @@ def format_created(value: str) -> str:
     return stamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def read_precision_at_5(path: Path) -> float | None:
-    """trained.precision_at_5 from metrics.json, or None when it is not there."""
+def read_precision_at_5(path: Path, name: str = "precision_at_5") -> float | None:
+    """trained.<name> from metrics.json (by default precision_at_5), or None when it is not there."""
     try:
-        value = json.loads(path.read_text())["trained"]["precision_at_5"]
+        value = json.loads(path.read_text())["trained"][name]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return float(value) if isinstance(value, (int, float)) else None
@@ -134,6 +136,7 @@ def artifact_info(manifest: dict[str, Any], metrics: Path) -> ArtifactInfo:
         backbone=str(params.get("backbone", "unknown")),
         index_type=str(params.get("index", {}).get("type", "unknown")),
         precision_at_5=read_precision_at_5(metrics),
+        look_precision_at_5=read_precision_at_5(metrics, "type_colour_precision_at_5"),
     )
 
 
@@ -297,16 +300,20 @@ class PageCatalogue:
         """An upload decoded once, as the search will see it: the preview and the search share it."""
         return self.searcher.decode(source)
 
-    def search(self, image: Image.Image, k: int, filters: dict) -> Results:
+    def search(self, image: Image.Image, k: int, filters: dict, similarity: str | None = None) -> Results:
         if self.live is None:
-            return self._results(self.searcher.search(image, k, filters))
-        return self._results(self.live.search(image, k, filters))
+            return self._results(self.searcher.search(image, k, filters, similarity=similarity))
+        return self._results(self.live.search(image, k, filters, similarity=similarity))
 
-    def similar(self, item_id: str, k: int, filters: dict) -> Results:
+    def similar(self, item_id: str, k: int, filters: dict, similarity: str | None = None) -> Results:
         """"More like this": never the product itself. KeyError for an unknown id."""
         if self.live is None:
-            return self._results(self.searcher.similar_items(item_id, k, filters))
-        return self._results(self.live.similar(str(item_id), k, filters))
+            return self._results(self.searcher.similar_items(item_id, k, filters, similarity=similarity))
+        return self._results(self.live.similar(str(item_id), k, filters, similarity=similarity))
+
+    def similarity_modes(self) -> list[str]:
+        """What "alike" may mean for this build: "overall" first, then its modes (colour, type, style)."""
+        return self.searcher.similarity.mode_names if self.searcher.similarity else ["overall"]
 
     def _results(self, response: SearchResponse | LiveResponse) -> Results:
         matches = [Product(str(m.id), m.metadata,

@@ -4,6 +4,7 @@ and on the pinned build: a mode changes what comes back, measured."""
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pandas as pd
@@ -204,3 +205,52 @@ def test_training_views_take_shopper_alterations_seeded_and_only_when_asked() ->
     assert all(np.array_equal(a, b) for a, b in zip(altered, again, strict=True))
     assert all(a.shape != b.shape or not np.array_equal(a, b) for a, b in zip(plain, altered, strict=True))
     assert {"blur", "background", "jpeg"} <= set(ALTERATIONS)
+
+
+# --- the pinned build: a mode changes what comes back, measured ---
+
+@pytest.fixture(scope="module")
+def pinned():
+    from lookalike.search import Searcher
+
+    return Searcher.load(PROJECT_ROOT / "artifacts")
+
+
+def shares(searcher, mode: str, queries: list[int]) -> tuple[float, float]:
+    """Mean share of the top 5 with the query's baseColour, and with its articleType, asking ``mode``."""
+    colour = type_ = 0.0
+    for item_id in queries:
+        query = searcher.items.iloc[searcher.row_of(item_id)]
+        found = [m.metadata for m in searcher.similar_items(item_id, 5, similarity=mode).matches]
+        colour += np.mean([m["baseColour"] == str(query["baseColour"]) for m in found])
+        type_ += np.mean([m["articleType"] == str(query["articleType"]) for m in found])
+    return colour / len(queries), type_ / len(queries)
+
+
+def test_same_colour_brings_more_of_the_colour_and_same_type_more_of_the_type(pinned) -> None:
+    assert {"colour", "type", "style"} <= set(pinned.similarity.modes)
+    test = pinned.items[pinned.items["split"] == "test"]["id"].tolist()[:200]
+    colour_by_colour, type_by_colour = shares(pinned, "colour", test)
+    colour_by_type, type_by_type = shares(pinned, "type", test)
+    assert colour_by_colour > colour_by_type + 0.1, (colour_by_colour, colour_by_type)
+    assert type_by_type > type_by_colour + 0.05, (type_by_type, type_by_colour)
+
+
+def test_an_unknown_similarity_is_refused_before_the_photo_is_read(pinned) -> None:
+    with pytest.raises(SimilarityError, match="unknown similarity"):
+        pinned.search(PROJECT_ROOT / "no-such-photo.jpg", 5, similarity="shininess")
+
+
+def test_the_cli_asks_the_chosen_similarity_and_refuses_an_unknown_one(pinned, capsys) -> None:
+    from lookalike.cli import main
+
+    item_id = str(int(pinned.items["id"].iloc[0]))
+    artifacts = str(PROJECT_ROOT / "artifacts")
+    assert main(["--artifacts", artifacts, "similar", item_id, "--similarity", "colour", "--json"]) == 0
+    by_colour = [m["id"] for m in json.loads(capsys.readouterr().out)["matches"]]
+    assert main(["--artifacts", artifacts, "similar", item_id, "--similarity", "type", "--json"]) == 0
+    by_type = [m["id"] for m in json.loads(capsys.readouterr().out)["matches"]]
+    expected = [m.id for m in pinned.similar_items(int(item_id), 5, similarity="colour").matches]
+    assert by_colour == expected and by_type != by_colour
+    assert main(["--artifacts", artifacts, "similar", item_id, "--similarity", "shininess"]) == 2
+    assert "unknown similarity 'shininess'" in capsys.readouterr().err

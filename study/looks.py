@@ -1,0 +1,140 @@
+"""Which approach makes "alike" include the look: one row per approach, trained and scored the same way.
+
+On a project whose pipeline has run (its cached features hold the colour descriptor after the pooled
+backbone features, ``model.colour_descriptor: true``), each row trains a head with lookalike.training
+(the pipeline's own loop, early stopping on the val split) and scores the test queries against the whole
+catalogue: the type metrics, type+colour P@5 and MAP@R, type+gender P@5, colour P@5 (colour alone), and
+the same queries asked "same colour" (the colour sub-space alone) where the row has one.
+
+    python -m study.looks --project /tmp/lookalike-19k --out metrics/fashion-19k/looks.csv
+    python -m study.looks --project /tmp/lookalike-19k --table metrics/fashion-19k/looks.csv
+
+Rows (the project's params.yaml gives everything not named):
+  pretrained            the backbone features, no head
+  type_head             one 256-d sub-space on the type label (the previous default)
+  type_head_colour_in   the same head with the colour descriptor as extra input
+  subspaces_no_colour   type/colour/look/gender/usage sub-spaces on the backbone features alone
+  subspaces_global      the sub-spaces with the whole-photo colour histogram only (no grid)
+  subspaces             the default: sub-spaces, descriptor with its 3x3 grid
+  mix_*                 the default model asked other stored mixes (query-side weights: no retraining)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from lookalike.catalogue import read_table
+from lookalike.colour import COLOUR_BINS, COLOUR_FEATURES
+from lookalike.metrics import evaluate_retrieval, look_metrics, unit_rows
+from lookalike.similarity import Similarity
+
+TYPE_ONLY = {"type": {"column": "articleType", "dim": 256, "weight": 1.0}}
+MIXES = {"mix_type_only": {"type": 1.0}, "mix_light_colour": {"type": 1.0, "colour": 0.2, "look": 0.5},
+         "mix_heavy_colour": {"type": 1.0, "colour": 1.0, "look": 2.0, "gender": 0.2, "usage": 0.1}}
+
+
+def score(embeddings: np.ndarray, items: pd.DataFrame, queries: np.ndarray, label: str,
+          asked: np.ndarray | None = None) -> dict[str, float]:
+    """The type metrics and the look metrics of ``queries`` (rows of ``embeddings``; ``asked``: their query
+    vectors when a mode re-weights them) against the whole catalogue, own row excluded."""
+    labels = items[label].to_numpy()
+    scores = evaluate_retrieval(embeddings, labels, queries, queries=asked)[0]
+    return {**scores, **look_metrics(embeddings, items, queries, label, queries=asked)}
+
+
+def train_row(features: np.ndarray, items: pd.DataFrame, params: dict, subspaces: dict
+              ) -> tuple[np.ndarray, float, Similarity]:
+    """Train one head on ``features`` (views, n, dim) with ``subspaces``: the catalogue's embeddings, the
+    training seconds and the row's sub-space layout."""
+    from lookalike.training import attribute_labels, embed_features, train_head
+
+    label = params["data"]["label_column"]
+    model = {**params["model"], "subspaces": subspaces, "embedding_dim": sum(s["dim"] for s in subspaces.values())}
+    split = items["split"].to_numpy()
+    result = train_head(features, items[label].to_numpy(), np.flatnonzero(split == "train"),
+                        np.flatnonzero(split == "val"), model, params["train"], log=lambda _: None,
+                        attributes={name: attribute_labels(items, spec["column"]) for name, spec in subspaces.items()},
+                        look_labels=attribute_labels(items, f"{label}+baseColour"))
+    return embed_features(result.head, features[0]), result.seconds, Similarity.from_params(model)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--table", type=Path, help="print a results CSV as a Markdown table and exit")
+    parser.add_argument("--rows", nargs="*", help="only these rows")
+    args = parser.parse_args()
+    if args.table:
+        print(markdown(pd.read_csv(args.table)))
+        return
+    params = yaml.safe_load((args.project / "params.yaml").read_text())
+    if not params["model"].get("colour_descriptor"):
+        raise SystemExit("the project's features hold no colour descriptor: set model.colour_descriptor: true")
+    label = params["data"]["label_column"]
+    items = read_table(args.project / "artifacts/items.csv")
+    features = np.load(args.project / "artifacts/features.npy")
+    queries = np.flatnonzero(items["split"].to_numpy() == "test")
+    backbone = features[..., : features.shape[-1] - COLOUR_FEATURES]
+    global_only = features[..., : features.shape[-1] - COLOUR_FEATURES + COLOUR_BINS]
+    default = params["model"]["subspaces"]
+    rows = {
+        "type_head": (backbone, TYPE_ONLY),
+        "type_head_colour_in": (features, TYPE_ONLY),
+        "subspaces_no_colour": (backbone, default),
+        "subspaces_global": (global_only, default),
+        "subspaces": (features, default),
+    }
+    records = []
+
+    def record(name: str, scores: dict, seconds: float = 0.0, **extra) -> None:
+        records.append({"row": name, **{k: round(v, 4) for k, v in scores.items()}, "train_seconds": round(seconds, 1),
+                        **extra})
+        print(name, {k: round(v, 3) for k, v in scores.items() if "precision_at_5" in k or k == "map_at_r"},
+              flush=True)
+
+    if not args.rows or "pretrained" in args.rows:
+        record("pretrained", score(unit_rows(backbone[0]), items, queries, label))
+    for name, (inputs, subspaces) in rows.items():
+        if args.rows and name not in args.rows and not (name == "subspaces" and any(
+                r.startswith("mix_") for r in args.rows)):
+            continue
+        started = time.perf_counter()
+        embeddings, seconds, similarity = train_row(inputs, items, params, subspaces)
+        print(f"{name}: trained in {time.perf_counter() - started:.0f} s", flush=True)
+        colour_mode = {}
+        if "colour" in similarity.names:
+            asked = np.stack([similarity.query_vector(v, {"colour": 1.0}) for v in embeddings[queries]])
+            colour_mode = {"colour_mode_colour_precision_at_5": round(
+                score(embeddings, items, queries, label, asked)["colour_precision_at_5"], 4)}
+        record(name, score(embeddings, items, queries, label), seconds, **colour_mode)
+        if name == "subspaces":
+            for mix, weights in MIXES.items():
+                asked = np.stack([similarity.query_vector(v, weights) for v in embeddings[queries]])
+                record(mix, score(embeddings, items, queries, label, asked))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(records).to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
+
+
+def markdown(table: pd.DataFrame) -> str:
+    columns = ["row", "precision_at_1", "precision_at_5", "top5_accuracy", "map_at_r", "type_colour_precision_at_5",
+               "type_colour_map_at_r", "type_gender_precision_at_5", "colour_precision_at_5",
+               "colour_mode_colour_precision_at_5"]
+    columns = [c for c in columns if c in table]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join("" if pd.isna(row[c]) else (f"{row[c]:.3f}" if c != "row" else str(row[c]))
+                                       for c in columns) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
