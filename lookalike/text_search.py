@@ -30,7 +30,7 @@ from lookalike.text_eval import fuse
 
 MAX_ITEMS = 20  # item ids per query, positive or negative
 MAX_WEIGHT = 10.0
-DEFAULT_FUSION = {"fusion": "score", "lexical_weight": 0.5, "rrf_constant": 60, "depth": 100}
+DEFAULT_FUSION = {"fusion": "coverage", "lexical_weight": 0.5, "rrf_constant": 60, "depth": 100}
 
 
 def compose(parts: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:

@@ -39,7 +39,7 @@ def shared_catalogue_dir() -> Path:
 
 REPO = REPO_ROOT
 SHARED = SHARED_DATA
-STAGES = ("sample_subset", "features", "train", "embed", "index", "evaluate")
+STAGES = ("sample_subset", "features", "train", "embed", "text", "index", "evaluate")
 SLICE_LABELS = ("Tshirts", "Casual Shoes", "Watches", "Handbags", "Sunglasses", "Kurtas")
 PER_LABEL = 10
 
