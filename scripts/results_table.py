@@ -12,16 +12,28 @@ import json
 import sys
 from pathlib import Path
 
-METRICS = ("precision_at_1", "precision_at_5", "recall_at_5", "map_at_5", "top5_accuracy", "map_at_r")
-HEADER = ("P@1", "P@5", "R@5", "mAP@5", "top-5 acc", "MAP@R")
+METRICS = ("precision_at_1", "precision_at_5", "top5_accuracy", "map_at_r", "type_colour_precision_at_5",
+           "type_colour_map_at_r", "type_gender_precision_at_5", "colour_precision_at_5")
+HEADER = ("P@1", "P@5", "top-5 acc", "MAP@R", "type+colour P@5", "type+colour MAP@R", "type+gender P@5",
+          "colour P@5")
 MODELS = (("pretrained", "pretrained backbone features, no head"), ("trained", "trained (default)"))
 
 
 def rows(path: str, prefix: str = "") -> list[str]:
     metrics = json.loads(Path(path).read_text())
-    lines = [f"| {prefix}{key if prefix else name} | " + " | ".join(f"{metrics[key][m]:.3f}" for m in METRICS)
+    def cell(values: dict, name: str, sign: str = "") -> str:
+        return f"{values[name]:{sign}.3f}" if name in values else "-"  # a run from before the look metrics
+
+    lines = [f"| {prefix}{key if prefix else name} | " + " | ".join(cell(metrics[key], m) for m in METRICS)
              + " |" for key, name in MODELS]
-    return lines + [f"| {prefix}gain | " + " | ".join(f"{metrics['gain'][m]:+.3f}" for m in METRICS) + " |"]
+    lines.append(f"| {prefix}gain | " + " | ".join(cell(metrics["gain"], m, "+") for m in METRICS) + " |")
+    for mode, values in metrics.get("modes", {}).items():  # the same queries asking another similarity
+        lines.append(f"| {prefix}trained, asked \"{mode}\" | " + " | ".join(cell(values, m) for m in METRICS) + " |")
+    bound = metrics["trained"].get("type_colour_precision_at_5_bound")
+    if bound is not None:
+        lines.append(f"| {prefix}best possible type+colour P@5 (the gallery's bound) | " + " | ".join(
+            f"{bound:.3f}" if m == "type_colour_precision_at_5" else "" for m in METRICS) + " |")
+    return lines
 
 
 def main(*paths: str) -> None:

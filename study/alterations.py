@@ -2,7 +2,9 @@
 a phone upload differs from a catalogue photo, beside the clean figure; and P@5 where relevant means the
 same label AND the same baseColour ("the same thing in the same colour").
 
-The gallery stays the build's clean catalogue embeddings (the query's own row excluded, as in the evaluate
+Both are reported under every alteration: type P@5 and type+colour P@5 (over the sampled queries that have
+another item of the same label and colour). The gallery stays the build's clean catalogue embeddings (the
+query's own row excluded, as in the evaluate
 stage); only the query photo changes. Each alteration is seeded per query, so reruns give the same numbers.
 The trained model and the pretrained features see the same altered photo (one backbone pass; the head on top).
 
@@ -31,6 +33,7 @@ import yaml
 
 from lookalike.alterations import ALTERATIONS
 from lookalike.catalogue import read_table
+from lookalike.colour import backbone_part
 from lookalike.metrics import unit_rows
 from lookalike.params import preprocess_spec
 from lookalike.preprocessing import image_to_input, load_image
@@ -64,11 +67,14 @@ def main() -> None:
     test = np.flatnonzero(items["split"].to_numpy() == "test")
     query_rows = np.sort(rng.choice(test, size=min(args.queries, len(test)), replace=False))
     spec = preprocess_spec(params)
+    with_colour = bool(params["model"].get("colour_descriptor"))
     backbone = CompiledModel(build_feature_model(new_backbone(params["backbone"]["name"], spec.image_size,
-                                                              params["backbone"]["weights"])))
+                                                              params["backbone"]["weights"]),
+                                                 spec.normalisation if with_colour else None))
     head = load_embedding_model(args.project / "artifacts/model.keras").get_layer("head")
     galleries = {"trained": np.load(args.project / "artifacts/embeddings.npy"),
-                 "pretrained": unit_rows(np.load(args.project / "artifacts/features.npy", mmap_mode="r")[0])}
+                 "pretrained": unit_rows(backbone_part(np.load(args.project / "artifacts/features.npy",
+                                                               mmap_mode="r")[0], with_colour))}
 
     def same_label(q, rows):
         return labels[rows] == labels[q]
@@ -87,12 +93,12 @@ def main() -> None:
                 image = alter(image, np.random.default_rng([args.seed, int(items["id"][q]), len(name)]))
             inputs.append(image_to_input(image, spec))
         features = np.concatenate([backbone(np.stack(inputs[i:i + 64])) for i in range(0, len(inputs), 64)])
-        vectors = {"trained": embed_features(head, features), "pretrained": unit_rows(features)}
+        vectors = {"trained": embed_features(head, features),
+                   "pretrained": unit_rows(backbone_part(features, with_colour))}
         record = {"alteration": name, "queries": len(query_rows)}
         for model, gallery in galleries.items():
             record[f"{model}_p_at_5"] = round(precision_at_5(vectors[model], query_rows, gallery, same_label), 4)
-            if name == "clean":
-                record[f"{model}_p_at_5_label_and_colour"] = round(precision_at_5(
+            record[f"{model}_p_at_5_label_and_colour"] = round(precision_at_5(
                     vectors[model][has_colour_match], query_rows[has_colour_match], gallery,
                     same_label_and_colour), 4)
         records.append(record)

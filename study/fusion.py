@@ -31,6 +31,7 @@ import pandas as pd
 import yaml
 
 from lookalike.catalogue import read_table
+from lookalike.colour import backbone_part
 from lookalike.metrics import METRIC_NAMES, count_relevant, retrieval_metrics, unit_rows
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # query positions (into the query list) -> (c, n_gallery) scores
@@ -187,7 +188,8 @@ def main() -> None:
     labels = items[params["data"]["label_column"]].to_numpy()
     split = items["split"].to_numpy()
     trained = np.load(args.project / "artifacts/embeddings.npy")
-    pretrained = np.load(args.project / "artifacts/features.npy", mmap_mode="r")[0]
+    pretrained = backbone_part(np.load(args.project / "artifacts/features.npy", mmap_mode="r")[0],
+                               bool(params["model"].get("colour_descriptor")))
     everything = np.arange(len(items))
     protocols = {  # queries, gallery, rows that may be DBA neighbours (never a query of that protocol)
         "val": (np.flatnonzero(split == "val"), np.flatnonzero(split != "test"), np.flatnonzero(split == "train")),

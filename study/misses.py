@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lookalike.catalogue import read_table
+from lookalike.colour import backbone_part
 from lookalike.index import build_index, search
 from lookalike.metrics import exclude_self, unit_rows
 from lookalike.params import PROJECT_ROOT, load_params
@@ -55,7 +56,9 @@ def main() -> None:
     labels = items[params["data"]["label_column"]].to_numpy()
     queries = np.flatnonzero(items["split"].to_numpy() == "test")
     trained = top_k(np.load(artifacts / "embeddings.npy"), queries)
-    pretrained = top_k(unit_rows(np.load(artifacts / "features.npy", mmap_mode="r")[0]), queries)
+    features = backbone_part(np.load(artifacts / "features.npy", mmap_mode="r")[0],
+                             params["model"]["colour_descriptor"])
+    pretrained = top_k(unit_rows(features), queries)
     hit_trained = (labels[trained] == labels[queries, None]).any(axis=1)
     hit_pretrained = (labels[pretrained] == labels[queries, None]).any(axis=1)
     both = ~hit_trained & ~hit_pretrained

@@ -21,7 +21,8 @@ import pandas as pd
 import yaml
 
 from lookalike.catalogue import load_catalogue, read_table
-from lookalike.metrics import evaluate_retrieval, unit_rows
+from lookalike.colour import backbone_part
+from lookalike.metrics import evaluate_retrieval, look_metrics, unit_rows
 from lookalike.params import preprocess_spec
 from lookalike.preprocessing import iter_input_batches
 
@@ -47,7 +48,7 @@ def unseen_like(pool: pd.DataFrame, counts: pd.Series, label: str, seed: int) ->
     return pd.concat(parts).sort_values("id").reset_index(drop=True)
 
 
-def score(folder: Path, label: str, spec, backbone, head) -> dict:
+def score(folder: Path, label: str, spec, backbone, head, with_colour: bool = False) -> dict:
     from lookalike.training import embed_features
 
     table, _ = load_catalogue(folder, label)
@@ -56,9 +57,12 @@ def score(folder: Path, label: str, spec, backbone, head) -> dict:
     queries = np.flatnonzero(pd.Series(labels).map(counts).to_numpy() >= 2)
     features = np.concatenate([backbone(batch) for batch in iter_input_batches(table["image_path"].tolist(), spec,
                                                                                32)])
+    trained, pretrained = embed_features(head, features), unit_rows(backbone_part(features, with_colour))
     return {"images": len(table), "queries": len(queries),
-            "trained": evaluate_retrieval(embed_features(head, features), labels, queries)[0],
-            "pretrained": evaluate_retrieval(unit_rows(features), labels, queries)[0]}
+            "trained": {**evaluate_retrieval(trained, labels, queries)[0],
+                        **look_metrics(trained, table, queries, label)},
+            "pretrained": {**evaluate_retrieval(pretrained, labels, queries)[0],
+                           **look_metrics(pretrained, table, queries, label)}}
 
 
 def main() -> None:
@@ -82,10 +86,12 @@ def main() -> None:
     write_folder(args.out / "own-test", args.catalogue, test_table)
     write_folder(args.out / "unseen", args.catalogue, unseen)
     spec = preprocess_spec(params)
+    with_colour = bool(params["model"].get("colour_descriptor"))
     backbone = CompiledModel(build_feature_model(new_backbone(params["backbone"]["name"], spec.image_size,
-                                                              params["backbone"]["weights"])))
+                                                              params["backbone"]["weights"]),
+                                                 spec.normalisation if with_colour else None))
     head = load_embedding_model(args.project / "artifacts/model.keras").get_layer("head")
-    result = {name: score(args.out / name, label, spec, backbone, head) for name in ("own-test", "unseen")}
+    result = {name: score(args.out / name, label, spec, backbone, head, with_colour) for name in ("own-test", "unseen")}
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
