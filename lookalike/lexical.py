@@ -34,20 +34,47 @@ class LexicalIndex:
         except sqlite3.OperationalError as error:
             raise RuntimeError(f"SQLite {sqlite3.sqlite_version} has no FTS5 ({error}): if TensorFlow was imported "
                                "before sqlite3 its bundled SQLite is the one in use; import sqlite3 first") from error
+        # the terms each row holds, as FTS5 indexed them (stemmed), and how many rows hold each: for coverage
+        self._db.execute("CREATE VIRTUAL TABLE docs_terms USING fts5vocab(docs, 'instance')")
+        self._db.execute(f"CREATE VIRTUAL TABLE probe USING fts5(words, tokenize='{TOKENIZER}')")
+        self._db.execute("CREATE VIRTUAL TABLE probe_terms USING fts5vocab(probe, 'row')")
         self._lock = threading.Lock()
+        self._terms: dict[int, frozenset[str]] = {}
         self._document_frequency: dict[str, int] = {}
         self.rows = 0
         self.set_rows(range(len(texts)), texts)
 
+    def _stems(self, text: str) -> frozenset[str]:
+        """The terms FTS5 makes of ``text`` (same tokenizer: lower case, no diacritics, porter stems)."""
+        self._db.execute("INSERT INTO probe(rowid, words) VALUES (1, ?)", (text,))
+        terms = frozenset(term for (term,) in self._db.execute("SELECT term FROM probe_terms"))
+        self._db.execute("DELETE FROM probe")
+        return terms
+
     def set_rows(self, rows: Sequence[int], texts: Sequence[str]) -> None:
         """Index (or re-index) ``texts`` at ``rows``; an empty text removes the row from lexical results."""
+        rows = [int(r) for r in rows]
         with self._lock, self._db:
-            self._document_frequency.clear()
             for row, text in zip(rows, texts, strict=True):
-                self._db.execute("DELETE FROM docs WHERE rowid = ?", (int(row) + 1,))
+                self._db.execute("DELETE FROM docs WHERE rowid = ?", (row + 1,))
                 if text and text.strip():
-                    self._db.execute("INSERT INTO docs(rowid, words) VALUES (?, ?)", (int(row) + 1, text))
-                self.rows = max(self.rows, int(row) + 1)
+                    self._db.execute("INSERT INTO docs(rowid, words) VALUES (?, ?)", (row + 1, text))
+                self.rows = max(self.rows, row + 1)
+            if len(rows) > 100:  # many rows: every row's terms in one pass over the index
+                found: dict[int, set[str]] = {}
+                for term, doc in self._db.execute("SELECT term, doc FROM docs_terms"):
+                    found.setdefault(int(doc) - 1, set()).add(term)
+                self._terms = {row: frozenset(terms) for row, terms in found.items()}
+            else:
+                for row, text in zip(rows, texts, strict=True):
+                    self._terms.pop(row, None)
+                    if text and text.strip():
+                        self._terms[row] = self._stems(text)
+            frequency: dict[str, int] = {}
+            for terms in self._terms.values():
+                for term in terms:
+                    frequency[term] = frequency.get(term, 0) + 1
+            self._document_frequency = frequency
 
     @staticmethod
     def match_expression(query: str, every_word: bool = False) -> str | None:
@@ -83,27 +110,17 @@ class LexicalIndex:
         1 for an item whose words hold every word of the query (an exact name), 0 for one without words;
         rare words count more, as in BM25. Unlike a BM25 score it is on one scale for every query.
         """
-        terms = list(dict.fromkeys(words(query)))
         rows = np.asarray(rows, dtype=np.int64)
-        if not terms or not len(rows):
-            return np.zeros(len(rows))
-        allowed = json.dumps(rows.tolist())
-        covered = np.zeros(len(rows))
-        total = 0.0
-        position = {int(r): i for i, r in enumerate(rows.tolist())}
         with self._lock:
-            documents = self._db.execute("SELECT count(*) FROM docs").fetchone()[0]
-            for term in terms:
-                if term not in self._document_frequency:
-                    self._document_frequency[term] = self._db.execute(
-                        "SELECT count(*) FROM docs WHERE docs MATCH ?", (f'"{term}"',)).fetchone()[0]
-                frequency = self._document_frequency[term]
-                idf = math.log((documents - frequency + 0.5) / (frequency + 0.5) + 1.0)
-                total += idf
-                for (row,) in self._db.execute("SELECT rowid - 1 FROM docs WHERE docs MATCH ? AND rowid IN "
-                                               "(SELECT value + 1 FROM json_each(?))", (f'"{term}"', allowed)):
-                    covered[position[int(row)]] += idf
-        return covered / total if total > 0 else covered
+            terms = self._stems(query) if query.strip() else frozenset()
+            documents = len(self._terms)
+            weights = {t: math.log((documents - f + 0.5) / (f + 0.5) + 1.0)
+                       for t in terms for f in [self._document_frequency.get(t, 0)]}
+            held = [self._terms.get(int(r), frozenset()) for r in rows.tolist()]
+        total = sum(weights.values())
+        if not terms or total <= 0:
+            return np.zeros(len(rows))
+        return np.array([sum(w for t, w in weights.items() if t in h) for h in held]) / total
 
 
 def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], weights: Sequence[float], k: int,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lookalike.artifacts import ArtifactMismatchError
+from lookalike.index import search as index_search
 from lookalike.lexical import LexicalIndex, coverage_fusion, reciprocal_rank_fusion, score_fusion
 from lookalike.preprocessing import ImageSource
 from lookalike.search import Match, Searcher, SearchResponse
@@ -154,8 +155,15 @@ class TextSearch:
             rows, _ = self.lexical.search(query.negative_text, self.lexical.rows, allowed, every_word=True)
             excluded |= set(rows.tolist())
         depth = max(int(self.fusion["depth"]), k)
-        learned = self.searcher.search_vector(vector, depth, filters, exclude_rows=tuple(sorted(excluded)))
-        learned_rows = np.array([self.searcher.row_of(m.id) for m in learned.matches], dtype=np.int64)
+        if allowed is not None and excluded:
+            allowed = np.setdiff1d(allowed, np.fromiter(excluded, dtype=np.int64))
+        candidates = len(self.searcher.items) - len(excluded) if allowed is None else len(allowed)
+        if candidates == 0:
+            return SearchResponse([], candidates=0)
+        cosines, found = index_search(self.searcher.index, vector[None], depth, allowed,
+                                      np.fromiter(excluded, dtype=np.int64) if allowed is None and excluded else None)
+        keep = found[0] >= 0
+        learned_rows, learned_scores = found[0][keep], cosines[0][keep]
         if query.words_only() and query.text and query.text.strip():
             lexical_rows, bm25 = self.lexical.search(query.text, depth + len(excluded), allowed)
             keep = ~np.isin(lexical_rows, list(excluded))
@@ -163,14 +171,13 @@ class TextSearch:
             rows, scores = fuse(lexical_rows, bm25, learned_rows, lambda r: self.searcher.embeddings[r] @ vector,
                                 self.fusion, k, self.lexical, query.text)
         else:
-            rows = learned_rows[:k]
-            scores = np.array([m.score for m in learned.matches[:k]])
+            rows, scores = learned_rows[:k], learned_scores[:k]
         matches = [Match(rank, int(self.searcher._item_ids[row]), float(score),
                          str(self.searcher.resolve_path(int(row))), self.searcher.metadata(int(row)))
                    for rank, (row, score) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True), start=1)]
         total = time.perf_counter() - started
         return SearchResponse(matches, embed_ms=(embedded - started) * 1e3, search_ms=(total - (embedded - started))
-                              * 1e3, total_ms=total * 1e3, candidates=learned.candidates)
+                              * 1e3, total_ms=total * 1e3, candidates=candidates)
 
 
 class LiveTextSearch:
@@ -313,3 +320,29 @@ class LiveTextSearch:
         return LiveResponse(matches, embed_ms=(embedded - started) * 1e3,
                             search_ms=(total - (embedded - started)) * 1e3, total_ms=total * 1e3,
                             candidates=learned.candidates)
+
+
+def add_query_arguments(parser) -> None:
+    """``lookalike query``'s words, items and weights (the photo stays the positional argument)."""
+    parser.add_argument("--text", default=None, help="words to look for, alone or with the photo ('in red')")
+    parser.add_argument("--negative", default=None, metavar="WORDS", help="words to move away from")
+    parser.add_argument("--like", type=int, action="append", default=[], metavar="ID",
+                        help="a catalogue item the results should resemble (repeatable)")
+    parser.add_argument("--unlike", type=int, action="append", default=[], metavar="ID",
+                        help="a catalogue item the results should not resemble (repeatable)")
+    for part, default in (("text", 1.0), ("image", 1.0), ("item", 1.0), ("negative", 0.5)):
+        parser.add_argument(f"--{part}-weight", type=float, default=default, metavar="W",
+                            help=f"weight of the {part} part (default {default:g}, at most {MAX_WEIGHT:g})")
+
+
+def wants_text_search(args) -> bool:
+    """True when ``lookalike query`` was given words or items, not only a photo."""
+    return args.text is not None or args.negative is not None or bool(args.like) or bool(args.unlike)
+
+
+def query_from_arguments(searcher: Searcher, args) -> SearchResponse:
+    """Run ``lookalike query`` with words and/or items through the build's text search."""
+    query = Query(text=args.text, image=args.image, item_ids=args.like, negative_text=args.negative,
+                  negative_item_ids=args.unlike, text_weight=args.text_weight, image_weight=args.image_weight,
+                  item_weight=args.item_weight, negative_weight=args.negative_weight)
+    return TextSearch.load(searcher).search(query, args.k)
