@@ -8,6 +8,7 @@ the same queries asked "same colour" (the colour sub-space alone) where the row 
 
     python -m study.looks --project /tmp/lookalike-19k --out metrics/fashion-19k/looks.csv
     python -m study.looks --project /tmp/lookalike-19k --table metrics/fashion-19k/looks.csv
+    python -m study.looks --project . --confusions 20    # the build's "same colour" misses, by colour pair
 
 Rows (the project's params.yaml gives everything not named):
   pretrained            the backbone features, no head
@@ -70,9 +71,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--table", type=Path, help="print a results CSV as a Markdown table and exit")
     parser.add_argument("--rows", nargs="*", help="only these rows")
+    parser.add_argument("--confusions", type=int, help="print the N commonest colour pairs of the build's misses "
+                                                         "when its test queries ask \"colour\", and exit")
     args = parser.parse_args()
     if args.table:
         print(markdown(pd.read_csv(args.table)))
+        return
+    if args.confusions:
+        print(colour_confusions(args.project, args.confusions).to_string())
         return
     params = yaml.safe_load((args.project / "params.yaml").read_text())
     if not params["model"].get("colour_descriptor"):
@@ -122,6 +128,25 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(records).to_csv(args.out, index=False)
         print(f"wrote {args.out}")
+
+
+def colour_confusions(project: Path, top: int) -> pd.Series:
+    """(query colour -> result colour) counts over the top 5 of each test query asked "colour" of the project's
+    published build, where the two colours differ: which colour names the model mixes up."""
+    from lookalike.search import Searcher
+
+    searcher = Searcher.load(project / "artifacts", root=project)
+    items = searcher.items
+    queries = np.flatnonzero(items["split"].to_numpy() == "test")
+    asked = np.stack([searcher.query_vector(v, "colour") for v in searcher.embeddings[queries]])
+    scores = asked @ searcher.embeddings.T
+    scores[np.arange(len(queries)), queries] = -np.inf
+    top5 = np.argsort(-scores, axis=1, kind="stable")[:, :5]
+    colours = items["baseColour"].astype(str).to_numpy()
+    pairs = pd.Series([f"{colours[q]} -> {colours[r]}" for q, row in zip(queries, top5, strict=True) for r in row
+                       if colours[q] != colours[r]])
+    print(f"{len(pairs)} of {top5.size} results have another colour name than their query")
+    return pairs.value_counts().head(top)
 
 
 def markdown(table: pd.DataFrame) -> str:

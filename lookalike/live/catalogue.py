@@ -332,6 +332,7 @@ class LiveCatalogue:
                       "index_type": manifest["params"]["index"]["type"],
                       "backbone": manifest["params"].get("backbone")},
             "near_duplicates": {**self.rule, "calibration": manifest.get("near_duplicates")},
+            "similarity": self.searcher.similarity.describe() if self.searcher.similarity else {"overall": {}},
             "live": {"changes_since_build": self.store.count_after(self.folded_seq), "last_seq": applied,
                      "folded_through_seq": self.folded_seq, "live_items": live_items,
                      "build_items_removed_or_replaced": removed, "reembedded": self.reembedded,
