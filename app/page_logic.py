@@ -311,6 +311,19 @@ class PageCatalogue:
             return self._results(self.searcher.similar_items(item_id, k, filters, similarity=similarity))
         return self._results(self.live.similar(str(item_id), k, filters, similarity=similarity))
 
+    def words(self, text: str, k: int, filters: dict, image: Image.Image | None = None,
+              item_id: str | None = None, text_weight: float = 0.5) -> Results:
+        """Products for words alone, or a photo or product refined by words ("in red"): lookalike/text_search.py.
+        TextQueryError (a message for the shopper) for words it cannot search; KeyError for an unknown product."""
+        from lookalike.text_search import Query, text_search_for
+
+        query = Query(text=text, image=image, item_ids=[item_id] if item_id is not None else [],
+                      text_weight=text_weight if image is not None or item_id is not None else 1.0)
+        if self.live is None:
+            query.item_ids = [int(i) for i in query.item_ids]
+            return self._results(text_search_for(self.searcher).search(query, k, filters))
+        return self._results(text_search_for(self.live).search(query, k, filters))
+
     def similarity_modes(self) -> list[str]:
         """What "alike" may mean for this build: "overall" first, then its modes (colour, type, style)."""
         return self.searcher.similarity.mode_names if self.searcher.similarity else ["overall"]

@@ -3,12 +3,9 @@
 Answers in the photo search's shape (:func:`lookalike.routes.response_json`) over the live catalogue, through
 :class:`lookalike.text_search.LiveTextSearch` (one per loaded catalogue, made on first use). A query the text
 search refuses is a 422 ``invalid_query`` with the reason; a build without a text tower a 503 ``no_text_model``.
+(No ``from __future__ import annotations``: FastAPI reads the route signatures' types at run time.)
 """
 
-from __future__ import annotations
-
-import threading
-import weakref
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -19,23 +16,16 @@ from lookalike.artifacts import ArtifactMismatchError
 from lookalike.live import LiveCatalogue
 from lookalike.service import ServiceError
 from lookalike.text import MAX_QUERY_CHARS, TextQueryError
-from lookalike.text_search import MAX_ITEMS, LiveTextSearch
+from lookalike.text_search import MAX_ITEMS, LiveTextSearch, text_search_for
 from lookalike.text_search import Query as TextQuery
-
-_searches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
 
 
 def text_search_of(catalogue: LiveCatalogue) -> LiveTextSearch:
     """The catalogue's text search, loaded once (a swapped-in build is a new catalogue, so a new one)."""
-    with _lock:
-        found = _searches.get(catalogue)
-        if found is None:
-            try:
-                found = _searches[catalogue] = LiveTextSearch.load(catalogue)
-            except ArtifactMismatchError as error:
-                raise ServiceError(503, "no_text_model", str(error)) from None
-        return found
+    try:
+        return text_search_for(catalogue)
+    except ArtifactMismatchError as error:
+        raise ServiceError(503, "no_text_model", str(error)) from None
 
 
 def run_text_query(catalogue: LiveCatalogue, query: TextQuery, k: int, filters: dict):

@@ -15,6 +15,7 @@ remove the items whose own words contain all of them. Numpy, FAISS and SQLite on
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -320,6 +321,20 @@ class LiveTextSearch:
         return LiveResponse(matches, embed_ms=(embedded - started) * 1e3,
                             search_ms=(total - (embedded - started)) * 1e3, total_ms=total * 1e3,
                             candidates=learned.candidates)
+
+
+_loaded_lock = threading.Lock()
+
+
+def text_search_for(catalogue) -> TextSearch | LiveTextSearch:
+    """The text search of a :class:`Searcher` or a live catalogue, loaded once per loaded build (a page or a
+    server keeps them for as long as it keeps the build)."""
+    with _loaded_lock:
+        found = getattr(catalogue, "_text_search", None)
+        if found is None:
+            found = TextSearch.load(catalogue) if isinstance(catalogue, Searcher) else LiveTextSearch.load(catalogue)
+            catalogue._text_search = found  # lives and goes with the build it searches
+        return found
 
 
 def add_query_arguments(parser) -> None:

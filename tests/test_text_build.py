@@ -63,3 +63,20 @@ def test_live_items_are_found_by_their_words_and_removed_ones_never(tiny_project
     assert "SKU-NEW" not in [m.id for m in like_new.matches]  # the named item itself is never returned
     with pytest.raises(TextQueryError, match="no item"):
         text.search(Query(item_ids=["NOPE"]), k=3)
+
+
+def test_the_page_searches_words_and_refines_a_product_with_them(tiny_project: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))
+    try:
+        from page_logic import PageCatalogue, build_view
+    finally:
+        sys.path.pop(0)
+    searcher = Searcher.load(tiny_project / "artifacts", root=tiny_project)
+    page = PageCatalogue(searcher, build_view(searcher))
+    title = str(searcher.items["productDisplayName"][5])
+    assert page.words(title, 3, {}).matches[0].metadata["productDisplayName"] == title
+    item_id = str(int(searcher.items["id"][5]))
+    refined = page.words("black", 3, {}, item_id=item_id)
+    assert len(refined.matches) == 3 and item_id not in [m.id for m in refined.matches]
+    with pytest.raises(TextQueryError):
+        page.words("???", 3, {})
