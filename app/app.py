@@ -28,7 +28,7 @@ from streamlit import config as st_config  # noqa: E402
 from streamlit.delta_generator import DeltaGenerator  # noqa: E402
 from streamlit.runtime.uploaded_file_manager import UploadedFile  # noqa: E402
 
-from lookalike.artifacts import ArtifactMismatchError  # noqa: E402
+from lookalike.artifacts import ArtifactMismatchError, published_build_id  # noqa: E402
 from lookalike.live import LiveCatalogue  # noqa: E402
 from lookalike.preprocessing import SUPPORTED_FORMATS_TEXT, InvalidImageError  # noqa: E402
 from lookalike.search import FILTER_COLUMNS, Searcher  # noqa: E402
@@ -69,20 +69,21 @@ UNEXPECTED_ERROR = ("Something went wrong on our side and this search could not 
                     "or try another photo.")
 
 
-@st.cache_resource(show_spinner="Loading the catalogue and the lookalike model…")
-def load_searcher(folder: str, max_bytes: int) -> Searcher:
-    """Once per process and folder: every session and rerun shares the model, embeddings and index."""
+@st.cache_resource(show_spinner="Loading the catalogue and the lookalike model…", max_entries=1)
+def load_searcher(folder: str, max_bytes: int, build: str | None) -> Searcher:
+    """Once per process, folder and published build: every session and rerun shares the model, embeddings and
+    index; a newly published build (``build`` changes) is loaded on the next rerun and the old one released."""
     return Searcher.load(folder, root=ROOT, max_bytes=max_bytes)
 
 
-@st.cache_resource(show_spinner=False)
-def catalogue_view(folder: str, max_bytes: int, _searcher: Searcher) -> BuildView:
+@st.cache_resource(show_spinner=False, max_entries=1)
+def catalogue_view(folder: str, max_bytes: int, build: str, _searcher: Searcher) -> BuildView:
     """Names, picker labels (id -> 'id · name') and filter choices of the build, once per loaded searcher."""
     return build_view(_searcher)
 
 
-@st.cache_resource(show_spinner="Loading the live catalogue…")
-def load_live(db: str, folder: str, max_bytes: int, _searcher: Searcher) -> LiveCatalogue:
+@st.cache_resource(show_spinner="Loading the live catalogue…", max_entries=1)
+def load_live(db: str, folder: str, max_bytes: int, build: str, _searcher: Searcher) -> LiveCatalogue:
     """Once per process and database: the service's live catalogue over the loaded build, read-only."""
     live = LiveCatalogue.for_page(_searcher, db)
     if live is None:  # raised, not cached: a database the service creates later is picked up then
@@ -96,7 +97,7 @@ def live_catalogue(folder: Path, settings: PageSettings, searcher: Searcher) -> 
     if not db.is_file():
         return None
     try:
-        live = load_live(str(db), str(folder), settings.max_bytes, searcher)
+        live = load_live(str(db), str(folder), settings.max_bytes, searcher.manifest["build_id"], searcher)
     except FileNotFoundError:
         return None
     live.refresh()
@@ -340,12 +341,13 @@ def main() -> None:
     settings = read_settings()
     folder = artifacts_dir()
     try:
-        searcher = load_searcher(str(folder), settings.max_bytes)
+        searcher = load_searcher(str(folder), settings.max_bytes, published_build_id(folder))
     except (ArtifactMismatchError, OSError, ValueError, KeyError) as error:
         artifacts_problem_page(folder, error)
         return
     live = live_catalogue(folder, settings, searcher)
-    catalogue = PageCatalogue(searcher, catalogue_view(str(folder), settings.max_bytes, searcher), live)
+    catalogue = PageCatalogue(searcher, catalogue_view(str(folder), settings.max_bytes, searcher.manifest["build_id"],
+                                                       searcher), live)
     info = replace(artifact_info(searcher.manifest, metrics_path(folder)), items=catalogue.size)
 
     widget_mb = upload_cap_mb(int(st_config.get_option("server.maxUploadSize")), settings.widget_max_mb)

@@ -4,14 +4,16 @@
     lookalike similar 15970 --k 5
     lookalike related --k 10 --out related.csv
     lookalike evaluate-folder /path/to/catalogue [--baseline] [--out metrics.json]
-    lookalike duplicates --out duplicates.csv [--threshold 0.99]
-    lookalike serve [--port 8000] [--live-db live/live.db]
-    lookalike fold [--live-db live/live.db]      # then dvc repro
+    lookalike duplicates --out duplicates.csv [--threshold 0.99] [--build-only]
+    lookalike serve [--port 8000] [--live-db live/live.db] [--workers 2]
+    lookalike fold [--live-db live/live.db]      # then dvc repro; the service swaps the new build in
+    lookalike compact [--live-db live/live.db]   # once the fold is in the published build
     lookalike embed-ray CATALOGUE --out shards/ [--address HEAD:6379] [--workers N]
 
 Also ``python -m lookalike.cli``. Any failure prints exactly one line, ``error: <message>``, on
 stderr and exits non-zero: 2 for a problem the user can fix (bad image, missing or mismatched
-artifacts, unknown id, bad arguments), 1 for anything unexpected. ``--verbose`` adds the
+artifacts, unknown id, bad arguments or settings, a live database that cannot be used), 1 for
+anything else: a bug or an environment problem, reported as "unexpected". ``--verbose`` adds the
 traceback on stderr (otherwise it goes to the ``lookalike.cli`` logger at debug level).
 
 Adding a subcommand is one decorated function, its arguments declared in the decorator::
@@ -50,6 +52,10 @@ class UsageError(Exception):
     """Bad command-line arguments (raised instead of argparse's usage-and-exit)."""
 
 
+class UserError(Exception):
+    """Something the user can fix, worded for them (an unknown id, a missing database, bad settings)."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse would print usage and exit; we want one line
         raise UsageError(f"{message} (see {self.prog} --help)")
@@ -81,9 +87,10 @@ def subcommand(name: str, help: str, configure: Callable[[argparse.ArgumentParse
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is meant for a person (imported lazily: they live beside the heavy imports)."""
     from lookalike.artifacts import ArtifactMismatchError
+    from lookalike.live import LiveError, UnknownItemError
     from lookalike.preprocessing import InvalidImageError
 
-    return (UsageError, InvalidImageError, ArtifactMismatchError, KeyError, ValueError, OSError)
+    return (UsageError, UserError, InvalidImageError, ArtifactMismatchError, LiveError, UnknownItemError)
 
 
 @contextmanager
@@ -122,14 +129,30 @@ def _load_searcher(args: argparse.Namespace):
         return Searcher.load(directory, root=directory.resolve().parent)
 
 
+BUILD_ONLY_NOTICE = ("the published build only: live changes (items added, replaced or removed through the service "
+                     "since the build) are not included; the service and the page include them")
+
+
 def _print_response(response, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(response.to_dict(), indent=2))
+        print(json.dumps({**response.to_dict(), "live_changes_included": False, "notice": BUILD_ONLY_NOTICE},
+                         indent=2))
         return
     for match in response.matches:
         print(f"{match.rank:>3}  {match.score:.4f}  {match.id:>6}  {match.metadata.get('articleType', ''):<18} "
               f"{match.metadata.get('productDisplayName', '')}")
-    print(f"({response.total_ms:.1f} ms: embed {response.embed_ms:.1f}, search {response.search_ms:.1f})")
+    print(f"({response.total_ms:.1f} ms: embed {response.embed_ms:.1f}, search {response.search_ms:.1f}; "
+          f"{BUILD_ONLY_NOTICE})")
+
+
+def _write_out(path: str, data: bytes) -> None:
+    """Write a result file; a folder that is missing or not writable is the user's to fix."""
+    from lookalike.artifacts import write_bytes
+
+    try:
+        write_bytes(path, data)
+    except OSError as error:
+        raise UserError(f"cannot write {path}: {error.strerror or error}") from error
 
 
 def _positive_int(text: str) -> int:
@@ -157,7 +180,12 @@ def run_query(args: argparse.Namespace) -> int:
 @subcommand("similar", "'more like this' for a catalogue item id (never the item itself)",
             lambda p: (p.add_argument("item_id", type=int), _k_and_json(p)))
 def run_similar(args: argparse.Namespace) -> int:
-    _print_response(_load_searcher(args).similar_items(args.item_id, args.k), args.json)
+    searcher = _load_searcher(args)
+    try:
+        searcher.row_of(args.item_id)
+    except KeyError as error:
+        raise UserError(error.args[0]) from None
+    _print_response(searcher.similar_items(args.item_id, args.k), args.json)
     return 0
 
 
@@ -168,10 +196,8 @@ def _related_args(parser: argparse.ArgumentParser) -> None:
 
 @subcommand("related", "export id -> k related ids with scores for the whole catalogue", _related_args)
 def run_related(args: argparse.Namespace) -> int:
-    from lookalike.artifacts import write_bytes
-
     table = _load_searcher(args).related_table(args.k)
-    write_bytes(args.out, table.to_csv(index=False).encode())
+    _write_out(args.out, table.to_csv(index=False).encode())
     print(f"wrote {len(table)} rows ({table['id'].nunique()} items x up to {args.k}) to {args.out}")
     return 0
 
@@ -195,25 +221,47 @@ def run_evaluate_folder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cosine(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"the cosine threshold must be in (0, 1], got {value}")
+    return value
+
+
 def _duplicates_args(parser: argparse.ArgumentParser) -> None:
-    from lookalike.duplicates import NEAR_DUPLICATE_COSINE
-
     parser.add_argument("--out", required=True, help="CSV file to write, one row per item in a group")
-    parser.add_argument("--threshold", type=float, default=NEAR_DUPLICATE_COSINE,
-                        help=f"cosine at or above which two items are near-duplicates (default "
-                             f"{NEAR_DUPLICATE_COSINE}, chosen from data: see the README)")
+    parser.add_argument("--threshold", type=_cosine, help="cosine at or above which two items are candidates "
+                                                          "(default: the build's calibrated threshold)")
+    parser.add_argument("--live-db", help="live catalogue database (default: $LOOKALIKE_LIVE_DB or live/live.db "
+                                          "beside the artifacts folder); its changes are included when it exists")
+    parser.add_argument("--build-only", action="store_true", help="the published build alone, no live changes")
 
 
-@subcommand("duplicates", "list the build's near-duplicate groups (CSV)", _duplicates_args)
+@subcommand("duplicates", "list the near-duplicate groups of the catalogue as served: the published build plus "
+                          "the live changes (CSV)", _duplicates_args)
 def run_duplicates(args: argparse.Namespace) -> int:
-    from lookalike.artifacts import write_bytes
-    from lookalike.duplicates import duplicate_groups, load_build
+    from lookalike.duplicates import colour_differences, duplicate_groups, load_published, rule_of
+    from lookalike.live import LiveCatalogue, resolve_db_path
 
-    embeddings, items = load_build(artifacts_dir(args))
-    table = duplicate_groups(embeddings, items, args.threshold)
-    write_bytes(args.out, table.to_csv(index=False).encode())
+    directory = artifacts_dir(args)
+    root = directory.resolve().parent
+    db = resolve_db_path(args.live_db, root)
+    if args.build_only or not db.is_file():
+        embeddings, items, photos, manifest = load_published(directory)
+        rule = rule_of(manifest)
+        threshold = args.threshold or rule["cosine"]
+        table = duplicate_groups(embeddings, items, threshold, photos, rule["max_pixel_difference"])
+        scope, total = f"build {manifest['build_id']}", len(items)
+    else:
+        with native_stderr_quiet(args.verbose):
+            catalogue = LiveCatalogue.load(directory, db, root=root, readonly=True,
+                                           near_duplicate_cosine=args.threshold)
+        table, threshold = catalogue.duplicate_report(), catalogue.near_duplicate_cosine
+        scope, total = f"build {catalogue.build_id} + live changes through {catalogue.applied_seq}", len(catalogue)
+    _write_out(args.out, table.to_csv(index=False).encode())
     groups = table["group"].nunique() if len(table) else 0
-    print(f"{groups} near-duplicate groups ({len(table)} of {len(items)} items) at cosine >= {args.threshold} "
+    print(f"{groups} near-duplicate groups ({len(table)} of {total} items; {colour_differences(table)} with another "
+          f"baseColour than their closest member) in {scope} at cosine >= {threshold} and the same picture, "
           f"written to {args.out}")
     return 0
 
@@ -231,20 +279,24 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
                                                                 "(repeatable; default: $LOOKALIKE_CORS_ORIGINS)")
     parser.add_argument("--max-upload-mb", type=float, help="largest image accepted (default 10)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--workers", type=_positive_int, default=1,
+                        help="server processes sharing the port and the live database (default 1); each loads "
+                             "the model and index and follows the others' writes")
 
 
 @subcommand("serve", "run the HTTP search service over the build and the live catalogue (FastAPI, uvicorn)",
             _serve_args)
 def run_serve(args: argparse.Namespace) -> int:
-    from lookalike.service import Settings, read_api_key, serve
+    from lookalike.service import Settings, SettingsError, serve
 
     directory = artifacts_dir(args)
-    settings = Settings.from_env(
-        artifacts=str(directory), root=directory.resolve().parent, db=args.live_db,
-        api_key=read_api_key(args.api_key_file) if args.api_key_file else None,
-        cors_origins=args.cors_origin,
-        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024) if args.max_upload_mb else None)
-    serve(settings, host=args.host, port=args.port, log_level=args.log_level)
+    try:
+        settings = Settings.load(artifacts=str(directory), root=directory.resolve().parent, live_db=args.live_db,
+                                 api_key_file=args.api_key_file, cors_origins=args.cors_origin,
+                                 max_upload_mb=args.max_upload_mb)
+    except SettingsError as error:
+        raise UserError(str(error)) from None
+    serve(settings, host=args.host, port=args.port, log_level=args.log_level, workers=args.workers)
     return 0
 
 
@@ -265,8 +317,27 @@ def run_fold(args: argparse.Namespace) -> int:
     root = directory.resolve().parent
     db = resolve_db_path(args.live_db, root)
     if not db.is_file():
-        raise FileNotFoundError(f"no live catalogue database at {db}")
+        raise UserError(f"no live catalogue database at {db}")
     print(fold(LiveStore(db), directory, Path(args.out) if args.out else root / LIVE_DELTA_DIR).line())
+    return 0
+
+
+def _compact_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--live-db", help="live catalogue database (default: $LOOKALIKE_LIVE_DB or live/live.db "
+                                          "beside the artifacts folder)")
+
+
+@subcommand("compact", "drop the live changes the published build's fold superseded, and reclaim the space",
+            _compact_args)
+def run_compact(args: argparse.Namespace) -> int:
+    from lookalike.fold import compact
+    from lookalike.live import LiveStore, resolve_db_path
+
+    directory = artifacts_dir(args)
+    db = resolve_db_path(args.live_db, directory.resolve().parent)
+    if not db.is_file():
+        raise UserError(f"no live catalogue database at {db}")
+    print(compact(LiveStore(db), directory).line())
     return 0
 
 

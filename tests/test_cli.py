@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from lookalike.cli import COMMANDS, main
 from lookalike.duplicates import OUTPUT_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = ("query", "similar", "related", "evaluate-folder", "duplicates")
+SUBCOMMANDS = ("query", "similar", "related", "evaluate-folder", "duplicates", "serve", "fold", "compact")
 
 
 def one_error_line(captured: str) -> str:
@@ -65,6 +68,7 @@ def test_query_and_similar(tiny_project: Path, capsys: pytest.CaptureFixture) ->
     response = json.loads(capsys.readouterr().out)
     assert [m["rank"] for m in response["matches"]] == [1, 2, 3]
     assert response["matches"][0]["id"] == item_id and response["matches"][0]["score"] == pytest.approx(1, abs=1e-4)
+    assert response["live_changes_included"] is False and "live changes" in response["notice"]
     # options after the subcommand name work too
     assert main(["similar", str(item_id), "--k", "4", "--artifacts", artifacts, "--json"]) == 0
     similar = json.loads(capsys.readouterr().out)["matches"]
@@ -72,6 +76,7 @@ def test_query_and_similar(tiny_project: Path, capsys: pytest.CaptureFixture) ->
     assert main(["--artifacts", artifacts, "similar", str(item_id)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 5 + 1 and lines[-1].endswith(")")  # five results and the timing line
+    assert "live changes" in lines[-1] and "not included" in lines[-1]  # says what it leaves out
 
 
 def test_related_and_evaluate_folder(tiny_project: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -91,24 +96,84 @@ def test_related_and_evaluate_folder(tiny_project: Path, tmp_path: Path, capsys:
     assert "pretrained" not in written
 
 
-def test_duplicates_command_writes_every_group(tiny_project: Path, tmp_path: Path,
-                                               capsys: pytest.CaptureFixture) -> None:
-    artifacts = str(tiny_project / "artifacts")
-    embeddings = np.load(tiny_project / "artifacts/embeddings.npy")
-    items = pd.read_csv(tiny_project / "artifacts/items.csv")
-    cosine = embeddings @ embeddings.T
-    np.fill_diagonal(cosine, -1)
-    threshold = float(np.round(np.quantile(cosine.max(axis=1), 0.5), 3))  # about half the items have a partner
+def _reencoded(path: Path, quality: int = 70) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(path).convert("RGB").save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def _recoloured(path: Path) -> bytes:
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(np.int16)
+    background = (pixels > 235).all(axis=2, keepdims=True)
+    buffer = io.BytesIO()
+    Image.fromarray(np.where(background, pixels, pixels[:, :, [2, 0, 1]]).astype(np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_duplicates_command_reports_build_and_live_copies_not_colourways(tiny_project: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    from lookalike.live import LiveCatalogue, LiveStore
+    from lookalike.search import Searcher
+
+    searcher = Searcher.load(tiny_project / "artifacts", root=tiny_project)
+    db = tmp_path / "live.db"
+    catalogue = LiveCatalogue.open(searcher, LiveStore(db), near_duplicate_cosine=0.3)
+    from lookalike.duplicates import photo_thumbnail, pixel_difference
+
+    def change(row: int) -> float:  # the photo whose colourway differs most: a product with a colour
+        return pixel_difference(photo_thumbnail(searcher.resolve_path(row)),
+                                photo_thumbnail(_recoloured(searcher.resolve_path(row))))
+
+    row = max(range(len(searcher.items)), key=change)
+    original = searcher.resolve_path(row)
+    meta = {"articleType": "Tshirts", "baseColour": "Blue"}
+    catalogue.put("COPY", _reencoded(original), meta)
+    catalogue.put("COLOURWAY", _recoloured(original), {**meta, "baseColour": "Purple"})
+    catalogue.store.close()
     out = tmp_path / "dups.csv"
-    assert main(["--artifacts", artifacts, "duplicates", "--out", str(out), "--threshold", str(threshold)]) == 0
-    assert "near-duplicate groups" in capsys.readouterr().out
-    table = pd.read_csv(out)
+    argv = ["--artifacts", str(tiny_project / "artifacts"), "duplicates", "--out", str(out), "--live-db", str(db)]
+    assert main([*argv, "--threshold", "0.3"]) == 0
+    printed = capsys.readouterr().out
+    table = pd.read_csv(out, dtype={"id": str, "closest_id": str})
     assert tuple(table.columns) == OUTPUT_COLUMNS
-    expected_members = set(items["id"][cosine.max(axis=1) >= threshold])
-    assert set(table["id"]) == expected_members and len(expected_members) > 0
-    assert (table["max_cosine"] >= threshold - 1e-6).all()
-    assert main(["--artifacts", artifacts, "duplicates", "--out", str(out), "--threshold", "1.5"]) == 2
+    colour = dict(zip(table["id"], table["baseColour"], strict=True))
+    other_colour = sum(colour[i] != colour[c] for i, c in zip(table["id"], table["closest_id"], strict=True))
+    assert "live changes through 2" in printed and f"{other_colour} with another baseColour" in printed
+    build_id = str(searcher.items["id"].iat[row])
+    copies = table.loc[table["id"].isin(["COPY", build_id])]
+    assert len(copies) == 2 and copies["group"].nunique() == 1
+    assert "COLOURWAY" not in set(table["id"])  # far above 0.3 in cosine, but another picture
+    assert main([*argv, "--build-only"]) == 0
+    assert "COPY" not in set(pd.read_csv(out, dtype={"id": str})["id"])
+    assert main([*argv, "--threshold", "1.5"]) == 2
     assert "(0, 1]" in one_error_line(capsys.readouterr().err)
+
+
+def test_duplicates_reads_the_published_build_not_the_folder_mid_run(tiny_project: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    artifacts = tmp_path / "artifacts"
+    shutil.copytree(tiny_project / "artifacts", artifacts)
+    published = json.loads((artifacts / "current.json").read_text())["build"]
+    (artifacts / "embeddings.npy").write_bytes(b"half written by a stage DVC is rerunning")
+    out = tmp_path / "dups.csv"
+    assert main(["--artifacts", str(artifacts), "duplicates", "--out", str(out), "--build-only"]) == 0
+    assert f"build {published}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("error", [KeyError("a bug"), ValueError("a bug"), OSError("a bug")])
+def test_an_internal_error_is_not_called_a_user_error(tiny_project: Path, tmp_path: Path, error: Exception,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    import lookalike.duplicates
+
+    def broken(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(lookalike.duplicates, "load_published", broken)
+    argv = ["--artifacts", str(tiny_project / "artifacts"), "duplicates", "--out", str(tmp_path / "d.csv"),
+            "--build-only"]
+    assert main(argv) == 1
+    assert one_error_line(capsys.readouterr().err).startswith(f"error: unexpected {type(error).__name__}")
 
 
 def test_user_errors_are_one_line_with_status_2(tiny_project: Path, tmp_path: Path,

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from bad_inputs import bad_input_corpus
 
-from lookalike.artifacts import make_manifest, resolve_build, write_json
+from lookalike.artifacts import make_manifest, publish_build, resolve_build, write_json, write_with
 from lookalike.catalogue import read_table
 from lookalike.index import build_index, save_index
 
@@ -42,23 +42,31 @@ def free_port() -> int:
 
 
 class Server:
-    """`python -m lookalike.cli serve` in a subprocess; stop() or kill() it."""
+    """`python -m lookalike.cli serve` in a subprocess; stop() or kill() it. ``env``: extra variables (None
+    removes one); ``ready``: wait for /readyz (else only for /healthz)."""
 
-    def __init__(self, artifacts: Path, db: Path, log: Path, extra: tuple[str, ...] = ()):
+    def __init__(self, artifacts: Path, db: Path, log: Path, extra: tuple[str, ...] = (),
+                 env: dict[str, str | None] | None = None, ready: bool = True):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "LOOKALIKE_API_KEY": API_KEY, "PYTHONPATH": str(REPO)}
+        environ = {**os.environ, "LOOKALIKE_API_KEY": API_KEY, "PYTHONPATH": str(REPO),
+                   "LOOKALIKE_SECRETS_DIR": str(log.parent / "no-secrets")}
+        for name, value in (env or {}).items():
+            if value is None:
+                environ.pop(name, None)
+            else:
+                environ[name] = value
         self.log = log
         self.process = subprocess.Popen(
             [sys.executable, "-m", "lookalike.cli", "serve", "--artifacts", str(artifacts), "--live-db", str(db),
              "--port", str(self.port), "--max-upload-mb", str(MAX_MB), "--log-level", "warning", *extra],
-            cwd=REPO, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+            cwd=REPO, env=environ, stdout=log.open("ab"), stderr=subprocess.STDOUT)
         self.client = httpx.Client(base_url=self.url, timeout=60)
         deadline = time.monotonic() + 180
         while True:
             assert self.process.poll() is None, f"server exited: {log.read_text()[-3000:]}"
             try:
-                if self.client.get("/readyz").status_code == 200:
+                if self.client.get("/readyz" if ready else "/healthz").status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -81,11 +89,21 @@ class Server:
         self.client.close()
 
 
-@pytest.fixture(scope="module")
-def server(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("service")
-    running = Server(tiny_project / "artifacts", folder / "live.db", folder / "server.log",
+@pytest.fixture
+def server(tiny_project: Path, tmp_path: Path):
+    """A server of its own for each test (its own live database): no test depends on what another wrote."""
+    running = Server(tiny_project / "artifacts", tmp_path / "live.db", tmp_path / "server.log",
                      ("--cors-origin", "https://shop.example"))
+    yield running
+    running.stop()
+    assert "Traceback" not in running.log.read_text(), running.log.read_text()[-3000:]
+
+
+@pytest.fixture(scope="module")
+def shared_server(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One server for the hostile-upload cases, each of which writes under an id of its own."""
+    folder = tmp_path_factory.mktemp("service")
+    running = Server(tiny_project / "artifacts", folder / "live.db", folder / "server.log")
     yield running
     running.stop()
     assert "Traceback" not in running.log.read_text(), running.log.read_text()[-3000:]
@@ -196,7 +214,8 @@ def test_cors_allows_only_configured_origin(server: Server):
 
 
 @pytest.mark.parametrize("case", list(bad_input_corpus(MAX_BYTES)))
-def test_hostile_uploads_get_a_4xx_never_a_5xx(server: Server, case: str):
+def test_hostile_uploads_get_a_4xx_never_a_5xx(shared_server: Server, case: str):
+    server = shared_server
     data, answers = bad_input_corpus(MAX_BYTES)[case]
     item_id = f"HOSTILE-{list(bad_input_corpus(MAX_BYTES)).index(case)}"
     response = search(server.client, data, k=3)
@@ -439,3 +458,285 @@ def test_removals_never_returned_on_approximate_indexes(tiny_project: Path, tmp_
         assert not seen & set(gone) and len(seen) == 40
     finally:
         server.stop()
+
+
+# ------------------------------------------------------------------------------ new builds without downtime
+
+
+def published_copy(tiny_project: Path, folder: Path) -> tuple[Path, dict]:
+    """An artifacts folder of its own holding the tiny project's build, published (current.json + builds/)."""
+    source, manifest = resolve_build(tiny_project / "artifacts")
+    artifacts = folder / "artifacts"
+    artifacts.mkdir()
+    for entry in manifest["files"].values():
+        shutil.copy(source / entry["path"], artifacts / entry["path"])
+    shutil.copy(source / "manifest.json", artifacts / "manifest.json")
+    publish_build(artifacts)
+    return artifacts, manifest
+
+
+def publish_variant(artifacts: Path, manifest: dict, index_params: dict) -> str:
+    """What `dvc repro` does to a running shop: new files written into the artifacts folder, then published."""
+    embeddings = np.load(artifacts / manifest["files"]["embeddings"]["path"])
+    write_with(artifacts / manifest["files"]["index"]["path"],
+               lambda tmp: save_index(build_index(embeddings, index_params), tmp))
+    files = {name: artifacts / entry["path"] for name, entry in manifest["files"].items()}
+    new = make_manifest(files, {"count": manifest["count"], "dimension": manifest["dimension"]},
+                        {**manifest["params"], "index": index_params})
+    new["near_duplicates"] = manifest["near_duplicates"]
+    write_json(artifacts / "manifest.json", new)
+    return publish_build(artifacts)
+
+
+def wait_for_build(client: httpx.Client, build_id: str, seconds: float = 120) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        stats = client.get("/v1/stats").json()
+        if stats["build"]["build_id"] == build_id:
+            return stats
+        assert time.monotonic() < deadline, f"build {build_id} never swapped in: {stats}"
+        time.sleep(0.2)
+
+
+def test_a_new_build_is_swapped_in_under_load_without_a_failed_request(tiny_project: Path, tmp_path: Path,
+                                                                       build: dict):
+    artifacts, manifest = published_copy(tiny_project, tmp_path)
+    server = Server(artifacts, tmp_path / "live.db", tmp_path / "server.log", env={"LOOKALIKE_POLL_SECONDS": "0.5"})
+    images = [p.read_bytes() for p in build["paths"][:6]]
+    failures: list[str] = []
+    counts = {"reads": 0, "writes": 0}
+    written: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def reader(number: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            for i in range(100_000):
+                if stop.is_set():
+                    return
+                try:
+                    response = (search(client, images[i % 6], k=5) if (i + number) % 2 else
+                                client.get(f"/v1/items/{build['ids'][i % 60]}/similar", params={"k": 5}))
+                except httpx.TransportError as error:
+                    failures.append(f"reader: {error!r}")
+                    continue
+                with lock:
+                    counts["reads"] += 1
+                    if response.status_code != 200:
+                        failures.append(f"{response.status_code}: {response.text[:200]}")
+
+    def writer() -> None:
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            for i in range(100_000):
+                if stop.is_set():
+                    return
+                response = put(client, f"DURING-{i}", images[i % 6])
+                with lock:
+                    counts["writes"] += 1
+                    if response.status_code == 201:
+                        written.append(f"DURING-{i}")
+                    else:
+                        failures.append(f"put {response.status_code}: {response.text[:200]}")
+
+    try:
+        first = server.client.get("/v1/stats").json()["build"]["build_id"]
+        assert put(server.client, "BEFORE", images[0]).status_code == 201
+        threads = [threading.Thread(target=reader, args=(n,)) for n in range(3)] + [threading.Thread(target=writer)]
+        for thread in threads:
+            thread.start()
+        new = publish_variant(artifacts, manifest, {"type": "hnsw", "hnsw_m": 8, "ef_construction": 40,
+                                                    "ef_search": 64})
+        assert new != first
+        stats = wait_for_build(server.client, new)
+        with lock:
+            at_swap = dict(counts)
+        deadline = time.monotonic() + 60
+        while counts["reads"] < at_swap["reads"] + 20 or counts["writes"] < at_swap["writes"] + 3:
+            assert time.monotonic() < deadline, "the load stalled after the swap"
+            time.sleep(0.1)
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        assert failures == []
+        assert stats["build"]["index_type"] == "hnsw" and stats["serving"]["swaps"] == 1
+        for item_id in ["BEFORE", *written]:  # every acknowledged write, before and during the swap, is served
+            assert server.client.get(f"/v1/items/{item_id}").status_code == 200, item_id
+        ready = server.client.get("/readyz").json()
+        assert ready["build_id"] == new and ready["items"] == 60 + 1 + len(written)
+    finally:
+        stop.set()
+        server.stop()
+    assert "Traceback" not in server.log.read_text()
+
+
+def test_sighup_and_the_admin_call_load_a_new_build_at_once(tiny_project: Path, tmp_path: Path, build: dict):
+    artifacts, manifest = published_copy(tiny_project, tmp_path)
+    server = Server(artifacts, tmp_path / "live.db", tmp_path / "server.log",
+                    env={"LOOKALIKE_POLL_SECONDS": "86400"})  # never notices by itself within the test
+    try:
+        second = publish_variant(artifacts, manifest, {"type": "ivf_flat", "nlist": 4, "nprobe": 4})
+        server.process.send_signal(signal.SIGHUP)
+        assert wait_for_build(server.client, second)["build"]["index_type"] == "ivf_flat"
+        third = publish_variant(artifacts, manifest, {"type": "flat"})
+        assert_error(server.client.post("/v1/admin/reload"), 401)
+        assert_error(server.client.post("/v1/admin/reload", headers={"X-API-Key": "wrong-key-wrong-key"}), 401)
+        assert server.client.get("/v1/stats").json()["build"]["build_id"] == second
+        answer = server.client.post("/v1/admin/reload", headers=AUTH)
+        assert answer.status_code == 200 and answer.json()["swapped"] is True and answer.json()["build_id"] == third
+        again = server.client.post("/v1/admin/reload", headers=AUTH).json()
+        assert again["swapped"] is False and again["build_id"] == third
+        assert server.client.get("/v1/stats").json()["serving"]["swaps"] == 2
+    finally:
+        server.stop()
+
+
+def test_a_server_without_a_build_is_alive_not_ready_says_why_without_paths_and_loads_it_later(
+        tiny_project: Path, tmp_path: Path):
+    empty = tmp_path / "artifacts"
+    empty.mkdir()
+    server = Server(empty, tmp_path / "live.db", tmp_path / "server.log", ready=False,
+                    env={"LOOKALIKE_POLL_SECONDS": "0.5", "LOOKALIKE_LIVENESS_GRACE_SECONDS": "3"})
+    try:
+        assert server.client.get("/healthz").status_code == 200  # the process is alive while it retries
+        deadline = time.monotonic() + 30
+        while (not_ready := assert_error(server.client.get("/readyz"), 503))["detail"] == "loading the catalogue":
+            assert time.monotonic() < deadline  # the first attempt has not failed yet
+            time.sleep(0.1)
+        assert "missing" in not_ready["detail"] and str(tmp_path) not in server.client.get("/readyz").text
+        assert "/" not in not_ready["detail"]
+        assert str(tmp_path) not in assert_error(server.client.get("/v1/stats"), 503)["detail"]
+        deadline = time.monotonic() + 30
+        while server.client.get("/healthz").status_code == 200:  # past the grace: restart me
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        failing = server.client.get("/healthz").json()
+        assert failing["status"] == "failing" and str(tmp_path) not in failing["detail"]
+        shutil.rmtree(empty)
+        published_copy(tiny_project, tmp_path)  # the pipeline finally ran: picked up on a retry, no restart
+        deadline = time.monotonic() + 120
+        while server.client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, server.log.read_text()[-2000:]
+            time.sleep(0.2)
+        assert server.client.get("/healthz").status_code == 200
+    finally:
+        server.stop()
+
+
+# ------------------------------------------------------------------------------ keys, CORS, settings
+
+
+def test_guard_refusals_carry_cors_headers(server: Server, build: dict):
+    origin = {"Origin": "https://shop.example"}
+    image = build["paths"][1].read_bytes()
+    refused = put(server.client, "SKU-CORS", image, headers=origin)
+    assert_error(refused, 401)
+    assert refused.headers.get("access-control-allow-origin") == "https://shop.example"
+    too_big = server.client.post("/v1/search", files={"image": ("big.jpg", bytes(MAX_BYTES + 200_000))},
+                                 headers=origin)
+    assert_error(too_big, 413)
+    assert too_big.headers.get("access-control-allow-origin") == "https://shop.example"
+    other = put(server.client, "SKU-CORS", image, headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_without_a_key_writes_are_refused_with_403(tiny_project: Path, tmp_path: Path, build: dict):
+    server = Server(tiny_project / "artifacts", tmp_path / "live.db", tmp_path / "server.log",
+                    ("--cors-origin", "https://shop.example"), env={"LOOKALIKE_API_KEY": None})
+    try:
+        refused = put(server.client, "SKU-X", build["paths"][0].read_bytes(),
+                      headers={**AUTH, "Origin": "https://shop.example"})
+        assert "writes are disabled" in assert_error(refused, 403)["detail"]
+        assert refused.headers.get("access-control-allow-origin") == "https://shop.example"
+        assert_error(server.client.delete(f"/v1/items/{build['ids'][0]}", headers=AUTH), 403)
+        assert_error(server.client.post("/v1/admin/reload", headers=AUTH), 403)
+        assert server.client.get(f"/v1/items/{build['ids'][0]}").status_code == 200
+    finally:
+        server.stop()
+
+
+def test_the_key_comes_from_a_key_file_or_the_secrets_folder(tiny_project: Path, tmp_path: Path, build: dict):
+    key_file = tmp_path / "key.txt"
+    key_file.write_text("from-a-file-0123456789\n")
+    server = Server(tiny_project / "artifacts", tmp_path / "live.db", tmp_path / "one.log",
+                    ("--api-key-file", str(key_file)), env={"LOOKALIKE_API_KEY": None})
+    try:
+        image = build["paths"][0].read_bytes()
+        assert_error(put(server.client, "SKU-F", image), 401)  # the environment's key is not the file's
+        assert put(server.client, "SKU-F", image, headers={"X-API-Key": "from-a-file-0123456789"}).status_code == 201
+    finally:
+        server.stop()
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "lookalike_api_key").write_text("from-the-secrets-dir-0123")
+    server = Server(tiny_project / "artifacts", tmp_path / "live2.db", tmp_path / "two.log",
+                    env={"LOOKALIKE_API_KEY": None, "LOOKALIKE_SECRETS_DIR": str(secrets)})
+    try:
+        image = build["paths"][0].read_bytes()
+        assert put(server.client, "SKU-S", image, headers={"X-API-Key": "from-the-secrets-dir-0123"}).status_code == 201
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"LOOKALIKE_API_KEY": "short-key"}, "the API key must be at least 16 characters"),
+    ({"LOOKALIKE_MAX_K": "0"}, "max_k"),
+    ({"LOOKALIKE_POLL_SECONDS": "soon"}, "poll_seconds"),
+])
+def test_bad_settings_stop_serve_with_one_line_and_status_2(tiny_project: Path, tmp_path: Path, env: dict,
+                                                            expected: str):
+    result = subprocess.run([sys.executable, "-m", "lookalike.cli", "serve", "--artifacts",
+                             str(tiny_project / "artifacts"), "--port", str(free_port())],
+                            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO), **env}, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: invalid settings") and expected in lines[0], lines
+    assert "short-key" not in result.stderr  # the value is never echoed: it may be a secret
+
+
+def test_searches_run_while_writes_happen(server: Server, build: dict):
+    images = [p.read_bytes() for p in build["paths"][:8]]
+
+    def write(n: int) -> list[int]:
+        statuses = [put(server.client, f"MIX-{n}", images[n % 8]).status_code]
+        statuses.append(server.client.delete(f"/v1/items/MIX-{n}", headers=AUTH).status_code if n % 3 == 0
+                        else 200)
+        return statuses
+
+    def read(n: int) -> list[int]:
+        found = search(server.client, images[n % 8], k=20)
+        similar = server.client.get(f"/v1/items/{build['ids'][n]}/similar", params={"k": 20})
+        return [found.status_code, similar.status_code]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        jobs = [pool.submit(write if n % 2 else read, n) for n in range(48)]
+        statuses = [status for job in jobs for status in job.result()]
+    assert set(statuses) <= {200, 201} and statuses.count(201) == 24
+    live = {m["id"] for m in search(server.client, images[1], k=100).json()["matches"]} - set(build["ids"])
+    assert live == {f"MIX-{n}" for n in range(1, 48, 2) if n % 3}
+
+
+# ------------------------------------------------------------------------------ several worker processes
+
+
+def test_two_workers_see_every_acknowledged_write_within_a_second(tiny_project: Path, tmp_path: Path,
+                                                                  build: dict):
+    server = Server(tiny_project / "artifacts", tmp_path / "live.db", tmp_path / "server.log", ("--workers", "2"))
+    try:
+        image = build["paths"][12].read_bytes()
+        pids: set[int] = set()
+        for n in range(3):
+            added = put(server.client, f"WORKERS-{n}", image)
+            assert added.status_code == 201, added.text
+            removed_id = build["ids"][n]
+            assert server.client.delete(f"/v1/items/{removed_id}", headers=AUTH).status_code == 200
+            time.sleep(1.0)  # the promise under test: visible through every worker within 1 s
+            for _ in range(40):  # fresh connections: the kernel hands them to either worker
+                with httpx.Client(base_url=server.url, timeout=30) as client:
+                    assert client.get(f"/v1/items/WORKERS-{n}").status_code == 200
+                    assert client.get(f"/v1/items/{removed_id}").status_code == 404
+                    pids.add(client.get("/v1/stats").json()["serving"]["pid"])
+        assert len(pids) == 2, pids
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log.read_text()

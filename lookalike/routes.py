@@ -1,0 +1,222 @@
+"""The HTTP routes of the service: parse, check, call one library function, shape the JSON.
+
+Every search route ends in :meth:`lookalike.live.LiveCatalogue.search_vector` (an upload is embedded
+first; "more like this" starts from the item's vector), so a new kind of query is one more route that
+computes a vector. CPU-heavy work (decode, embed, search) runs in the thread pool.
+"""
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+
+from lookalike.live import METADATA_FIELDS, CatalogueHolder, Hit, Item, LiveCatalogue, LiveError, LiveResponse
+from lookalike.live import validate_item_id as _validate_item_id
+from lookalike.search import FILTER_COLUMNS
+from lookalike.service import ServiceError, check_api_key
+
+RETRY = {"Retry-After": "5"}
+
+
+def holder_of(request: Request) -> CatalogueHolder:
+    return request.app.state.holder
+
+
+def catalogue_of(request: Request) -> LiveCatalogue:
+    """The catalogue served now, or 503 with why not (never a server path: see lookalike.service.describe)."""
+    holder: CatalogueHolder = request.app.state.holder
+    catalogue = holder.catalogue
+    if catalogue is None:
+        reason = holder.failure.reason if holder.failure else "loading the catalogue"
+        raise ServiceError(503, "not_ready", reason, RETRY)
+    return catalogue
+
+
+def require_api_key(request: Request) -> None:
+    """Writes and admin calls: the Guard checked the key before the body was read; this keeps a route safe on its
+    own (mounted without the Guard)."""
+    refusal = check_api_key(request.app.state.settings, {k.lower(): v for k, v in request.headers.items()})
+    if refusal is not None:
+        raise refusal
+
+
+def item_id_of(item_id: Annotated[str, PathParam(description="the shop's id (SKU) or the build's decimal id",
+                                                 max_length=128)]) -> str:
+    try:
+        return _validate_item_id(item_id)
+    except LiveError as error:
+        raise ServiceError(422, "invalid_request", str(error)) from None
+
+
+# ------------------------------------------------------------------------------ JSON shapes
+
+
+def _image_url(hit: Hit | Item, seq: int | None = None) -> str:
+    return f"/v1/items/{hit.id}/image" + (f"?v={seq}" if seq is not None else "")
+
+
+def hit_json(hit: Hit) -> dict:
+    return {"rank": hit.rank, "id": hit.id, "score": round(hit.score, 6), "source": hit.source,
+            "metadata": hit.metadata, "image_url": _image_url(hit)}
+
+
+def response_json(response: LiveResponse, k: int, filters: dict) -> dict:
+    return {"k": k, "filters": filters, "matches": [hit_json(h) for h in response.matches],
+            "timings_ms": {"embed": round(response.embed_ms, 3), "search": round(response.search_ms, 3),
+                           "total": round(response.total_ms, 3)}}
+
+
+def item_json(item: Item) -> dict:
+    return {"id": item.id, "source": item.source, "metadata": item.metadata, "seq": item.seq,
+            "image_url": _image_url(item, item.seq)}
+
+
+def _filters(gender: list[str], masterCategory: list[str], articleType: list[str],  # noqa: N803 - API names
+             baseColour: list[str]) -> dict[str, list[str]]:
+    filters = dict(zip(FILTER_COLUMNS, (gender, masterCategory, articleType, baseColour), strict=True))
+    for column, values in filters.items():
+        if len(values) > 100 or any(len(v) > 200 for v in values):
+            raise ServiceError(422, "invalid_request", f"filter {column!r}: at most 100 values of 200 characters")
+    return {c: v for c, v in filters.items() if v}
+
+
+async def _read_upload(upload: UploadFile, limit: int) -> bytes:
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ServiceError(413, "payload_too_large", f"the image is over the {limit / 1e6:.1f} MB limit")
+    return data
+
+
+# ------------------------------------------------------------------------------ routes
+
+
+def operations_router(liveness: Callable[[CatalogueHolder], str | None], metrics: Any) -> APIRouter:
+    """/healthz, /readyz, /metrics."""
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="Liveness: the process and its event loop answer, its catalogue keeper runs")
+    async def healthz(request: Request) -> JSONResponse:
+        problem = liveness(holder_of(request))
+        if problem:
+            return JSONResponse({"status": "failing", "detail": problem}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @router.get("/readyz", summary="Readiness: a catalogue is loaded and the live database answers")
+    async def readyz(request: Request) -> JSONResponse:
+        catalogue = catalogue_of(request)
+        try:
+            last = await run_in_threadpool(catalogue.store.last_seq)
+        except Exception as error:  # noqa: BLE001 - the database is what readiness checks
+            raise ServiceError(503, "not_ready", "the live database does not answer", RETRY) from error
+        return JSONResponse({"status": "ready", "build_id": catalogue.build_id, "last_seq": last,
+                             "items": len(catalogue)})
+
+    @router.get("/metrics", summary="Prometheus metrics")
+    async def prometheus_metrics(request: Request) -> Response:
+        catalogue = holder_of(request).catalogue
+        if catalogue is not None:
+            metrics.catalogue_size.set(len(catalogue))
+            metrics.live_changes.set(catalogue.applied_seq - catalogue.folded_seq)
+        metrics.build_swaps.set(holder_of(request).swaps)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def api_router(max_k: int, default_k: int, max_upload_bytes: int) -> APIRouter:
+    """The /v1 routes: search, items, writes, stats and the admin reload."""
+    router = APIRouter(prefix="/v1")
+    Catalogue = Annotated[LiveCatalogue, Depends(catalogue_of)]  # noqa: N806
+    Holder = Annotated[CatalogueHolder, Depends(holder_of)]  # noqa: N806
+    ItemId = Annotated[str, Depends(item_id_of)]  # noqa: N806
+    K = Annotated[int, Query(ge=1, le=max_k, description="how many results")]  # noqa: N806
+    KForm = Annotated[int, Form(ge=1, le=max_k, description="how many results")]  # noqa: N806
+
+    @router.get("/stats", tags=["operations"],
+                summary="Catalogue size, build (id, model, index, near-duplicate threshold), live changes, swaps")
+    async def stats(catalogue: Catalogue, holder: Holder) -> dict:
+        return {**await run_in_threadpool(catalogue.stats), "serving": holder.status()}
+
+    @router.post("/admin/reload", tags=["operations"], dependencies=[Depends(require_api_key)],
+                 summary="Load the published build now and swap it in (API key); wait=false: only ask the keeper")
+    async def reload(holder: Holder, wait: bool = True) -> dict:
+        if not wait:
+            holder.request_reload()
+            return {"requested": True, "build_id": holder.catalogue.build_id if holder.catalogue else None}
+        swapped = await run_in_threadpool(holder.check_build, True)
+        current = holder.catalogue
+        return {"swapped": swapped, "build_id": current.build_id if current else None, **holder.status()}
+
+    @router.post("/search", tags=["search"], summary="The k items most like an uploaded photo")
+    async def search(catalogue: Catalogue, image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, ...")],
+                     k: KForm = default_k,
+                     gender: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI copies defaults
+                     masterCategory: Annotated[list[str], Form()] = [],  # noqa: B006, N803
+                     articleType: Annotated[list[str], Form()] = [],  # noqa: B006, N803
+                     baseColour: Annotated[list[str], Form()] = []) -> dict:  # noqa: B006, N803
+        filters = _filters(gender, masterCategory, articleType, baseColour)
+        data = await _read_upload(image, max_upload_bytes)
+        response = await run_in_threadpool(catalogue.search, data, k, filters)
+        return response_json(response, k, filters)
+
+    @router.get("/items/{item_id}", tags=["items"], summary="One item: id, metadata, image URL")
+    async def get_item(catalogue: Catalogue, item_id: ItemId) -> dict:
+        return item_json(catalogue.item(item_id))
+
+    @router.get("/items/{item_id}/image", tags=["items"], summary="An item's photo",
+                response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+    async def get_image(catalogue: Catalogue, item_id: ItemId) -> Response:
+        source, content_type = await run_in_threadpool(catalogue.image, item_id)
+        headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "public, max-age=60"}
+        if isinstance(source, bytes):
+            return Response(source, media_type=content_type, headers=headers)
+        if not Path(source).is_file():  # a build's photo (from its manifest-pinned paths), never a client path
+            raise ServiceError(404, "not_found", f"the photo of item {item_id!r} is missing on the server")
+        return FileResponse(source, media_type=content_type, headers=headers)
+
+    @router.get("/items/{item_id}/similar", tags=["search"], summary="'More like this': never the item itself")
+    async def similar(catalogue: Catalogue, item_id: ItemId, k: K = default_k,
+                      gender: Annotated[list[str], Query()] = [],  # noqa: B006
+                      masterCategory: Annotated[list[str], Query()] = [],  # noqa: B006, N803
+                      articleType: Annotated[list[str], Query()] = [],  # noqa: B006, N803
+                      baseColour: Annotated[list[str], Query()] = []) -> dict:  # noqa: B006, N803
+        filters = _filters(gender, masterCategory, articleType, baseColour)
+        response = await run_in_threadpool(catalogue.similar, item_id, k, filters)
+        return {"id": item_id, **response_json(response, k, filters)}
+
+    @router.put("/items/{item_id}", tags=["items"], status_code=200, dependencies=[Depends(require_api_key)],
+                summary="Add or replace an item (API key): photo + metadata; durable when answered",
+                responses={201: {"description": "added"}, 200: {"description": "replaced"}})
+    async def put_item(catalogue: Catalogue, holder: Holder, item_id: ItemId,
+                       image: Annotated[UploadFile, File(description="the item's photo")],
+                       articleType: Annotated[str, Form(max_length=200)],  # noqa: N803
+                       productDisplayName: Annotated[str | None, Form(max_length=200)] = None,  # noqa: N803
+                       baseColour: Annotated[str | None, Form(max_length=200)] = None,  # noqa: N803
+                       gender: Annotated[str | None, Form(max_length=200)] = None,
+                       masterCategory: Annotated[str | None, Form(max_length=200)] = None,  # noqa: N803
+                       subCategory: Annotated[str | None, Form(max_length=200)] = None,  # noqa: N803
+                       season: Annotated[str | None, Form(max_length=200)] = None,
+                       year: Annotated[str | None, Form(max_length=200)] = None,
+                       usage: Annotated[str | None, Form(max_length=200)] = None) -> JSONResponse:
+        given = dict(zip(METADATA_FIELDS, (productDisplayName, articleType, baseColour, gender, masterCategory,
+                                           subCategory, season, year, usage), strict=True))
+        data = await _read_upload(image, max_upload_bytes)
+        result = await run_in_threadpool(holder.put, item_id, data, {k: v for k, v in given.items() if v})
+        body = {**item_json(result.item), "created": result.created,
+                "near_duplicates": [hit_json(h) for h in result.near_duplicates],
+                "near_duplicate_cosine": catalogue.near_duplicate_cosine,
+                "timings_ms": {"embed": round(result.embed_ms, 3), "write": round(result.write_ms, 3)}}
+        return JSONResponse(body, status_code=201 if result.created else 200)
+
+    @router.delete("/items/{item_id}", tags=["items"], dependencies=[Depends(require_api_key)],
+                   summary="Remove an item (API key); durable when answered")
+    async def delete_item(catalogue: Catalogue, holder: Holder, item_id: ItemId) -> dict:
+        seq = await run_in_threadpool(holder.remove, item_id)
+        return {"id": item_id, "removed": True, "seq": seq}
+
+    return router
