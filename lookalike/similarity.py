@@ -4,9 +4,9 @@ A build's vectors are concatenated unit sub-vectors, one per attribute (type, co
 usage: ``model.subspaces``), each scaled by the root of its stored weight w_i and the whole
 renormalised (:func:`lookalike.model.build_head`). The inner product of two stored vectors is then
 sum_i w_i cos_i / sum_i w_i. A query asks another question by re-weighting only its own sub-vectors:
-scaling sub-vector i of the query by v_i / sqrt(w_i) makes the inner product with every stored vector
-sum_i v_i cos_i (up to one constant), so "same colour" or "same type" is a query-side change and the
-index, the live items and their filters serve every mode unchanged.
+its sub-vector i is sqrt(w_i) u_i / Z like any stored one, so scaling it by v_i / w_i makes the inner
+product with every stored vector sum_i v_i cos_i (up to one constant): "same colour" or "same type" is a
+query-side change, and the index, the live items and their filters serve every mode unchanged.
 
     similarity = Similarity.from_manifest(manifest)
     query = similarity.query_vector(vector, "colour")       # a mode name
@@ -99,7 +99,7 @@ class Similarity:
         vector = np.asarray(vector, np.float32)
         if weights is None:
             return vector
-        scale = np.concatenate([np.full(dim, weights.get(name, 0.0) / np.sqrt(stored), np.float32)
+        scale = np.concatenate([np.full(dim, weights.get(name, 0.0) / stored, np.float32)
                                 for name, dim, stored in self.subspaces])
         if scale.shape != vector.shape[-1:]:
             raise SimilarityError(f"the build's vectors have {vector.shape[-1]} dimensions, its sub-spaces "

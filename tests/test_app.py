@@ -443,3 +443,23 @@ def test_searcher_loads_once_per_process(searcher_loads: list[str], monkeypatch:
         at.run()
         assert len(result_ids(at)) == 3
     assert searcher_loads.count(str(ARTIFACTS)) == 1
+
+
+def test_alike_by_changes_the_results_as_the_library_ranks_them(app: AppTest) -> None:
+    app.selectbox(key="pick").set_value(QUERY_ID)
+    app.run()
+    control = app.segmented_control(key="alike")
+    assert control.options == ["Overall look", "Same colour", "Same type", "Same style"]
+    assert control.value == "overall"
+    searcher = Searcher.load(ARTIFACTS)
+    by_mode = {}
+    for mode in ("colour", "type", "overall"):
+        app.segmented_control(key="alike").set_value(mode)  # the widget of the latest run
+        app.run()
+        assert not app.exception
+        by_mode[mode] = result_ids(app)
+        assert by_mode[mode] == [m.id for m in searcher.similar_items(QUERY_ID, DEFAULT_K, similarity=mode).matches]
+    assert by_mode["colour"] != by_mode["type"]
+    about = next(m.value for m in app.sidebar.markdown if "Same type and colour" in m.value)
+    metrics = json.loads((ROOT / "metrics/metrics.json").read_text())
+    assert f"{metrics['trained']['type_colour_precision_at_5']:.1%}" in about

@@ -48,7 +48,8 @@ def test_the_descriptor_reads_the_product_not_the_white_background() -> None:
     assert global_bins.sum() == pytest.approx(1.0, abs=1e-3)  # shares of the foreground only
     red_bin = int(np.argmin(((palette() - [220 / 255, 20 / 255, 20 / 255]) ** 2).sum(1)))
     white_bin = int(np.argmin(((palette() - 1.0) ** 2).sum(1)))
-    assert np.argmax(global_bins) == red_bin and global_bins[white_bin] < 0.01
+    # the mask is soft (a sigmoid): each white pixel leaks 1.8% of a product pixel's weight, here 3% in all
+    assert np.argmax(global_bins) == red_bin and global_bins[white_bin] < 0.05
     blue = colour_histogram(shirt((20, 40, 220)))
     assert np.linalg.norm(red - blue) > 0.5  # another shirt colour, another descriptor
     # the grid cells tell the shirt (upper middle) from the trousers (lower middle)
@@ -100,7 +101,7 @@ def test_a_mode_turns_the_inner_product_into_its_weighted_cosines() -> None:
     assert scores[0] / scores[1] == pytest.approx(2.0 / 1.0, rel=1e-5)
     np.testing.assert_allclose(np.linalg.norm(asked), 1.0, atol=1e-6)
     assert similarity.query_vector(query, "overall") is not None
-    np.testing.assert_array_equal(similarity.query_vector(query, None), query)
+    np.testing.assert_allclose(similarity.query_vector(query, None), query, atol=1e-7)  # as stored
 
 
 @pytest.mark.parametrize("asked, message", [
@@ -188,6 +189,7 @@ def test_the_colour_descriptor_and_fine_tuning_on_maps_are_refused_together(para
 def test_a_params_file_without_sub_spaces_trains_the_type_only_head(params) -> None:
     for key in ("subspaces", "colour_descriptor"):
         del params["model"][key]
+    del params["similarity"]  # its modes name the sub-spaces just removed
     validate(params)
     assert params["model"]["colour_descriptor"] is False
     assert params["model"]["subspaces"] == {"type": {"column": "articleType", "dim": 256, "weight": 1.0}}
