@@ -14,6 +14,9 @@ a scratch live database (never live/live.db), so it changes nothing. Parts:
    (10,000 in the full run) and the server's resident memory and search latency before and after.
 3. load: a fixed-duration mix (searches, more-like-this, adds, removes) from several clients; counts
    errors, checks every acknowledged write is visible afterwards, and samples the server's memory.
+4. workers: image search at concurrency 4 and 8 against `lookalike serve --workers 1` and `--workers 2`
+   (the same lean client), requests/s, p50, p99 and the servers' total resident memory
+   (`--workers-only` runs this part alone).
 Every part has fixed counts or durations and stops by itself.
 """
 
@@ -57,13 +60,13 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, artifacts: Path, db: Path):
+    def __init__(self, artifacts: Path, db: Path, workers: int = 1):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "LOOKALIKE_API_KEY": KEY}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "lookalike.cli", "serve", "--artifacts", str(artifacts), "--live-db", str(db),
-             "--port", str(self.port), "--log-level", "warning"], cwd=ROOT, env=env)
+             "--port", str(self.port), "--log-level", "warning", "--workers", str(workers)], cwd=ROOT, env=env)
         deadline = time.monotonic() + 300
         while True:
             if self.process.poll() is not None:
@@ -79,7 +82,9 @@ class Server:
         self.ps = psutil.Process(self.process.pid)
 
     def rss_mb(self) -> float:
-        return self.ps.memory_info().rss / 2**20
+        """The server's resident memory: the process and, with --workers, its worker processes."""
+        processes = [self.ps, *self.ps.children(recursive=True)]
+        return sum(p.memory_info().rss for p in processes if p.is_running()) / 2**20
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -341,16 +346,63 @@ def load(server: Server, photos: list[bytes], ids: list[str], seconds: float, cl
     return result
 
 
+def workers(artifacts: Path, scratch: Path, photos: list[bytes], levels: tuple[int, ...], requests_each: int
+            ) -> list[dict]:
+    """Image search against 1 and 2 worker processes on the same machine (the lean client)."""
+    rows = []
+    for count in (1, 2):
+        server = Server(artifacts, scratch / f"workers-{count}.db", workers=count)
+        try:
+            searches = [RawHttp.search_request(server.port, photo) for photo in photos]
+            time.sleep(2.0 if count > 1 else 0.0)  # every worker loaded (readiness answers from one of them)
+            for level in levels:
+                raw = [RawHttp(server.port) for _ in range(level)]
+
+                def call(c: int, i: int, raw: list = raw, searches: list = searches) -> bool:
+                    return raw[c].call(searches[(c * 7 + i) % len(searches)]) == 200
+
+                run_clients(level, 3, call)  # warm-up
+                rate, latencies, errors = run_clients(level, requests_each, call)
+                for client in raw:
+                    client.close()
+                row = {"workers": count, "concurrency": level, "requests_per_s": round(rate, 1),
+                       **percentiles(latencies), "errors": errors, "server_rss_mb": round(server.rss_mb(), 1)}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+        finally:
+            server.stop()
+    for level in levels:
+        one, two = (next(r for r in rows if r["workers"] == w and r["concurrency"] == level) for w in (1, 2))
+        print(json.dumps({"concurrency": level, "two_workers_over_one": round(two["requests_per_s"] /
+                                                                              one["requests_per_s"], 3)}))
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--artifacts", default=str(ROOT / "artifacts"))
     parser.add_argument("--quick", action="store_true", help="a smoke run of every part in well under a minute")
     parser.add_argument("--out", default=str(ROOT / "bench/results/service.json"))
+    parser.add_argument("--workers-only", action="store_true", help="only part 4: 1 vs 2 worker processes")
     args = parser.parse_args()
     quick = args.quick
     from lookalike.live import LiveCatalogue
 
     scratch = Path(tempfile.mkdtemp(prefix="lookalike-bench-"))
+    if args.workers_only:
+        from lookalike.search import Searcher
+
+        searcher = Searcher.load(args.artifacts, root=Path(args.artifacts).resolve().parent)
+        rows = searcher.items.index[:: max(1, len(searcher.items) // 50)]
+        photos = [Path(searcher.resolve_path(int(r))).read_bytes() for r in rows]
+        del searcher
+        result = {"cpus": os.cpu_count(), "artifacts": args.artifacts,
+                  "workers": workers(Path(args.artifacts), scratch, photos, (4, 8), 40 if quick else 150)}
+        out = Path(args.out).with_name("service-workers.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {out}")
+        return 0
     catalogue = LiveCatalogue.load(args.artifacts, scratch / "inprocess.db", root=Path(args.artifacts).resolve().parent)
     rows = catalogue.searcher.items.index[:: max(1, len(catalogue.searcher.items) // 200)]
     photos = [Path(catalogue.searcher.resolve_path(int(r))).read_bytes() for r in rows]
