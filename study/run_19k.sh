@@ -25,7 +25,7 @@ PY
 git init -q && git add -A && git -c user.name=run_19k -c user.email=run_19k@localhost commit -qm "HEAD + params-19k.yaml"
 rm -f dvc.lock
 echo "stage,seconds" > stage_seconds.csv
-for stage in sample_subset features train embed index evaluate; do
+for stage in sample_subset features train embed text index evaluate; do
   start=$(date +%s.%N)
   nice -n 15 dvc repro --single-item "$stage" > "log_$stage.txt" 2>&1 || { tail -20 "log_$stage.txt"; exit 1; }
   seconds=$(python -c "import time; print(round(time.time() - $start, 1))")
