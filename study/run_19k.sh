@@ -33,7 +33,7 @@ for stage in sample_subset features train embed text index evaluate; do
   echo "$stage: $seconds s"; grep -E "^(catalogue|images|subset|features|trained|kept|early|  *trained|  *pretrained)" "log_$stage.txt" || true
 done
 mkdir -p "$ROOT/metrics/fashion-19k"
-cp metrics/metrics.json metrics/per_label.csv metrics/features.json metrics/train.json stage_seconds.csv \
+cp metrics/metrics.json metrics/per_label.csv metrics/features.json metrics/train.json metrics/text.json stage_seconds.csv \
    "$ROOT/metrics/fashion-19k/"
 python - "$ROOT/metrics/fashion-19k/subset_summary.json" <<'PY'
 import json
