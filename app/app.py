@@ -35,6 +35,7 @@ from lookalike.search import FILTER_COLUMNS, Searcher  # noqa: E402
 
 # isort: split
 from page_logic import (  # noqa: E402  (app/, beside this script)
+    ALIKE_LABELS,
     ARTIFACTS_ENV,
     BUILD_COMMAND,
     FILTER_LABELS,
@@ -158,14 +159,18 @@ def sidebar(settings: PageSettings, options: dict[str, list[str]], info: Artifac
         st.divider()
         st.subheader("About the search")
         precision = "not available" if info.precision_at_5 is None else f"{info.precision_at_5:.1%}"
+        look = "not available" if info.look_precision_at_5 is None else f"{info.look_precision_at_5:.1%}"
         st.markdown(
             f"- Catalogue: **{info.items:,}** products\n"
             f"- Model `{info.model_hash}` ({info.backbone})\n"
             f"- Index `{info.index_hash}` ({info.index_type})\n"
             f"- Built {info.created}\n"
-            f"- Test precision@5: **{precision}**",
+            f"- Test precision@5: **{precision}**\n"
+            f"- Same type and colour in the top 5: **{look}**",
             help="First 12 characters of the model and index sha256 in artifacts/manifest.json; precision@5 is "
-                 "the share of the top 5 results with the query's product type, on held-out test photos.",
+                 "the share of the top 5 results with the query's product type, on held-out test photos; the "
+                 "second figure counts only results of the query's type AND colour (the catalogue's own colour "
+                 "names: Navy Blue is not Blue).",
         )
     return k, filters
 
@@ -277,7 +282,20 @@ def timing_line(response: Results, embedded: bool) -> str:
     return f"Query time {response.total_ms:.0f} ms ({embed}, search {response.search_ms:.1f} ms)"
 
 
-def upload_query(catalogue: PageCatalogue, uploaded: UploadedFile | None, k: int, filters: dict) -> None:
+def alike_control(catalogue: PageCatalogue) -> str:
+    """What "alike" means for the results below (one index answers every choice); "overall" by default."""
+    modes = catalogue.similarity_modes()
+    if len(modes) == 1:
+        return modes[0]
+    chosen = st.segmented_control("Alike by", modes, default=modes[0], key="alike",
+                                  format_func=lambda mode: ALIKE_LABELS.get(mode, mode.capitalize()),
+                                  help="Overall weighs type, colour and style together; the others rank by one "
+                                       "of them. Applies to uploads and to 'More like this'.")
+    return chosen or modes[0]
+
+
+def upload_query(catalogue: PageCatalogue, uploaded: UploadedFile | None, k: int, filters: dict,
+                 similarity: str | None = None) -> None:
     """Search with the uploaded photo; a bad file gets the reason on the page and nothing else changes.
 
     The upload is decoded once: the preview shows exactly the image the search embeds.
@@ -286,7 +304,7 @@ def upload_query(catalogue: PageCatalogue, uploaded: UploadedFile | None, k: int
         return
     try:
         image = catalogue.decode(uploaded.getvalue())
-        response = catalogue.search(image, k, filters)
+        response = catalogue.search(image, k, filters, similarity)
     except InvalidImageError as error:
         st.error(f"**We couldn't use {escape_markdown(uploaded.name)}:** {escape_markdown(str(error))}.\n\n"
                  "Please try another photo.", icon=":material/broken_image:")
@@ -303,11 +321,11 @@ def upload_query(catalogue: PageCatalogue, uploaded: UploadedFile | None, k: int
     results_section(response, k, filters)
 
 
-def item_query(catalogue: PageCatalogue, item_id: str, k: int, filters: dict) -> None:
+def item_query(catalogue: PageCatalogue, item_id: str, k: int, filters: dict, similarity: str | None = None) -> None:
     """Related products for a catalogue item (never the item itself)."""
     try:
         item = catalogue.product(item_id)
-        response = catalogue.similar(item_id, k, filters)
+        response = catalogue.similar(item_id, k, filters, similarity)
     except KeyError:  # never in the catalogue, or removed since it was chosen
         st.error(f"There is no product #{escape_markdown(item_id)} in the catalogue.", icon=":material/error:")
         return
@@ -320,6 +338,28 @@ def item_query(catalogue: PageCatalogue, item_id: str, k: int, filters: dict) ->
         st.subheader("Related products")
         st.markdown(f"More like **{escape_markdown(item.name)}**.")
         st.caption(timing_line(response, embedded=False))
+    results_section(response, k, filters)
+
+
+def words_query(catalogue: PageCatalogue, words: str, query: dict | None, uploaded: UploadedFile | None, k: int,
+                filters: dict) -> None:
+    """Products for the words, or the chosen photo or product refined by them ("in red"): lookalike/text_search.py."""
+    from lookalike.text import TextQueryError
+
+    image = item_id = None
+    try:
+        if query and query["kind"] == "upload" and uploaded is not None:
+            image = catalogue.decode(uploaded.getvalue())
+        elif query and query["kind"] != "upload":
+            item_id = str(query["id"])
+        response = catalogue.words(words, k, filters, image=image, item_id=item_id)
+    except (TextQueryError, InvalidImageError, KeyError, ArtifactMismatchError) as error:
+        st.warning(f"We couldn't search for that: {escape_markdown(str(error).strip(chr(39)))}",
+                   icon=":material/search_off:")
+        return
+    refined = image is not None or item_id is not None
+    st.subheader("Refined by your words" if refined else "Products for your words")
+    st.caption(timing_line(response, embedded=True))
     results_section(response, k, filters)
 
 
@@ -369,13 +409,17 @@ def main() -> None:
 
     st.divider()
     query = st.session_state.get("query")
-    if not query:
+    words = st.text_input("Search by words", key="words", max_chars=500,
+                          placeholder="white sneakers · or, with a photo or product chosen, refine it: in red")
+    if words.strip():
+        words_query(catalogue, words, query, uploaded, k, filters)
+    elif not query:
         st.info("Upload a photo, pick a product or browse the catalogue to see lookalikes here.",
                 icon=":material/checkroom:")
     elif query["kind"] == "upload":
-        upload_query(catalogue, uploaded, k, filters)
+        upload_query(catalogue, uploaded, k, filters, alike_control(catalogue))
     else:
-        item_query(catalogue, str(query["id"]), k, filters)
+        item_query(catalogue, str(query["id"]), k, filters, alike_control(catalogue))
 
 
 def run_page() -> None:

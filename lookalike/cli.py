@@ -89,8 +89,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from lookalike.artifacts import ArtifactMismatchError
     from lookalike.live import LiveError, UnknownItemError
     from lookalike.preprocessing import InvalidImageError
+    from lookalike.text import TextQueryError
 
-    return (UsageError, UserError, InvalidImageError, ArtifactMismatchError, LiveError, UnknownItemError)
+    return (UsageError, UserError, InvalidImageError, ArtifactMismatchError, LiveError, UnknownItemError,
+            TextQueryError)
 
 
 @contextmanager
@@ -167,25 +169,58 @@ def _k_and_json(parser: argparse.ArgumentParser, k: int = 5) -> None:
     parser.add_argument("--json", action="store_true", help="print the whole response as JSON")
 
 
+def _similarity(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--similarity", default=None, metavar="MODE",
+                        help="what 'alike' means: overall (default), colour, type, style, or weights such as "
+                             "'type:1,colour:0.5' over the build's sub-spaces")
+
+
+def _searched(call):
+    """A search call whose similarity the build cannot answer becomes a user error (one line, exit 2)."""
+    from lookalike.similarity import SimilarityError
+
+    try:
+        return call()
+    except SimilarityError as error:
+        raise UserError(str(error)) from None
+
+
 # ---------------------------------------------------------------------------------- subcommands
 
 
-@subcommand("query", "catalogue items most similar to an image file",
-            lambda p: (p.add_argument("image", help="path of a photo"), _k_and_json(p)))
+def _query_args(parser: argparse.ArgumentParser) -> None:
+    from lookalike.text_search import add_query_arguments
+
+    parser.add_argument("image", nargs="?", help="path of a photo (optional with --text or --like)")
+    _k_and_json(parser)
+    _similarity(parser)
+    add_query_arguments(parser)
+
+
+@subcommand("query", "catalogue items most similar to an image file, to words (--text), or to both", _query_args)
 def run_query(args: argparse.Namespace) -> int:
-    _print_response(_load_searcher(args).search(args.image, args.k), args.json)
+    from lookalike.text_search import query_from_arguments, wants_text_search
+
+    searcher = _load_searcher(args)
+    if wants_text_search(args):  # words, items, weights: lookalike/text_search.py
+        _print_response(query_from_arguments(searcher, args), args.json)
+        return 0
+    if args.image is None:
+        raise UserError("give a photo, --text words or --like item ids")
+    _print_response(_searched(lambda: searcher.search(args.image, args.k, similarity=args.similarity)), args.json)
     return 0
 
 
 @subcommand("similar", "'more like this' for a catalogue item id (never the item itself)",
-            lambda p: (p.add_argument("item_id", type=int), _k_and_json(p)))
+            lambda p: (p.add_argument("item_id", type=int), _k_and_json(p), _similarity(p)))
 def run_similar(args: argparse.Namespace) -> int:
     searcher = _load_searcher(args)
     try:
         searcher.row_of(args.item_id)
     except KeyError as error:
         raise UserError(error.args[0]) from None
-    _print_response(searcher.similar_items(args.item_id, args.k), args.json)
+    _print_response(_searched(lambda: searcher.similar_items(args.item_id, args.k, similarity=args.similarity)),
+                    args.json)
     return 0
 
 

@@ -19,6 +19,7 @@ from lookalike.live import METADATA_FIELDS, CatalogueHolder, Hit, Item, LiveCata
 from lookalike.live import validate_item_id as _validate_item_id
 from lookalike.search import FILTER_COLUMNS
 from lookalike.service import ServiceError, check_api_key
+from lookalike.text_routes import TextForm, run_text_query, text_form
 
 RETRY = {"Retry-After": "5"}
 
@@ -136,6 +137,10 @@ def api_router(max_k: int, default_k: int, max_upload_bytes: int) -> APIRouter:
     ItemId = Annotated[str, Depends(item_id_of)]  # noqa: N806
     K = Annotated[int, Query(ge=1, le=max_k, description="how many results")]  # noqa: N806
     KForm = Annotated[int, Form(ge=1, le=max_k, description="how many results")]  # noqa: N806
+    alike = ("what 'alike' means: overall (default: type, colour and style together), colour, type, style, or "
+             "weights over the build's sub-spaces such as 'type:1,colour:0.5' (GET /v1/stats lists them)")
+    SimilarityQuery = Annotated[str | None, Query(max_length=200, description=alike)]  # noqa: N806
+    SimilarityForm = Annotated[str | None, Form(max_length=200, description=alike)]  # noqa: N806
 
     @router.get("/stats", tags=["operations"],
                 summary="Catalogue size, build (id, model, index, near-duplicate threshold), live changes, swaps")
@@ -152,16 +157,25 @@ def api_router(max_k: int, default_k: int, max_upload_bytes: int) -> APIRouter:
         current = holder.catalogue
         return {"swapped": swapped, "build_id": current.build_id if current else None, **holder.status()}
 
-    @router.post("/search", tags=["search"], summary="The k items most like an uploaded photo")
-    async def search(catalogue: Catalogue, image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, ...")],
+    @router.post("/search", tags=["search"],
+                 summary="The k items most like an uploaded photo, words, items, or a weighted mix of them")
+    async def search(catalogue: Catalogue,
+                     image: Annotated[UploadFile | None, File(description="JPEG, PNG, WebP, ...")] = None,
+                     words: Annotated[TextForm, Depends(text_form)] = None,  # text, item_ids, weights: text_routes
                      k: KForm = default_k,
+                     similarity: SimilarityForm = None,
                      gender: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI copies defaults
                      masterCategory: Annotated[list[str], Form()] = [],  # noqa: B006, N803
                      articleType: Annotated[list[str], Form()] = [],  # noqa: B006, N803
                      baseColour: Annotated[list[str], Form()] = []) -> dict:  # noqa: B006, N803
         filters = _filters(gender, masterCategory, articleType, baseColour)
-        data = await _read_upload(image, max_upload_bytes)
-        response = await run_in_threadpool(catalogue.search, data, k, filters)
+        data = await _read_upload(image, max_upload_bytes) if image is not None else None
+        if words is not None and words.asked():
+            response = await run_in_threadpool(run_text_query, catalogue, words.query(data), k, filters)
+            return response_json(response, k, filters)
+        if data is None:
+            raise ServiceError(422, "invalid_request", "give an image, text or item_ids")
+        response = await run_in_threadpool(catalogue.search, data, k, filters, similarity)
         return response_json(response, k, filters)
 
     @router.get("/items/{item_id}", tags=["items"], summary="One item: id, metadata, image URL")
@@ -180,13 +194,13 @@ def api_router(max_k: int, default_k: int, max_upload_bytes: int) -> APIRouter:
         return FileResponse(source, media_type=content_type, headers=headers)
 
     @router.get("/items/{item_id}/similar", tags=["search"], summary="'More like this': never the item itself")
-    async def similar(catalogue: Catalogue, item_id: ItemId, k: K = default_k,
+    async def similar(catalogue: Catalogue, item_id: ItemId, k: K = default_k, similarity: SimilarityQuery = None,
                       gender: Annotated[list[str], Query()] = [],  # noqa: B006
                       masterCategory: Annotated[list[str], Query()] = [],  # noqa: B006, N803
                       articleType: Annotated[list[str], Query()] = [],  # noqa: B006, N803
                       baseColour: Annotated[list[str], Query()] = []) -> dict:  # noqa: B006, N803
         filters = _filters(gender, masterCategory, articleType, baseColour)
-        response = await run_in_threadpool(catalogue.similar, item_id, k, filters)
+        response = await run_in_threadpool(catalogue.similar, item_id, k, filters, similarity)
         return {"id": item_id, **response_json(response, k, filters)}
 
     @router.put("/items/{item_id}", tags=["items"], status_code=200, dependencies=[Depends(require_api_key)],

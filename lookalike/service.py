@@ -42,6 +42,7 @@ from lookalike.artifacts import ArtifactMismatchError, published_build_id
 from lookalike.live import CatalogueHolder, LiveCatalogue, LiveError, StaleDatabaseError, UnknownItemError
 from lookalike.params import PROJECT_ROOT
 from lookalike.preprocessing import InvalidImageError
+from lookalike.similarity import SimilarityError
 
 log = logging.getLogger("lookalike.service")
 
@@ -293,6 +294,7 @@ def create_app(settings: Settings | None = None, catalogue: LiveCatalogue | None
     """The FastAPI app over ``catalogue``, or over what ``loader`` returns (called in the background at start-up,
     so /healthz answers at once and /readyz turns 200 when loading is done). Neither: load from ``settings``."""
     from lookalike.routes import api_router, operations_router
+    from lookalike.text_routes import text_router
 
     settings = settings or Settings.load()
     directory = Path(settings.artifacts) if settings.artifacts else settings.root / "artifacts"
@@ -329,6 +331,7 @@ def create_app(settings: Settings | None = None, catalogue: LiveCatalogue | None
     install_error_handlers(app, metrics)
     app.include_router(operations_router(liveness(settings), metrics))
     app.include_router(api_router(settings.max_k, settings.default_k, settings.max_upload_bytes))
+    app.include_router(text_router(settings.max_k, settings.default_k))  # GET /v1/search?q=: lookalike/text_routes.py
     app.add_middleware(Guard, settings=settings, metrics=metrics, max_body=max_body)
     if settings.cors_origins:  # outside the Guard: its 401/403/413 carry the CORS headers a browser needs
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
@@ -374,6 +377,10 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
 
     @app.exception_handler(LiveError)
     async def live_error(_: Request, exc: LiveError) -> JSONResponse:
+        return answer(422, "invalid_request", str(exc))
+
+    @app.exception_handler(SimilarityError)
+    async def similarity_error(_: Request, exc: SimilarityError) -> JSONResponse:
         return answer(422, "invalid_request", str(exc))
 
     @app.exception_handler(UnknownItemError)

@@ -740,3 +740,27 @@ def test_two_workers_see_every_acknowledged_write_within_a_second(tiny_project: 
     finally:
         server.stop()
     assert "Traceback" not in server.log.read_text()
+
+
+def test_similarity_per_query_covers_live_items_and_refuses_unknown_modes(server: Server, build: dict,
+                                                                           tiny_project: Path):
+    from lookalike.search import Searcher
+
+    modes = server.client.get("/v1/stats").json()["similarity"]
+    assert {"overall", "colour", "type"} <= set(modes)
+    item_id = build["ids"][3]
+    searcher = Searcher.load(tiny_project / "artifacts")
+    for mode in ("colour", "type"):
+        answer = server.client.get(f"/v1/items/{item_id}/similar", params={"k": 5, "similarity": mode})
+        expected = [str(m.id) for m in searcher.similar_items(int(item_id), 5, similarity=mode).matches]
+        assert ids_of(answer) == expected, mode
+    # a live copy of the item's photo is its nearest neighbour whatever "alike" means
+    assert put(server.client, "SKU-COPY", build["paths"][3].read_bytes()).status_code in (200, 201)
+    for mode in ("overall", "colour", "type", "type:1,colour:3"):
+        answer = server.client.get(f"/v1/items/{item_id}/similar", params={"k": 3, "similarity": mode})
+        assert ids_of(answer)[0] == "SKU-COPY", (mode, answer.json())
+    photo = {"image": ("q.jpg", build["paths"][3].read_bytes(), "image/jpeg")}
+    searched = server.client.post("/v1/search", files=photo, data={"k": "2", "similarity": "colour"})
+    assert "SKU-COPY" in ids_of(searched)
+    assert_error(server.client.get(f"/v1/items/{item_id}/similar", params={"similarity": "shininess"}), 422)
+    assert_error(server.client.post("/v1/search", files=photo, data={"similarity": "type:x"}), 422)
