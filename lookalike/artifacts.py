@@ -301,7 +301,8 @@ def publish_build(directory: str | Path, keep: int = KEEP_BUILDS) -> str:
     target = builds / current
     if target.is_dir():
         try:
-            verify_manifest(target)
+            if verify_manifest(target) != manifest:  # the same files under another manifest (a recalibrated
+                _discard(target)                       # near-duplicate threshold, other similarity modes)
         except ArtifactMismatchError:
             _discard(target)
     if not target.is_dir():

@@ -51,7 +51,8 @@ MAX_PIXEL_DIFFERENCE = 5.0
 THUMBNAIL_SIDE = 16  # small enough that resampling barely moves it, large enough to keep colours and layout
 MIN_PIXEL_DIFFERENCE = 2.0  # a calibrated bound is never tighter than this (JPEG noise alone reaches 2)
 CALIBRATION_SAMPLE = 200  # photos copied and re-embedded per build
-CALIBRATION_QUANTILE = 0.01  # the threshold keeps 99% of the copies
+CALIBRATION_QUANTILE = 0.01  # the threshold keeps 99% of the copies ...
+DISTINCT_QUANTILE = 0.999  # ... unless that would flag more than 0.1% of photos beside their nearest other photo
 
 OUTPUT_COLUMNS = ("group", "group_size", "id", "closest_id", "max_cosine",
                   "productDisplayName", "articleType", "baseColour", "gender")
@@ -282,9 +283,13 @@ def calibrate(embeddings: np.ndarray, photos: Sequence[Path], embed: Callable[[b
     Positives are pictures that must be flagged: JPEG-re-encoded and resized copies of ``sample`` photos
     (seeded), embedded with ``embed`` (the build's model) and scored against the build's embedding of the
     original, and the pairs of byte-identical photos the build holds. The cosine threshold is the copies'
-    cosine that keeps all but :data:`CALIBRATION_QUANTILE` of them (never above the lowest byte-identical
-    pair), floored to 4 decimals; the pixel bound is the largest thumbnail difference of a copy (at least
-    :data:`MIN_PIXEL_DIFFERENCE`), rounded up to 0.1. The pixel check then keeps look-alike products apart.
+    cosine that keeps all but :data:`CALIBRATION_QUANTILE` of them, raised where needed to the
+    :data:`DISTINCT_QUANTILE` quantile of the sampled photos' cosine with their nearest *other* photo (a model
+    that packs same-type, same-colour products closer than a re-encoded copy to its original cannot tell copies
+    from colourways by the cosine: then precision wins and only near-exact pictures are flagged), never above
+    the lowest byte-identical pair, floored to 4 decimals; the pixel bound is the largest thumbnail
+    difference of a copy (at least :data:`MIN_PIXEL_DIFFERENCE`), rounded up to 0.1. The pixel check then
+    keeps look-alike products apart.
     """
     if len(photos) != len(embeddings):
         raise ValueError(f"{len(photos)} photos for {len(embeddings)} embeddings")
@@ -311,7 +316,15 @@ def calibrate(embeddings: np.ndarray, photos: Sequence[Path], embed: Callable[[b
     if not cosines:
         raise ValueError("no readable photo to calibrate the near-duplicate threshold on")
     copies = np.sort(np.array(cosines))
-    cosine = float(copies[int(CALIBRATION_QUANTILE * len(copies))])
+    from_copies = float(copies[int(CALIBRATION_QUANTILE * len(copies))])
+    digest_of = {row: digest for digest, members in by_digest.items() for row in members}
+    sampled = np.sort(rows)
+    nearest = np.asarray(embeddings[sampled], np.float32) @ np.asarray(embeddings, np.float32).T
+    for i, row in enumerate(sampled.tolist()):  # the photo itself and byte-identical copies of it are not "other"
+        nearest[i, [row, *by_digest.get(digest_of.get(row, ""), [])]] = -1.0
+    distinct = nearest.max(axis=1) if len(embeddings) > 1 else np.array([-1.0])
+    from_distinct = float(np.quantile(distinct, DISTINCT_QUANTILE))
+    cosine = max(from_copies, from_distinct)
     if identical:
         cosine = min(cosine, min(identical))
     cosine = min(1.0, math.floor(cosine * 1e4) / 1e4)
@@ -320,7 +333,10 @@ def calibrate(embeddings: np.ndarray, photos: Sequence[Path], embed: Callable[[b
         "cosine": cosine,
         "max_pixel_difference": bound,
         "method": f"{CALIBRATION_QUANTILE:g} quantile of the cosines of re-encoded and resized copies of the "
-                  f"build's photos with their originals, at most the lowest byte-identical pair",
+                  f"build's photos with their originals, at least the {DISTINCT_QUANTILE:g} quantile of their "
+                  f"cosine with their nearest other photo, at most the lowest byte-identical pair",
+        "from_copies": round(from_copies, 6),
+        "from_nearest_other_photo": round(from_distinct, 6),
         "copies": len(cosines),
         "copies_flagged": round(float((copies >= cosine).mean()), 4),
         "lowest_copy_cosine": round(float(copies.min()), 6),

@@ -74,6 +74,17 @@ def test_publish_copies_the_build_and_points_at_it(tmp_path: Path) -> None:
     assert builds(tmp_path) == [manifest["build_id"]]
 
 
+def test_the_same_files_under_another_manifest_are_published_again(tmp_path: Path) -> None:
+    """A recalibrated near-duplicate threshold or new similarity modes change the manifest, not the files."""
+    manifest = write_build(tmp_path, "v1")
+    publish_build(tmp_path)
+    manifest["near_duplicates"] = {"cosine": 0.99}
+    write_json(tmp_path / "manifest.json", manifest)
+    assert publish_build(tmp_path) == manifest["build_id"]  # the same build, by its files
+    folder, verified = resolve_build(tmp_path)
+    assert folder == tmp_path / BUILDS_DIR / manifest["build_id"] and verified["near_duplicates"] == {"cosine": 0.99}
+
+
 def test_without_a_pointer_the_folder_is_read_as_it_is(tmp_path: Path) -> None:
     write_build(tmp_path, "v1")
     assert resolve_build(tmp_path)[0] == tmp_path and served(tmp_path) == "v1"
