@@ -86,6 +86,7 @@ def test_catalogue_folder_is_resolved_against_root(params, tmp_path):
 
 
 def test_finetune_blocks_beyond_the_backbone_raise(params):
+    params["model"]["colour_descriptor"] = False  # fine-tuning needs it off (tests/test_looks.py)
     params["backbone"]["name"] = "efficientnet_lite0"  # 16 MBConv blocks
     params["train"]["finetune_blocks"] = 15
     validate(params)
@@ -95,6 +96,7 @@ def test_finetune_blocks_beyond_the_backbone_raise(params):
 
 
 def test_finetune_blocks_limit_follows_the_backbone(params):
+    params["model"]["colour_descriptor"] = False
     params["train"]["finetune_blocks"] = 17
     params["backbone"]["name"] = "resnet50"  # 16 residual blocks
     with raises_naming("train.finetune_blocks"):
