@@ -103,6 +103,9 @@ def main() -> None:
     def record(name: str, scores: dict, seconds: float = 0.0, **extra) -> None:
         records.append({"row": name, **{k: round(v, 4) for k, v in scores.items()}, "train_seconds": round(seconds, 1),
                         **extra})
+        if args.out:  # after every row: a run stopped halfway keeps what it measured
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(records).to_csv(args.out, index=False)
         print(name, {k: round(v, 3) for k, v in scores.items() if "precision_at_5" in k or k == "map_at_r"},
               flush=True)
 
@@ -131,8 +134,6 @@ def main() -> None:
                 asked = np.stack([similarity.query_vector(v, weights) for v in embeddings[queries]])
                 record(mix, score(embeddings, items, queries, label, asked))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(records).to_csv(args.out, index=False)
         print(f"wrote {args.out}")
 
 
