@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import PER_LABEL, SLICE_LABELS, ran_stages, run, tiny_project_copy
 
-from lookalike.colour import backbone_part
+from lookalike.colour import COLOUR_FEATURES, backbone_part
 
 
 def test_every_output_exists_and_agrees(tiny_project: Path) -> None:
@@ -33,9 +33,9 @@ def test_every_output_exists_and_agrees(tiny_project: Path) -> None:
     assert manifest["dimension"] == 256
     assert [Path(p).name for p in paths] == [f"{line.split(',')[0]}.jpg" for line in items[1:]]
     assert set(manifest["files"]) == {"model", "embeddings", "image_paths", "items", "index",
-                                      "runtime_model", "runtime_backbone"}
+                                      "runtime_model", "runtime_backbone", "text_tower", "text_tokenizer"}
     features = np.load(artifacts / "features.npy")
-    assert features.shape == (2, 60, 1280)
+    assert features.shape == (2, 60, 1280 + COLOUR_FEATURES)  # pooled backbone features, then the colour descriptor
 
 
 def test_subset_report_counts_quirks(tiny_project: Path) -> None:
@@ -51,7 +51,9 @@ def test_metrics_are_in_range_and_above_chance(tiny_project: Path) -> None:
     for model in ("trained", "pretrained"):
         scores = metrics[model]
         assert set(scores) == {"precision_at_1", "precision_at_5", "recall_at_5", "map_at_5",
-                               "top5_accuracy", "map_at_r"}
+                               "top5_accuracy", "map_at_r", "type_colour_precision_at_5", "type_colour_map_at_r",
+                               "type_gender_precision_at_5", "colour_precision_at_5",
+                               "type_colour_precision_at_5_bound"}
         assert all(0.0 <= value <= 1.0 for value in scores.values())
         assert scores["precision_at_5"] > 2 * chance
     per_label = (tiny_project / "metrics/per_label.csv").read_text().splitlines()

@@ -168,7 +168,7 @@ def test_export_is_reproducible_and_refuses_a_disagreeing_model(build: dict, tmp
     assert found["min_cosine"] >= EXPORT_MIN_COSINE
 
     altered = model_module.load_embedding_model(build["file"]("model"))
-    dense = altered.get_layer("head").get_layer("dense_embedding")
+    dense = altered.get_layer("head").get_layer("dense_type")  # the type sub-space's projection
     kernel, bias = dense.get_weights()
     dense.set_weights([kernel[:, ::-1].copy(), bias])  # another embedding: same shapes, other directions
     real_from_saved_model = tf.lite.TFLiteConverter.from_saved_model
