@@ -5,7 +5,7 @@ model.tflite through lookalike.runtime (what a query runs), and the build's own 
 head on the features the runtime's backbone computed, what the index holds) are read. Reported: max abs
 diff and min cosine of (b) and (c) against (a), and the default run's retrieval metrics (test-split
 queries against the whole gallery, self excluded, as stages/evaluate.py) from each, with the largest
-difference per metric (issue 12: within 0.002).
+difference per metric (within 0.002).
 
     python -m bench.agreement            # the published build of artifacts/ (fashion-5k: about 1.5 min on 2 cores)
 """

@@ -3,7 +3,7 @@
 Every file of tests/bad_inputs.py's corpora (extreme shapes, the widest modes at the decode limit, the
 common bad files) goes through the loaded default build as an upload would. A sampling thread reads the
 process's resident memory every millisecond; the figure is the peak over the resident size just before
-the call. Target (issue 11): every file answered or refused with InvalidImageError, under 200 MB and
+the call. Target: every file answered or refused with InvalidImageError, under 200 MB and
 about 1 s on 2 cores.
 
     python -m bench.hostile_uploads           # each file 3 times (the worst run counts)

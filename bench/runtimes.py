@@ -3,7 +3,7 @@
 The Keras model of artifacts/ (model.keras, with the manifest's preprocessing) is converted to each format
 here, then every runtime runs the same preprocessed catalogue photos:
 
-  - TensorFlow as the project ran it before issue 12: the model behind one traced tf.function (oneDNN as
+  - TensorFlow as the project ran it before the move to LiteRT: the model behind one traced tf.function (oneDNN as
     this TensorFlow build defaults to on this CPU; its start-up log says which);
   - LiteRT (``ai-edge-litert``, XNNPACK) on the model converted by TensorFlow's own ``tf.lite.TFLiteConverter``,
     float32, exported and run exactly as the project does (lookalike.model.export_runtime_model,

@@ -1,6 +1,6 @@
 """How much the default run's metrics move when the head trains on features that differ by about 1e-6.
 
-Issue 12 moved the features stage's backbone pass from TensorFlow to LiteRT: the cached features differ
+The move to LiteRT moved the features stage's backbone pass from TensorFlow to LiteRT: the cached features differ
 from TensorFlow's by about 1e-6 (max abs), the pretrained metrics are equal to 6 digits, and yet the
 trained metrics of the default run moved by a few thousandths. This trains the head (train.py's
 ``train_head``, the project's params, head alone) on: the features of each given file, and the first

@@ -59,7 +59,7 @@ def bad_input_corpus(max_bytes: int) -> dict[str, tuple[bytes, bool]]:
     }
 
 
-# ---------------------------------------------------------------- extreme shapes and modes (issue 11, item 1)
+# ---------------------------------------------------------------- extreme shapes and modes
 # Small files that decode to enormous or absurdly shaped rasters. Each is answered or refused with
 # InvalidImageError, at bounded cost; bench/hostile_uploads.py measures memory and time per file.
 

@@ -1,4 +1,4 @@
-"""The page shows the service's live catalogue (issue 13): a product added through the HTTP API is found by
+"""The page shows the service's live catalogue: a product added through the HTTP API is found by
 its photo, browsed, picked and followed with "more like this"; a removed build item is in none of them.
 
 A real `lookalike serve` process (tests/test_service.py's Server) runs on the pinned artifacts with its

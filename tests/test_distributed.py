@@ -36,7 +36,7 @@ from lookalike.runtime import EmbeddingRuntime, predict_paths
 
 REPO = Path(__file__).resolve().parents[1]
 OBJECT_STORE = 200 * 1024 * 1024
-TOLERANCE = 1e-5  # issue 15: max abs difference from the single-process path
+TOLERANCE = 1e-5  # max abs difference from the single-process path
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Upload hardening (issue 11): bounded cost for any file, only the formats we name, colours right.
+"""Upload hardening: bounded cost for any file, only the formats we name, colours right.
 
 Memory and time per hostile file are measured by bench/hostile_uploads.py; these tests pin the
 mechanisms that bound them (what is decoded, how large any intermediate image gets) and the outcomes.
