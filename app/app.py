@@ -30,8 +30,8 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile  # noqa: E402
 
 from lookalike.artifacts import ArtifactMismatchError, published_build_id  # noqa: E402
 from lookalike.live import LiveCatalogue  # noqa: E402
-from lookalike.preprocessing import SUPPORTED_FORMATS_TEXT, InvalidImageError  # noqa: E402
-from lookalike.search import FILTER_COLUMNS, Searcher  # noqa: E402
+from lookalike.model.preprocessing import SUPPORTED_FORMATS_TEXT, InvalidImageError  # noqa: E402
+from lookalike.search.engine import FILTER_COLUMNS, Searcher  # noqa: E402
 
 # isort: split
 from page_logic import (  # noqa: E402  (app/, beside this script)
@@ -343,8 +343,8 @@ def item_query(catalogue: PageCatalogue, item_id: str, k: int, filters: dict, si
 
 def words_query(catalogue: PageCatalogue, words: str, query: dict | None, uploaded: UploadedFile | None, k: int,
                 filters: dict) -> None:
-    """Products for the words, or the chosen photo or product refined by them ("in red"): lookalike/text_search.py."""
-    from lookalike.text import TextQueryError
+    """Products for the words, or the chosen photo or product refined by them ("in red"): lookalike/text/search.py."""
+    from lookalike.text.tower import TextQueryError
 
     image = item_id = None
     try:

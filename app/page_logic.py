@@ -25,8 +25,8 @@ import yaml
 from PIL import Image
 
 from lookalike.live import DB_ENV, DEFAULT_DB, LiveCatalogue, LiveResponse, resolve_db_path
-from lookalike.preprocessing import UPLOAD_EXTENSIONS, ImageSource
-from lookalike.search import FILTER_COLUMNS, Searcher, SearchResponse
+from lookalike.model.preprocessing import UPLOAD_EXTENSIONS, ImageSource
+from lookalike.search.engine import FILTER_COLUMNS, Searcher, SearchResponse
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS_ENV = "LOOKALIKE_ARTIFACTS"
@@ -313,9 +313,9 @@ class PageCatalogue:
 
     def words(self, text: str, k: int, filters: dict, image: Image.Image | None = None,
               item_id: str | None = None, text_weight: float = 0.5) -> Results:
-        """Products for words alone, or a photo or product refined by words ("in red"): lookalike/text_search.py.
+        """Products for words alone, or a photo or product refined by words ("in red"): lookalike/text/search.py.
         TextQueryError (a message for the shopper) for words it cannot search; KeyError for an unknown product."""
-        from lookalike.text_search import Query, text_search_for
+        from lookalike.text.search import Query, text_search_for
 
         query = Query(text=text, image=image, item_ids=[item_id] if item_id is not None else [],
                       text_weight=text_weight if image is not None or item_id is not None else 1.0)

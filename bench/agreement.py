@@ -1,7 +1,7 @@
 """Agreement of the exported model with Keras on the whole catalogue, and the retrieval metrics of each.
 
 Every photo of the build goes through (a) the Keras model, model.keras, in TensorFlow, (b) the exported
-model.tflite through lookalike.runtime (what a query runs), and the build's own embeddings.npy (c: the
+model.tflite through lookalike.model.runtime (what a query runs), and the build's own embeddings.npy (c: the
 head on the features the runtime's backbone computed, what the index holds) are read. Reported: max abs
 diff and min cosine of (b) and (c) against (a), and the default run's retrieval metrics (test-split
 queries against the whole gallery, self excluded, as stages/evaluate.py) from each, with the largest
@@ -19,11 +19,11 @@ import numpy as np
 
 from bench.common import print_table, write_results
 from lookalike.artifacts import resolve_build
-from lookalike.catalogue import read_table
-from lookalike.metrics import evaluate_retrieval
+from lookalike.catalogue.reading import read_table
+from lookalike.evaluation.metrics import evaluate_retrieval
+from lookalike.model.preprocessing import PreprocessSpec
+from lookalike.model.runtime import EmbeddingRuntime, agreement, predict_paths
 from lookalike.params import PROJECT_ROOT
-from lookalike.preprocessing import PreprocessSpec
-from lookalike.runtime import EmbeddingRuntime, agreement, predict_paths
 
 TOLERANCE = 0.002
 
@@ -41,14 +41,14 @@ def main() -> None:
     labels = items[manifest["params"]["label_column"]].to_numpy()
     queries = np.flatnonzero(items["split"].to_numpy() == "test")
 
-    from lookalike.model import CompiledModel, load_embedding_model
+    from lookalike.model.network import CompiledModel, load_embedding_model
 
     keras_embeddings = predict_paths(CompiledModel(load_embedding_model(file["model"])), paths, spec,
                                      description="Keras (TensorFlow)")
     runtime_embeddings = predict_paths(EmbeddingRuntime(file["runtime_model"]), paths, spec,
                                        description="model.tflite (LiteRT)")
     sources = {"Keras model.keras (TensorFlow)": keras_embeddings,
-               "model.tflite through lookalike.runtime (queries)": runtime_embeddings,
+               "model.tflite through lookalike.model.runtime (queries)": runtime_embeddings,
                "build embeddings.npy (head on runtime backbone features)": np.load(file["embeddings"])}
     metrics = {name: evaluate_retrieval(vectors, labels, queries)[0] for name, vectors in sources.items()}
     reference = metrics["Keras model.keras (TensorFlow)"]

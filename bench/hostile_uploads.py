@@ -21,8 +21,8 @@ import time
 import psutil
 
 from bench.common import ROOT, print_table, write_results
-from lookalike.preprocessing import InvalidImageError
-from lookalike.search import Searcher
+from lookalike.model.preprocessing import InvalidImageError
+from lookalike.search.engine import Searcher
 
 sys.path.insert(0, str(ROOT / "tests"))
 from bad_inputs import bad_input_corpus, extreme_corpus  # noqa: E402  (tests/, the one home of the corpus)

@@ -2,7 +2,7 @@
 
 Vectors are perturbed real embeddings (bench.common.EmbeddingSampler); queries are drawn the same way
 with another seed, so they are near, never equal to, catalogue vectors. Every index is built with the
-project's own lookalike.index.build_index and queried through lookalike.index.search, one query per call.
+project's own lookalike.search.index.build_index and queried through lookalike.search.index.search, one query per call.
 For each index: build time, serialised size, RSS growth, p50/p95 single-query time and recall@10 against
 exact search, for a sweep of the query-time knob (nprobe, efSearch) over the same built index.
 
@@ -22,7 +22,7 @@ import faiss
 import numpy as np
 
 from bench.common import EmbeddingSampler, print_table, rss_bytes, summary_ms, versions, write_results
-from lookalike.index import build_index, configure_search, search
+from lookalike.search.index import build_index, configure_search, search
 
 K = 10
 BASE = {"nlist": 64, "nprobe": 8, "pq_m": 32, "pq_bits": 8, "hnsw_m": 32, "ef_construction": 200, "ef_search": 128}
@@ -49,7 +49,7 @@ def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
 
 
 def time_queries(index, queries: np.ndarray, warmup: int = 10) -> tuple[dict, np.ndarray]:
-    """Single-query latency (one query per lookalike.index.search call) and the rows found."""
+    """Single-query latency (one query per lookalike.search.index.search call) and the rows found."""
     for query in queries[:warmup]:
         search(index, query[None], K)
     rows = np.empty((len(queries), K), dtype=np.int64)

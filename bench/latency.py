@@ -22,9 +22,9 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from bench.common import print_table, summary_ms, timed, versions, write_results
-from lookalike.index import search as index_search
-from lookalike.preprocessing import image_to_input, load_image, preprocess
-from lookalike.search import Searcher
+from lookalike.model.preprocessing import image_to_input, load_image, preprocess
+from lookalike.search.engine import Searcher
+from lookalike.search.index import search as index_search
 
 TARGET_P50_MS = 40.0
 TARGET_RATIO = 1.3

@@ -3,7 +3,7 @@
 Each measured process is a fresh child; its peak is the kernel's high-water mark (VmHWM in
 /proc/<pid>/status), which includes load-time transients. Measured with the pinned 5k catalogue and with
 a 1M catalogue written the way the pipeline writes one (1M perturbed real embeddings, an index built by
-lookalike.index.build_index, a 1M-row items.csv, image_paths.npy and manifest), loaded by Searcher.load.
+lookalike.search.index.build_index, a 1M-row items.csv, image_paths.npy and manifest), loaded by Searcher.load.
 
   API:  Searcher.load + N queries (catalogue paths and in-memory non-catalogue photos, as bench.latency).
   page: `streamlit run app/app.py` headless on a free 127.0.0.1 port, /_stcore/health, then one visit in
@@ -55,7 +55,7 @@ def child_api(artifacts: str, queries: int, seed: int) -> None:
     import faiss
 
     from bench.latency import non_catalogue_photo
-    from lookalike.search import Searcher
+    from lookalike.search.engine import Searcher
 
     start = proc_status(os.getpid())["VmRSS"]
     began = time.perf_counter()
@@ -178,8 +178,8 @@ def measure_app(artifacts: Path, timeout_s: float) -> dict:
 def write_catalogue(directory: Path, n: int, index_params: dict, seed: int) -> float:
     """A 1M-style artifacts folder from the pinned one: returns the index build seconds."""
     from lookalike.artifacts import make_manifest, write_json, write_npy
-    from lookalike.catalogue import read_table, write_table
-    from lookalike.index import build_index, save_index
+    from lookalike.catalogue.reading import read_table, write_table
+    from lookalike.search.index import build_index, save_index
 
     source = ROOT / "artifacts"
     manifest = json.loads((source / "manifest.json").read_text())

@@ -22,8 +22,8 @@ import numpy as np
 import psutil
 
 from bench.common import ROOT, machine, print_table, versions, write_results
-from lookalike.distributed import catalogue_table, embed_table, model_from_build, ray_session, read_embeddings
-from lookalike.runtime import EmbeddingRuntime, predict_paths
+from lookalike.model.distributed import catalogue_table, embed_table, model_from_build, ray_session, read_embeddings
+from lookalike.model.runtime import EmbeddingRuntime, predict_paths
 
 COLUMNS = ["engine", "workers", "threads", "images", "seconds", "images_per_s", "vs_single", "ray_start_s",
            "actor_peak_mb", "decode_peak_mb", "max_abs_diff", "load_1m"]

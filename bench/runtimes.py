@@ -6,8 +6,8 @@ here, then every runtime runs the same preprocessed catalogue photos:
   - TensorFlow as the project ran it before the move to LiteRT: the model behind one traced tf.function (oneDNN as
     this TensorFlow build defaults to on this CPU; its start-up log says which);
   - LiteRT (``ai-edge-litert``, XNNPACK) on the model converted by TensorFlow's own ``tf.lite.TFLiteConverter``,
-    float32, exported and run exactly as the project does (lookalike.model.export_runtime_model,
-    lookalike.runtime.EmbeddingRuntime), and a dynamic-range int8 conversion (``Optimize.DEFAULT``);
+    float32, exported and run exactly as the project does (lookalike.model.network.export_runtime_model,
+    lookalike.model.runtime.EmbeddingRuntime), and a dynamic-range int8 conversion (``Optimize.DEFAULT``);
   - ONNX Runtime and OpenVINO on the model converted by tf2onnx (opset 17), OpenVINO at float32 precision.
 
 Runtimes whose package is not installed are listed as skipped (``pip install onnxruntime tf2onnx onnx openvino``
@@ -34,8 +34,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import print_table, summary_ms, write_results
+from lookalike.model.preprocessing import PreprocessSpec
+from lookalike.model.views import iter_input_batches
 from lookalike.params import PROJECT_ROOT
-from lookalike.preprocessing import PreprocessSpec, iter_input_batches
 
 BATCH = 32
 
@@ -45,16 +46,16 @@ def cores() -> int:
 
 
 def tensorflow_runner(keras_model):
-    from lookalike.model import CompiledModel
+    from lookalike.model.network import CompiledModel
 
     return CompiledModel(keras_model)
 
 
 def project_runner(keras_model, path: Path, photos: np.ndarray):
-    """LiteRT as the project runs it: exported by lookalike.model.export_runtime_model (SavedModel, then
-    TensorFlow's converter, checked against Keras), run by lookalike.runtime.EmbeddingRuntime."""
-    from lookalike.model import export_runtime_model
-    from lookalike.runtime import EmbeddingRuntime
+    """LiteRT as the project runs it: exported by lookalike.model.network.export_runtime_model (SavedModel, then
+    TensorFlow's converter, checked against Keras), run by lookalike.model.runtime.EmbeddingRuntime."""
+    from lookalike.model.network import export_runtime_model
+    from lookalike.model.runtime import EmbeddingRuntime
 
     export_runtime_model(keras_model, path, photos)
     return EmbeddingRuntime(path)
@@ -124,8 +125,8 @@ def installed(*modules: str) -> bool:
 def build_runners(keras_model, folder: Path, photos: np.ndarray) -> tuple[dict, dict]:
     runners, skipped = {"TensorFlow (tf.function, as the project ran it)": tensorflow_runner(keras_model)}, {}
     if installed("ai_edge_litert"):
-        runners["LiteRT float32 (XNNPACK; lookalike.runtime)"] = project_runner(keras_model, folder / "model.tflite",
-                                                                             photos)
+        runners["LiteRT float32 (XNNPACK; lookalike.model.runtime)"] = project_runner(
+            keras_model, folder / "model.tflite", photos)
         export_tflite(keras_model, folder / "model_int8.tflite", int8=True)
         runners["LiteRT dynamic-range int8"] = litert_runner(folder / "model_int8.tflite")
     else:

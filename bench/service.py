@@ -390,7 +390,7 @@ def main() -> int:
 
     scratch = Path(tempfile.mkdtemp(prefix="lookalike-bench-"))
     if args.workers_only:
-        from lookalike.search import Searcher
+        from lookalike.search.engine import Searcher
 
         searcher = Searcher.load(args.artifacts, root=Path(args.artifacts).resolve().parent)
         rows = searcher.items.index[:: max(1, len(searcher.items) // 50)]

@@ -1,15 +1,15 @@
-"""A 1M-vector IVF index built from 10 Parquet shards (lookalike.shard_index) vs in one process.
+"""A 1M-vector IVF index built from 10 Parquet shards (lookalike.search.shard_index) vs in one process.
 
 Vectors: bench.common.EmbeddingSampler (perturbed real embeddings, as bench/index_scaling.py), written as
-shards the way lookalike.distributed writes them. Each build runs in a fresh child process, so its peak
+shards the way lookalike.model.distributed writes them. Each build runs in a fresh child process, so its peak
 resident memory is its own (ru_maxrss, and the anonymous part, RssAnon: ru_maxrss also counts the file pages
 the on-disk merge maps):
 
-* one process: every shard read into one array, then lookalike.index.build_index (k-means on all vectors);
-* sharded: lookalike.shard_index.build_sharded_index: train on a sample, one Ray task per shard (each in a
+* one process: every shard read into one array, then lookalike.search.index.build_index (k-means on all vectors);
+* sharded: lookalike.search.shard_index.build_sharded_index: train on a sample, one Ray task per shard (each in a
   fresh worker process; their peaks are reported too), merge on disk.
 
-Then recall@10 against exact search and single-query p50 for both, through lookalike.index.search.
+Then recall@10 against exact search and single-query p50 for both, through lookalike.search.index.search.
 
     python -m bench.shard_index --artifacts /path/to/project/artifacts      # 1M vectors, 10 shards
     python -m bench.shard_index --quick                                    # 100k vectors
@@ -69,8 +69,8 @@ class AnonymousPeak:
 
 
 def one_process(paths: list[str], params: dict, out: str, seed: int, queue) -> None:
-    from lookalike.distributed import read_shard_vectors
-    from lookalike.index import build_index, save_index
+    from lookalike.model.distributed import read_shard_vectors
+    from lookalike.search.index import build_index, save_index
 
     anonymous = AnonymousPeak()
     started = time.perf_counter()
@@ -82,7 +82,7 @@ def one_process(paths: list[str], params: dict, out: str, seed: int, queue) -> N
 
 
 def sharded(paths: list[str], params: dict, work: str, train_size: int, seed: int, cpus: int, queue) -> None:
-    from lookalike.shard_index import build_sharded_index
+    from lookalike.search.shard_index import build_sharded_index
 
     anonymous = AnonymousPeak()
     started = time.perf_counter()
@@ -116,8 +116,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     n = 100_000 if args.quick else args.n
-    from lookalike.distributed import write_shard
-    from lookalike.index import configure_search, load_index
+    from lookalike.model.distributed import write_shard
+    from lookalike.search.index import configure_search, load_index
 
     sampler = EmbeddingSampler.from_artifacts(Path(args.artifacts))
     work = Path(tempfile.mkdtemp(prefix="shard-index-bench-"))
@@ -150,7 +150,7 @@ def main() -> None:
                       (f"{args.shards} shards, {args.cpus} Ray CPUs", load_index(result["index"], params), result,
                        {"train_s": result["train_s"], "add_s": result["add_s"], "merge_s": result["merge_s"],
                         "task_peak_mb": task_peak})]
-            from lookalike.shard_index import lists_in_memory
+            from lookalike.search.shard_index import lists_in_memory
 
             copied = time.perf_counter()
             in_memory = lists_in_memory(load_index(result["index"], params))

@@ -16,10 +16,10 @@ import time
 import numpy as np
 
 from bench.common import print_table, summary_ms, timed, write_results
-from lookalike.index import search as index_search
-from lookalike.search import Searcher
-from lookalike.text import field_value
-from lookalike.text_search import Query, TextSearch
+from lookalike.search.engine import Searcher
+from lookalike.search.index import search as index_search
+from lookalike.text.search import Query, TextSearch
+from lookalike.text.tower import field_value
 
 TARGET_P50_MS = 10.0
 

@@ -18,9 +18,9 @@ import time
 import numpy as np
 
 from bench.common import print_table, versions, write_results
-from lookalike.preprocessing import iter_input_batches
-from lookalike.runtime import predict_paths
-from lookalike.search import Searcher
+from lookalike.model.runtime import predict_paths
+from lookalike.model.views import iter_input_batches
+from lookalike.search.engine import Searcher
 
 TARGET_RATIO = 0.9
 

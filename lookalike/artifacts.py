@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 MANIFEST_FILES = ("model", "embeddings", "image_paths", "items", "index",
-                  "runtime_model", "runtime_backbone")  # the two models exported for lookalike.runtime
+                  "runtime_model", "runtime_backbone")  # the two models exported for lookalike.model.runtime
 OPTIONAL_MANIFEST_FILES = ("text_tower", "text_tokenizer")  # checked like the others when a build lists them
 MANIFEST_NAME = "manifest.json"
 BUILDS_DIR = "builds"  # artifacts/builds/<build_id>/: published builds, never DVC outputs

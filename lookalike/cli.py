@@ -88,8 +88,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is meant for a person (imported lazily: they live beside the heavy imports)."""
     from lookalike.artifacts import ArtifactMismatchError
     from lookalike.live import LiveError, UnknownItemError
-    from lookalike.preprocessing import InvalidImageError
-    from lookalike.text import TextQueryError
+    from lookalike.model.preprocessing import InvalidImageError
+    from lookalike.text.tower import TextQueryError
 
     return (UsageError, UserError, InvalidImageError, ArtifactMismatchError, LiveError, UnknownItemError,
             TextQueryError)
@@ -123,7 +123,7 @@ def artifacts_dir(args: argparse.Namespace) -> Path:
 
 
 def _load_searcher(args: argparse.Namespace):
-    from lookalike.search import Searcher
+    from lookalike.search.engine import Searcher
 
     directory = artifacts_dir(args)
     # image paths in a build are relative to its project: the folder that holds artifacts/
@@ -177,7 +177,7 @@ def _similarity(parser: argparse.ArgumentParser) -> None:
 
 def _searched(call):
     """A search call whose similarity the build cannot answer becomes a user error (one line, exit 2)."""
-    from lookalike.similarity import SimilarityError
+    from lookalike.search.similarity import SimilarityError
 
     try:
         return call()
@@ -189,7 +189,7 @@ def _searched(call):
 
 
 def _query_args(parser: argparse.ArgumentParser) -> None:
-    from lookalike.text_search import add_query_arguments
+    from lookalike.text.search import add_query_arguments
 
     parser.add_argument("image", nargs="?", help="path of a photo (optional with --text or --like)")
     _k_and_json(parser)
@@ -199,10 +199,10 @@ def _query_args(parser: argparse.ArgumentParser) -> None:
 
 @subcommand("query", "catalogue items most similar to an image file, to words (--text), or to both", _query_args)
 def run_query(args: argparse.Namespace) -> int:
-    from lookalike.text_search import query_from_arguments, wants_text_search
+    from lookalike.text.search import query_from_arguments, wants_text_search
 
     searcher = _load_searcher(args)
-    if wants_text_search(args):  # words, items, weights: lookalike/text_search.py
+    if wants_text_search(args):  # words, items, weights: lookalike/text/search.py
         _print_response(query_from_arguments(searcher, args), args.json)
         return 0
     if args.image is None:
@@ -247,7 +247,7 @@ def _evaluate_folder_args(parser: argparse.ArgumentParser) -> None:
             _evaluate_folder_args)
 def run_evaluate_folder(args: argparse.Namespace) -> int:
     from lookalike.artifacts import write_json
-    from lookalike.evaluation import evaluate_folder
+    from lookalike.evaluation.folder import evaluate_folder
 
     result = evaluate_folder(_load_searcher(args), args.folder, with_baseline=args.baseline)
     print(json.dumps(result, indent=2))
@@ -275,8 +275,8 @@ def _duplicates_args(parser: argparse.ArgumentParser) -> None:
 @subcommand("duplicates", "list the near-duplicate groups of the catalogue as served: the published build plus "
                           "the live changes (CSV)", _duplicates_args)
 def run_duplicates(args: argparse.Namespace) -> int:
-    from lookalike.duplicates import colour_differences, duplicate_groups, load_published, rule_of
     from lookalike.live import LiveCatalogue, resolve_db_path
+    from lookalike.search.duplicates import colour_differences, duplicate_groups, load_published, rule_of
 
     directory = artifacts_dir(args)
     root = directory.resolve().parent
@@ -322,7 +322,8 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
 @subcommand("serve", "run the HTTP search service over the build and the live catalogue (FastAPI, uvicorn)",
             _serve_args)
 def run_serve(args: argparse.Namespace) -> int:
-    from lookalike.service import Settings, SettingsError, serve
+    from lookalike.service.app import serve
+    from lookalike.service.settings import Settings, SettingsError
 
     directory = artifacts_dir(args)
     try:
@@ -344,9 +345,9 @@ def _fold_args(parser: argparse.ArgumentParser) -> None:
 
 @subcommand("fold", "write the live catalogue's changes as the delta the next dvc repro builds in", _fold_args)
 def run_fold(args: argparse.Namespace) -> int:
-    from lookalike.catalogue import LIVE_DELTA_DIR
-    from lookalike.fold import fold
+    from lookalike.catalogue.reading import LIVE_DELTA_DIR
     from lookalike.live import LiveStore, resolve_db_path
+    from lookalike.live.fold import fold
 
     directory = artifacts_dir(args)
     root = directory.resolve().parent
@@ -365,8 +366,8 @@ def _compact_args(parser: argparse.ArgumentParser) -> None:
 @subcommand("compact", "drop the live changes the published build's fold superseded, and reclaim the space",
             _compact_args)
 def run_compact(args: argparse.Namespace) -> int:
-    from lookalike.fold import compact
     from lookalike.live import LiveStore, resolve_db_path
+    from lookalike.live.fold import compact
 
     directory = artifacts_dir(args)
     db = resolve_db_path(args.live_db, directory.resolve().parent)
@@ -396,7 +397,7 @@ def _embed_ray_args(parser: argparse.ArgumentParser) -> None:
 @subcommand("embed-ray", "embed a catalogue with the pinned model on Ray Data into Parquet shards (resumable)",
             _embed_ray_args)
 def run_embed_ray(args: argparse.Namespace) -> int:
-    from lookalike.distributed import catalogue_table, default_workers, embed_table, files_table, model_from_build
+    from lookalike.model.distributed import catalogue_table, default_workers, embed_table, files_table, model_from_build
 
     model_path, spec, model_sha256 = model_from_build(artifacts_dir(args))
     source = Path(args.source)

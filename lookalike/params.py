@@ -11,9 +11,9 @@ from typing import Any
 
 import yaml
 
-from lookalike.backbones import BACKBONES, backbone_info
-from lookalike.index import INDEX_TYPES
-from lookalike.preprocessing import PreprocessSpec
+from lookalike.model.backbones import BACKBONES, backbone_info
+from lookalike.model.preprocessing import PreprocessSpec
+from lookalike.search.index import INDEX_TYPES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOSSES = ("triplet", "triplet_soft", "multi_similarity", "proxy_softmax")
@@ -98,7 +98,7 @@ def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
     if params["index"]["type"] == "ivf_pq":
         _check(embedding_dim % params["index"]["pq_m"] == 0, "index.pq_m",
                f"must divide model.embedding_dim ({embedding_dim})", params["index"]["pq_m"])
-    if "embed" in params:  # optional section: the embed stage's engine (lookalike/distributed.py for ray)
+    if "embed" in params:  # optional section: the embed stage's engine (lookalike/model/distributed.py for ray)
         _choice(params, "embed.engine", ENGINES)
         _int_at_least(params, "embed.workers", 0)
     _int_at_least(params, "search.k", 1)

@@ -13,7 +13,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from lookalike.catalogue import read_table
+from lookalike.catalogue.reading import read_table
 from lookalike.params import PROJECT_ROOT, load_params
 
 

@@ -9,7 +9,7 @@ While the backbone is frozen the saved model's head is applied to the cached
 backbone features (computed by the runtime in the features stage): the same numbers
 as the full exported model (tests/test_pipeline.py checks it) at a fraction of the cost.
 Fine-tuned, the photos run through the exported model. With ``embed.engine: ray`` they always do,
-on Ray Data (lookalike/distributed.py; shards kept in data/embed_shards/, so a killed run resumes).
+on Ray Data (lookalike/model/distributed.py; shards kept in data/embed_shards/, so a killed run resumes).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import time
 import numpy as np
 
 from lookalike.artifacts import write_bytes, write_npy
-from lookalike.catalogue import read_table, write_table
-from lookalike.model import export_runtime_model, load_embedding_model
+from lookalike.catalogue.reading import read_table, write_table
+from lookalike.model.network import export_runtime_model, load_embedding_model
+from lookalike.model.runtime import EmbeddingRuntime, check_images, predict_paths
+from lookalike.model.training import embed_features
 from lookalike.params import PROJECT_ROOT, load_params, preprocess_spec
-from lookalike.runtime import EmbeddingRuntime, check_images, predict_paths
-from lookalike.training import embed_features
 
 
 def main() -> None:
@@ -38,8 +38,8 @@ def main() -> None:
     print(f"model exported in {time.perf_counter() - exported:.1f} s; against Keras: min cosine "
           f"{found['min_cosine']:.7f}, max abs diff {found['max_abs_diff']:.2g}")
     engine = params.get("embed", {}).get("engine", "local")
-    if engine == "ray":  # the exported model over the photos on Ray Data, resumable: lookalike/distributed.py
-        from lookalike.distributed import EMBED_SHARDS_DIR, embed_paths
+    if engine == "ray":  # the exported model over the photos on Ray Data, resumable: lookalike/model/distributed.py
+        from lookalike.model.distributed import EMBED_SHARDS_DIR, embed_paths
 
         embed = params["embed"]
         embeddings = embed_paths(paths, subset["id"].to_numpy(), runtime_file, spec, PROJECT_ROOT / EMBED_SHARDS_DIR,

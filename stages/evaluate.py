@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 
 from lookalike.artifacts import publish_build, verify_manifest, write_bytes, write_json
-from lookalike.catalogue import read_table
-from lookalike.colour import backbone_part
-from lookalike.index import load_index
-from lookalike.metrics import evaluate_retrieval, look_metrics, unit_rows
+from lookalike.catalogue.reading import read_table
+from lookalike.evaluation.metrics import evaluate_retrieval, look_metrics, unit_rows
+from lookalike.model.colour import backbone_part
 from lookalike.params import PROJECT_ROOT, load_params
-from lookalike.similarity import Similarity
+from lookalike.search.index import load_index
+from lookalike.search.similarity import Similarity
 
 
 def log_to_mlflow(params: dict, metrics: dict) -> None:

@@ -1,11 +1,11 @@
 """Stage features: pretrained-backbone features of every subset image, computed once.
 
 artifacts/features.npy: float32 (1 + augmented_views, n_images, feature_dim) pooled
-features in data/subset.csv row order, followed by the colour descriptor (lookalike/colour.py)
+features in data/subset.csv row order, followed by the colour descriptor (lookalike/model/colour.py)
 with ``model.colour_descriptor``; view 0 is the plain image, the others are augmented views of
 train images (copies of view 0 elsewhere, never sampled): flip, crop, jitter and, with
 ``features.shopper_alterations``, one of the alterations a shopper's photo brings (blur, a coloured
-background, phone JPEG: lookalike/alterations.py).
+background, phone JPEG: lookalike/model/alterations.py).
 
 artifacts/feature_maps.npy: with ``train.finetune_blocks: N > 0``, float16
 (1 + augmented_views, n_images, h, w, c), the maps entering the last N backbone
@@ -28,12 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.artifacts import write_json, write_npy
-from lookalike.backbones import split_backbone
-from lookalike.catalogue import images_set_aside, read_table
-from lookalike.model import CompiledModel, build_feature_model, export_runtime_model, new_backbone
+from lookalike.catalogue.reading import images_set_aside, read_table
+from lookalike.model.backbones import split_backbone
+from lookalike.model.network import CompiledModel, build_feature_model, export_runtime_model, new_backbone
+from lookalike.model.runtime import EmbeddingRuntime, check_images, predict_paths
+from lookalike.model.training import embed_features, maps_description
 from lookalike.params import PROJECT_ROOT, load_params, preprocess_spec
-from lookalike.runtime import EmbeddingRuntime, check_images, predict_paths
-from lookalike.training import embed_features, maps_description
 
 
 def run_views(model: EmbeddingRuntime, pool_maps: CompiledModel | None, paths: list[str], train_rows: np.ndarray,

@@ -16,10 +16,10 @@ import time
 import numpy as np
 
 from lookalike.artifacts import make_manifest, publish_build, write_json, write_with
-from lookalike.duplicates import calibrate_build
-from lookalike.index import build_index, save_index
 from lookalike.params import PROJECT_ROOT, check_k_fits, load_params, preprocess_spec
-from lookalike.similarity import Similarity
+from lookalike.search.duplicates import calibrate_build
+from lookalike.search.index import build_index, save_index
+from lookalike.search.similarity import Similarity
 
 
 def main() -> None:
@@ -37,13 +37,13 @@ def main() -> None:
     write_with(artifacts / "faiss.index", lambda tmp: save_index(index, tmp))
     spec = preprocess_spec(params)
     report = json.loads((PROJECT_ROOT / "data/subset_report.json").read_text())
-    live_fold = {"live_fold": report["live_fold"]} if "live_fold" in report else {}  # see lookalike/fold.py
+    live_fold = {"live_fold": report["live_fold"]} if "live_fold" in report else {}  # see lookalike/live/fold.py
     files = {name: artifacts / file for name, file in (
         ("model", "model.keras"), ("embeddings", "embeddings.npy"), ("image_paths", "image_paths.npy"),
         ("items", "items.csv"), ("index", "faiss.index"),
         ("runtime_model", "model.tflite"), ("runtime_backbone", "backbone.tflite"))}
     for name, file in (("text_tower", "text_tower.npz"), ("text_tokenizer", "text_tokenizer.json")):
-        if (artifacts / file).is_file():  # stage text's outputs (lookalike/text.py): words into this build's space
+        if (artifacts / file).is_file():  # stage text's outputs (lookalike/text/tower.py): words in this space
             files[name] = artifacts / file
     manifest = make_manifest(files, {"count": int(len(embeddings)), "dimension": int(embeddings.shape[1])}, {
         "preprocess": {"image_size": spec.image_size, "resize_mode": spec.resize_mode,
@@ -57,7 +57,7 @@ def main() -> None:
         **({"text": params["text"]} if "text" in params else {}),
         **live_fold,
     })
-    # the build's own near-duplicate threshold (lookalike/duplicates.py): its model on copies of its photos
+    # the build's own near-duplicate threshold (lookalike/search/duplicates.py): its model on copies of its photos
     manifest["near_duplicates"] = calibrate_build(embeddings, paths, artifacts / "model.tflite", spec, PROJECT_ROOT,
                                                   seed=params["subset"]["seed"])
     print(f"near-duplicate cosine {manifest['near_duplicates']['cosine']} "

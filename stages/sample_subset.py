@@ -2,7 +2,7 @@
 
 With a live delta (``lookalike fold`` wrote data/live_delta/fold.json), its removed and replaced ids
 leave the catalogue before sampling and its items join the subset after it, split "live" (see
-lookalike/fold.py). Without one the subset is exactly what it was.
+lookalike/live/fold.py). Without one the subset is exactly what it was.
 """
 
 from __future__ import annotations
@@ -12,10 +12,17 @@ import os
 import pandas as pd
 
 from lookalike.artifacts import write_bytes, write_json
-from lookalike.catalogue import EXTERNAL_ID_COLUMN as EXTERNAL_ID
-from lookalike.catalogue import LIVE_DELTA_DIR, LIVE_SPLIT, check_images, load_catalogue, read_live_delta, write_table
+from lookalike.catalogue.reading import EXTERNAL_ID_COLUMN as EXTERNAL_ID
+from lookalike.catalogue.reading import (
+    LIVE_DELTA_DIR,
+    LIVE_SPLIT,
+    check_images,
+    load_catalogue,
+    read_live_delta,
+    write_table,
+)
+from lookalike.catalogue.subset import SPLITS, split_train_val_test, stratified_subset
 from lookalike.params import PROJECT_ROOT, load_params
-from lookalike.subset import SPLITS, split_train_val_test, stratified_subset
 
 
 def main() -> None:

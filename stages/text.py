@@ -1,10 +1,10 @@
 """Stage text: the build's image embeddings + the items' words -> the text tower, and its evaluation.
 
-Trains the tower into the image embedding space (lookalike/text_training.py; the train split, val for
+Trains the tower into the image embedding space (lookalike/text/training.py; the train split, val for
 early stopping), writes artifacts/text_tower.npz (plain numpy arrays: no TensorFlow at query time) and,
 when it reads pretrained token embeddings, artifacts/text_tokenizer.json (copied from the pinned wordllama
 wheel); the index stage pins both in the build's manifest. Then scores lexical, learned and hybrid
-rankings on the test split (lookalike/text_eval.py) into metrics/text.json.
+rankings on the test split (lookalike/text/evaluation.py) into metrics/text.json.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import shutil
 import numpy as np
 
 from lookalike.artifacts import write_json, write_with
-from lookalike.catalogue import read_table
+from lookalike.catalogue.reading import read_table
 from lookalike.params import PROJECT_ROOT, load_params
-from lookalike.text import TextTower, pretrained_files
-from lookalike.text_eval import evaluate_text_search
-from lookalike.text_training import train_text_tower
+from lookalike.text.evaluation import evaluate_text_search
+from lookalike.text.tower import TextTower, pretrained_files
+from lookalike.text.training import train_text_tower
 
 TOWER_FILE = "text_tower.npz"
 TOKENIZER_FILE = "text_tokenizer.json"

@@ -14,11 +14,11 @@ import json
 import numpy as np
 
 from lookalike.artifacts import write_bytes, write_json, write_with
-from lookalike.backbones import split_backbone
-from lookalike.catalogue import read_table
-from lookalike.model import build_embedding_model, new_backbone
+from lookalike.catalogue.reading import read_table
+from lookalike.model.backbones import split_backbone
+from lookalike.model.network import build_embedding_model, new_backbone
+from lookalike.model.training import attribute_labels, freeze_for_finetuning, maps_description, train_head
 from lookalike.params import PROJECT_ROOT, load_params, preprocess_spec
-from lookalike.training import attribute_labels, freeze_for_finetuning, maps_description, train_head
 
 
 def main() -> None:

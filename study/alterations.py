@@ -31,12 +31,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lookalike.alterations import ALTERATIONS
-from lookalike.catalogue import read_table
-from lookalike.colour import backbone_part
-from lookalike.metrics import unit_rows
+from lookalike.catalogue.reading import read_table
+from lookalike.evaluation.metrics import unit_rows
+from lookalike.model.alterations import ALTERATIONS
+from lookalike.model.colour import backbone_part
+from lookalike.model.preprocessing import image_to_input, load_image
 from lookalike.params import preprocess_spec
-from lookalike.preprocessing import image_to_input, load_image
 
 
 def precision_at_5(queries: np.ndarray, query_rows: np.ndarray, gallery: np.ndarray, relevant_to) -> float:
@@ -55,8 +55,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000, help="test queries used (a seeded sample)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    from lookalike.model import CompiledModel, build_feature_model, load_embedding_model, new_backbone
-    from lookalike.training import embed_features
+    from lookalike.model.network import CompiledModel, build_feature_model, load_embedding_model, new_backbone
+    from lookalike.model.training import embed_features
 
     params = yaml.safe_load((args.project / "params.yaml").read_text())
     label = params["data"]["label_column"]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lookalike.catalogue import read_table
+from lookalike.catalogue.reading import read_table
 
 
 def main(report: str, project: str) -> None:

@@ -11,7 +11,7 @@ Then every pair of the build's embeddings with cosine >= 0.99 is ranked; for eac
 (share of the pairs at or above it that are duplicates) and recall (share of the duplicates at or
 above it). The chosen threshold is the cut with the best F1 (ties: the higher cut), placed
 midway between the last pair kept and the first pair left out, rounded to 4 decimals. That is
-the value of ``lookalike.duplicates.NEAR_DUPLICATE_COSINE``; rerun this after retraining.
+the value of ``lookalike.search.duplicates.NEAR_DUPLICATE_COSINE``; rerun this after retraining.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.duplicates import (
+from lookalike.search.duplicates import (
     NEAR_DUPLICATE_COSINE,
     load_build,
     pixel_digest,
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"highest cosine of a pair that is not: {first_other[0]:.5f} ({ids[first_other[1]]} / "
               f"{ids[first_other[2]]})")
     print(f"chosen threshold (best F1, midway between {scored[best][0]:.5f} and {below:.5f}): {chosen}"
-          f"  [lookalike.duplicates.NEAR_DUPLICATE_COSINE = {NEAR_DUPLICATE_COSINE}]")
+          f"  [lookalike.search.duplicates.NEAR_DUPLICATE_COSINE = {NEAR_DUPLICATE_COSINE}]")
     print()
     print("| cosine >= | pairs | pixel duplicates among them | precision | recall |")
     print("|---|---|---|---|---|")

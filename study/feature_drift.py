@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from lookalike.catalogue import read_table
-from lookalike.metrics import evaluate_retrieval
-from lookalike.training import embed_features, train_head
+from lookalike.catalogue.reading import read_table
+from lookalike.evaluation.metrics import evaluate_retrieval
+from lookalike.model.training import embed_features, train_head
 
 
 def main() -> None:

@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lookalike.catalogue import read_table
-from lookalike.colour import backbone_part
-from lookalike.metrics import METRIC_NAMES, count_relevant, retrieval_metrics, unit_rows
+from lookalike.catalogue.reading import read_table
+from lookalike.evaluation.metrics import METRIC_NAMES, count_relevant, retrieval_metrics, unit_rows
+from lookalike.model.colour import backbone_part
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # query positions (into the query list) -> (c, n_gallery) scores
 

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lookalike.catalogue import read_table
-from lookalike.metrics import METRIC_NAMES, evaluate_retrieval, unit_rows
-from lookalike.subset import stratified_subset
-from lookalike.training import embed_features, train_head
+from lookalike.catalogue.reading import read_table
+from lookalike.catalogue.subset import stratified_subset
+from lookalike.evaluation.metrics import METRIC_NAMES, evaluate_retrieval, unit_rows
+from lookalike.model.training import embed_features, train_head
 
 PLOTTED = (("precision_at_1", "P@1"), ("precision_at_5", "P@5"), ("top5_accuracy", "top-5 accuracy"),
            ("map_at_r", "MAP@R"))

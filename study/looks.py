@@ -1,7 +1,7 @@
 """Which approach makes "alike" include the look: one row per approach, trained and scored the same way.
 
 On a project whose pipeline has run (its cached features hold the colour descriptor after the pooled
-backbone features, ``model.colour_descriptor: true``), each row trains a head with lookalike.training
+backbone features, ``model.colour_descriptor: true``), each row trains a head with lookalike.model.training
 (the pipeline's own loop, early stopping on the val split) and scores the test queries against the whole
 catalogue: the type metrics, type+colour P@5 and MAP@R, type+gender P@5, colour P@5 (colour alone), and
 the same queries asked "same colour" (the colour sub-space alone) where the row has one.
@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lookalike.catalogue import read_table
-from lookalike.colour import COLOUR_BINS, COLOUR_FEATURES
-from lookalike.metrics import evaluate_retrieval, look_metrics, unit_rows
-from lookalike.similarity import Similarity
+from lookalike.catalogue.reading import read_table
+from lookalike.evaluation.metrics import evaluate_retrieval, look_metrics, unit_rows
+from lookalike.model.colour import COLOUR_BINS, COLOUR_FEATURES
+from lookalike.search.similarity import Similarity
 
 TYPE_ONLY = {"type": {"column": "articleType", "dim": 256, "weight": 1.0}}
 MIXES = {"mix_type_only": {"type": 1.0}, "mix_light_colour": {"type": 1.0, "colour": 0.2, "look": 0.5},
@@ -54,7 +54,7 @@ def train_row(features: np.ndarray, items: pd.DataFrame, params: dict, subspaces
               ) -> tuple[np.ndarray, float, Similarity]:
     """Train one head on ``features`` (views, n, dim) with ``subspaces``: the catalogue's embeddings, the
     training seconds and the row's sub-space layout."""
-    from lookalike.training import attribute_labels, embed_features, train_head
+    from lookalike.model.training import attribute_labels, embed_features, train_head
 
     label = params["data"]["label_column"]
     model = {**params["model"], "subspaces": subspaces, "embedding_dim": sum(s["dim"] for s in subspaces.values())}
@@ -140,7 +140,7 @@ def main() -> None:
 def colour_confusions(project: Path, top: int) -> pd.Series:
     """(query colour -> result colour) counts over the top 5 of each test query asked "colour" of the project's
     published build, where the two colours differ: which colour names the model mixes up."""
-    from lookalike.search import Searcher
+    from lookalike.search.engine import Searcher
 
     searcher = Searcher.load(project / "artifacts", root=project)
     items = searcher.items

@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from lookalike.catalogue import read_table
-from lookalike.colour import backbone_part
-from lookalike.index import build_index, search
-from lookalike.metrics import exclude_self, unit_rows
+from lookalike.catalogue.reading import read_table
+from lookalike.evaluation.metrics import exclude_self, unit_rows
+from lookalike.model.colour import backbone_part
 from lookalike.params import PROJECT_ROOT, load_params
+from lookalike.search.index import build_index, search
 
 
 def top_k(vectors: np.ndarray, query_rows: np.ndarray, k: int = 5) -> np.ndarray:

@@ -4,7 +4,7 @@
 
 Trains the tower once with params.yaml's ``text:`` section on the build in artifacts/, then scores the
 hybrid ranking for each fusion setting on the val split's queries with half the gallery's words shown
-(lookalike/text_eval.py), the setting that has to serve both items with words and photos without.
+(lookalike/text/evaluation.py), the setting that has to serve both items with words and photos without.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import numpy as np
 import pandas as pd
 
 from lookalike.artifacts import write_bytes
-from lookalike.catalogue import read_table
+from lookalike.catalogue.reading import read_table
 from lookalike.params import PROJECT_ROOT, load_params
-from lookalike.text_eval import evaluate_text_search
-from lookalike.text_training import train_text_tower
+from lookalike.text.evaluation import evaluate_text_search
+from lookalike.text.training import train_text_tower
 
 SETTINGS = [{"fusion": "rrf", "lexical_weight": w, "rrf_constant": c} for w in (1.0, 2.0) for c in (10, 60)] + \
     [{"fusion": "score", "lexical_weight": w} for w in (0.1, 0.25, 0.5, 1.0, 2.0)] + \

@@ -5,7 +5,7 @@ own words alone (the baseline a pretrained table must beat), in-batch or all-pho
 
 Reads the build in artifacts/ (items.csv, embeddings.npy) and params.yaml's ``text:`` section; each row
 is one training with the val-selected epoch, scored on the test split by the stage's protocol
-(lookalike/text_eval.py): the learned ranking with words hidden, and the hybrid with half the words shown.
+(lookalike/text/evaluation.py): the learned ranking with words hidden, and the hybrid with half the words shown.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import pandas as pd
 import yaml
 
 from lookalike.artifacts import write_bytes
-from lookalike.catalogue import read_table
+from lookalike.catalogue.reading import read_table
 from lookalike.params import PROJECT_ROOT, load_params
-from lookalike.text_eval import evaluate_text_search
-from lookalike.text_training import train_text_tower
+from lookalike.text.evaluation import evaluate_text_search
+from lookalike.text.training import train_text_tower
 
 VARIANTS = {
     "catalogue words, all-photo negatives": {"pretrained": "none", "negatives": "all"},

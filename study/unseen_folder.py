@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lookalike.catalogue import load_catalogue, read_table
-from lookalike.colour import backbone_part
-from lookalike.metrics import evaluate_retrieval, look_metrics, unit_rows
+from lookalike.catalogue.reading import load_catalogue, read_table
+from lookalike.evaluation.metrics import evaluate_retrieval, look_metrics, unit_rows
+from lookalike.model.colour import backbone_part
+from lookalike.model.views import iter_input_batches
 from lookalike.params import preprocess_spec
-from lookalike.preprocessing import iter_input_batches
 
 
 def write_folder(out: Path, catalogue: Path, table: pd.DataFrame) -> None:
@@ -49,7 +49,7 @@ def unseen_like(pool: pd.DataFrame, counts: pd.Series, label: str, seed: int) ->
 
 
 def score(folder: Path, label: str, spec, backbone, head, with_colour: bool = False) -> dict:
-    from lookalike.training import embed_features
+    from lookalike.model.training import embed_features
 
     table, _ = load_catalogue(folder, label)
     labels = table[label].to_numpy()
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the metrics here")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    from lookalike.model import CompiledModel, build_feature_model, load_embedding_model, new_backbone
+    from lookalike.model.network import CompiledModel, build_feature_model, load_embedding_model, new_backbone
 
     params = yaml.safe_load((args.project / "params.yaml").read_text())
     label = params["data"]["label_column"]

@@ -27,8 +27,8 @@ from bad_inputs import bad_input_corpus
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from lookalike.preprocessing import InvalidImageError, load_image
-from lookalike.search import Searcher
+from lookalike.model.preprocessing import InvalidImageError, load_image
+from lookalike.search.engine import Searcher
 
 ROOT = Path(__file__).resolve().parents[1]
 APP_DIR = ROOT / "app"

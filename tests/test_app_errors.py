@@ -14,9 +14,10 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 from test_app import APP, APP_DIR, DEFAULT_K, RUN_TIMEOUT, has_results, photo, result_ids, upload
 
-from lookalike import preprocessing, search
-from lookalike.preprocessing import SUPPORTED_FORMATS_TEXT, load_image
-from lookalike.search import Searcher
+from lookalike.model import preprocessing
+from lookalike.model.preprocessing import SUPPORTED_FORMATS_TEXT, load_image
+from lookalike.search import engine as search
+from lookalike.search.engine import Searcher
 
 CORPUS = extreme_corpus()
 

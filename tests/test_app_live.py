@@ -36,7 +36,7 @@ from test_app import (
 from test_service import AUTH, Server
 
 from lookalike.live import DB_ENV, LiveCatalogue, LiveStore
-from lookalike.search import Searcher
+from lookalike.search.engine import Searcher
 
 TWIN = 1163  # a men's blue T-shirt; the live product is its photo in other colours, and the twin is removed
 SKU = "SKU-TEE-042"

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from lookalike.backbones import backbone_info, block_layer_groups, build_backbone, split_backbone
+from lookalike.model.backbones import backbone_info, block_layer_groups, build_backbone, split_backbone
 
 
 @pytest.fixture(scope="module")

@@ -250,7 +250,7 @@ def _serve(project: Path, old: dict) -> str:
     """Load and query the project as the API does; the build must be one whole build. Returns its id."""
     import numpy as np
 
-    from lookalike.search import Searcher
+    from lookalike.search.engine import Searcher
 
     searcher = Searcher.load(project / "artifacts", root=project)
     served_id = searcher.manifest["build_id"]

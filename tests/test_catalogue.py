@@ -1,4 +1,4 @@
-"""lookalike.catalogue: the quirks of the Kaggle styles.csv, on tiny hand-written catalogues."""
+"""lookalike.catalogue.reading: the quirks of the Kaggle styles.csv, on tiny hand-written catalogues."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from lookalike.catalogue import CatalogueError, check_images, images_set_aside, load_catalogue, read_styles
+from lookalike.catalogue.reading import CatalogueError, check_images, images_set_aside, load_catalogue, read_styles
 
 HEADER = "id,gender,masterCategory,subCategory,articleType,baseColour,season,year,usage,productDisplayName"
 

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from lookalike.cli import COMMANDS, main
-from lookalike.duplicates import OUTPUT_COLUMNS
+from lookalike.search.duplicates import OUTPUT_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ("query", "similar", "related", "evaluate-folder", "duplicates", "serve", "fold", "compact")
@@ -113,12 +113,12 @@ def _recoloured(path: Path) -> bytes:
 def test_duplicates_command_reports_build_and_live_copies_not_colourways(tiny_project: Path, tmp_path: Path,
                                                                          capsys: pytest.CaptureFixture) -> None:
     from lookalike.live import LiveCatalogue, LiveStore
-    from lookalike.search import Searcher
+    from lookalike.search.engine import Searcher
 
     searcher = Searcher.load(tiny_project / "artifacts", root=tiny_project)
     db = tmp_path / "live.db"
     catalogue = LiveCatalogue.open(searcher, LiveStore(db), near_duplicate_cosine=0.3)
-    from lookalike.duplicates import photo_thumbnail, pixel_difference
+    from lookalike.search.duplicates import photo_thumbnail, pixel_difference
 
     def change(row: int) -> float:  # the photo whose colourway differs most: a product with a colour
         return pixel_difference(photo_thumbnail(searcher.resolve_path(row)),
@@ -164,12 +164,12 @@ def test_duplicates_reads_the_published_build_not_the_folder_mid_run(tiny_projec
 def test_an_internal_error_is_not_called_a_user_error(tiny_project: Path, tmp_path: Path, error: Exception,
                                                       monkeypatch: pytest.MonkeyPatch,
                                                       capsys: pytest.CaptureFixture) -> None:
-    import lookalike.duplicates
+    import lookalike.search.duplicates
 
     def broken(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(lookalike.duplicates, "load_published", broken)
+    monkeypatch.setattr(lookalike.search.duplicates, "load_published", broken)
     argv = ["--artifacts", str(tiny_project / "artifacts"), "duplicates", "--out", str(tmp_path / "d.csv"),
             "--build-only"]
     assert main(argv) == 1
@@ -194,7 +194,7 @@ def test_user_errors_are_one_line_with_status_2(tiny_project: Path, tmp_path: Pa
 
 def test_unexpected_error_is_one_line_without_traceback(tiny_project: Path, monkeypatch: pytest.MonkeyPatch,
                                                         capsys: pytest.CaptureFixture) -> None:
-    from lookalike.search import Searcher
+    from lookalike.search.engine import Searcher
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire\nsecond line of detail")

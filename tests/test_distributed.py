@@ -1,8 +1,8 @@
-"""Catalogue embedding on Ray Data (lookalike/distributed.py) on a real two-node local Ray cluster.
+"""Catalogue embedding on Ray Data (lookalike/model/distributed.py) on a real two-node local Ray cluster.
 
 A head and one more node (``ray.cluster_utils.Cluster``), 1 CPU and a 200 MB object store each, shared by
 the module and shut down at its end. Against the tiny project's pinned model: the vectors equal the
-single-process path's (lookalike.runtime.predict_paths), bad images are counted and not fatal, a driver
+single-process path's (lookalike.model.runtime.predict_paths), bad images are counted and not fatal, a driver
 killed after its first shard resumes without redoing it, and a worker killed mid-job is retried by Ray.
 """
 
@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from lookalike.cli import main
-from lookalike.distributed import (
+from lookalike.model.distributed import (
     DRIVER_FAILPOINT_ENV,
     REPORT_NAME,
     WORKER_FAILPOINT_ENV,
@@ -32,7 +32,7 @@ from lookalike.distributed import (
     read_report,
     read_shard_metadata,
 )
-from lookalike.runtime import EmbeddingRuntime, predict_paths
+from lookalike.model.runtime import EmbeddingRuntime, predict_paths
 
 REPO = Path(__file__).resolve().parents[1]
 OBJECT_STORE = 200 * 1024 * 1024
@@ -86,7 +86,7 @@ def catalogue(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 def reference(model: dict, paths: list[str]) -> np.ndarray:
-    """The single-process path: lookalike.runtime.predict_paths with the same exported model."""
+    """The single-process path: lookalike.model.runtime.predict_paths with the same exported model."""
     return predict_paths(model["runtime"], paths, model["spec"], 16)
 
 
@@ -101,7 +101,7 @@ def test_vectors_equal_the_single_process_path_and_bad_images_are_counted(cluste
     table, catalogue_report = catalogue_table(catalogue)
     truncated = sorted((catalogue / "images").iterdir())[10].name
     assert catalogue_report["empty_images"] == [sorted((catalogue / "images").iterdir())[3].name]
-    assert report["catalogue"]["n_empty_images"] == 1  # set aside by lookalike.catalogue, before the job
+    assert report["catalogue"]["n_empty_images"] == 1  # set aside by lookalike.catalogue.reading, before the job
     assert report["n_bad_images"] == 1 and Path(report["bad_images"][0]["image_path"]).name == truncated
     assert "damaged or truncated" in report["bad_images"][0]["reason"]
     assert report["rows"] == len(table) == 59 and report["embedded_rows"] == 58

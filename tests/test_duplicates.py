@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import lookalike.duplicates as duplicates
-from lookalike.duplicates import (
+import lookalike.search.duplicates as duplicates
+from lookalike.search.duplicates import (
     NEAR_DUPLICATE_COSINE,
     OUTPUT_COLUMNS,
     duplicate_groups,

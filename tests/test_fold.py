@@ -14,10 +14,10 @@ import pytest
 import yaml
 from conftest import ran_stages, run
 
-from lookalike.catalogue import read_table
-from lookalike.fold import FIRST_ALLOCATED_ID, fold
+from lookalike.catalogue.reading import read_table
 from lookalike.live import LiveCatalogue, LiveStore, StaleDatabaseError
-from lookalike.search import Searcher
+from lookalike.live.fold import FIRST_ALLOCATED_ID, fold
+from lookalike.search.engine import Searcher
 
 META = {"articleType": "Tshirts", "gender": "Men", "baseColour": "Blue", "masterCategory": "Apparel",
         "productDisplayName": "Live tee"}

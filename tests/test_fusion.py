@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lookalike.metrics import evaluate_retrieval, unit_rows
+from lookalike.evaluation.metrics import evaluate_retrieval, unit_rows
 from study.fusion import (
     database_augmentation,
     fused_vectors,

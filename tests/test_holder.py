@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from lookalike.live import CatalogueHolder, LiveCatalogue, LiveStore
-from lookalike.search import Searcher
+from lookalike.search.engine import Searcher
 
 META = {"articleType": "Tshirts", "gender": "Men", "baseColour": "Blue", "masterCategory": "Apparel"}
 

@@ -1,4 +1,4 @@
-"""lookalike.index: FAISS indexes over unit vectors, against brute-force numpy search."""
+"""lookalike.search.index: FAISS indexes over unit vectors, against brute-force numpy search."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import faiss
 import numpy as np
 import pytest
 
-from lookalike.index import INDEX_TYPES, build_index, load_index, save_index, search
+from lookalike.search.index import INDEX_TYPES, build_index, load_index, save_index, search
 
 N, DIM, K = 2000, 16, 10
 GENEROUS = {
@@ -209,7 +209,7 @@ def exact_filtered(vectors: np.ndarray, queries: np.ndarray, k: int, allowed: np
 @pytest.fixture
 def fallback_calls(monkeypatch) -> list[int]:
     """Counts the calls of the exact fallback (``_exact_among``), which stays the real function."""
-    import lookalike.index as index_module
+    import lookalike.search.index as index_module
 
     calls: list[int] = []
     real = index_module._exact_among

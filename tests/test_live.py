@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.index import INDEX_TYPES, build_index, search
 from lookalike.live import (
     LiveCatalogue,
     LiveError,
@@ -29,7 +28,8 @@ from lookalike.live import (
     UnknownItemError,
     validate_metadata,
 )
-from lookalike.search import Searcher
+from lookalike.search.engine import Searcher
+from lookalike.search.index import INDEX_TYPES, build_index, search
 
 INDEX_PARAMS = {
     "flat": {"type": "flat"},
@@ -238,7 +238,7 @@ def test_bad_changes_are_refused_and_not_stored(searcher: Searcher, tmp_path: Pa
         catalogue.put("SKU-1", photo(searcher, 0), {**META, "colour": "x"})
     with pytest.raises(UnknownItemError):
         catalogue.remove("never-added")
-    from lookalike.preprocessing import InvalidImageError
+    from lookalike.model.preprocessing import InvalidImageError
 
     with pytest.raises(InvalidImageError):
         catalogue.put("SKU-1", b"not an image at all" * 10, META)
@@ -337,7 +337,7 @@ def reencoded(data: bytes) -> bytes:
 
 def colourful_row(searcher: Searcher) -> int:
     """The build photo whose colourway (:func:`recoloured`) changes it most: a product with a colour to change."""
-    from lookalike.duplicates import photo_thumbnail, pixel_difference
+    from lookalike.search.duplicates import photo_thumbnail, pixel_difference
 
     def change(row: int) -> float:
         original = photo(searcher, row)

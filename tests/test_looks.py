@@ -12,13 +12,14 @@ import pytest
 import yaml
 from PIL import Image
 
-from lookalike.alterations import ALTERATIONS
-from lookalike.colour import COLOUR_BINS, COLOUR_FEATURES, backbone_part, colour_histogram, palette
-from lookalike.metrics import joint_labels, look_metrics
+from lookalike.evaluation.metrics import joint_labels, look_metrics
+from lookalike.model.alterations import ALTERATIONS
+from lookalike.model.colour import COLOUR_BINS, COLOUR_FEATURES, backbone_part, colour_histogram, palette
+from lookalike.model.preprocessing import normalise
+from lookalike.model.training import MISSING, attribute_labels, label_codes
+from lookalike.model.views import augment
 from lookalike.params import PROJECT_ROOT, ParamsError, validate
-from lookalike.preprocessing import augment, normalise
-from lookalike.similarity import Similarity, SimilarityError
-from lookalike.training import MISSING, attribute_labels, label_codes
+from lookalike.search.similarity import Similarity, SimilarityError
 
 
 def shirt(colour: tuple[int, int, int], trousers: tuple[int, int, int] = (20, 20, 90)) -> np.ndarray:
@@ -33,7 +34,7 @@ def shirt(colour: tuple[int, int, int], trousers: tuple[int, int, int] = (20, 20
 
 @pytest.mark.parametrize("normalisation", ["lite", "caffe"])
 def test_the_model_layer_computes_the_numpy_reference(normalisation: str) -> None:
-    from lookalike.model import ColourDescriptor
+    from lookalike.model.network import ColourDescriptor
 
     image = shirt((200, 30, 30))
     layer = np.asarray(ColourDescriptor(normalisation)(normalise(image, normalisation)[None]))[0]
@@ -70,7 +71,7 @@ SUBSPACES = {"type": {"column": "articleType", "dim": 4, "weight": 1.0},
 
 
 def test_the_head_stores_a_unit_weighted_concatenation_of_unit_sub_vectors() -> None:
-    from lookalike.model import build_head
+    from lookalike.model.network import build_head
 
     head = build_head(10, hidden_dim=8, embedding_dim=7, subspaces=SUBSPACES)
     final, type_part, colour_part = (np.asarray(o) for o in head(np.random.default_rng(0).normal(size=(5, 10))))
@@ -213,7 +214,7 @@ def test_training_views_take_shopper_alterations_seeded_and_only_when_asked() ->
 
 @pytest.fixture(scope="module")
 def pinned():
-    from lookalike.search import Searcher
+    from lookalike.search.engine import Searcher
 
     return Searcher.load(PROJECT_ROOT / "artifacts")
 

@@ -1,4 +1,4 @@
-"""lookalike.losses on tiny hand-made batches of 2-D unit vectors, against numpy references."""
+"""lookalike.model.losses on tiny hand-made batches of 2-D unit vectors, against numpy references."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lookalike.losses import (
+from lookalike.model.losses import (
     batch_hard_triplet_loss,
     metric_loss,
     multi_similarity_loss,

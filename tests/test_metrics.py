@@ -1,11 +1,11 @@
-"""lookalike.metrics against tiny cases computed by hand (the arithmetic is in the comments)."""
+"""lookalike.evaluation.metrics against tiny cases computed by hand (the arithmetic is in the comments)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lookalike.metrics import (
+from lookalike.evaluation.metrics import (
     METRIC_NAMES,
     count_relevant,
     evaluate_retrieval,

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import PER_LABEL, SLICE_LABELS, ran_stages, run, tiny_project_copy
 
-from lookalike.colour import COLOUR_FEATURES, backbone_part
+from lookalike.model.colour import COLOUR_FEATURES, backbone_part
 
 
 def test_every_output_exists_and_agrees(tiny_project: Path) -> None:
@@ -63,8 +63,8 @@ def test_metrics_are_in_range_and_above_chance(tiny_project: Path) -> None:
 def test_head_on_cached_features_equals_full_model(tiny_project: Path) -> None:
     sys.path.insert(0, str(tiny_project))
     try:
-        from lookalike.model import CompiledModel, load_embedding_model
-        from lookalike.preprocessing import PreprocessSpec, preprocess
+        from lookalike.model.network import CompiledModel, load_embedding_model
+        from lookalike.model.preprocessing import PreprocessSpec, preprocess
 
         manifest = json.loads((tiny_project / "artifacts/manifest.json").read_text())
         spec = PreprocessSpec(**manifest["params"]["preprocess"])
@@ -78,7 +78,7 @@ def test_head_on_cached_features_equals_full_model(tiny_project: Path) -> None:
 
 
 def test_search_api_finds_a_catalogue_photo_itself_first(tiny_project: Path) -> None:
-    from lookalike.search import Searcher
+    from lookalike.search.engine import Searcher
 
     searcher = Searcher.load(tiny_project / "artifacts", root=tiny_project)
     for row in (0, 17, 59):
@@ -107,8 +107,8 @@ def test_second_repro_runs_nothing_and_index_param_reruns_only_index_and_evaluat
 
 
 def test_evaluate_folder_scores_another_catalogue_without_retraining(tiny_project: Path) -> None:
-    from lookalike.evaluation import evaluate_folder
-    from lookalike.search import Searcher
+    from lookalike.evaluation.folder import evaluate_folder
+    from lookalike.search.engine import Searcher
 
     searcher = Searcher.load(tiny_project / "artifacts", root=tiny_project)
     model_before = (tiny_project / "artifacts/model.keras").read_bytes()
@@ -125,7 +125,7 @@ def test_related_table_and_command_line(tiny_project: Path, tmp_path: Path, caps
     import pandas as pd
 
     from lookalike.cli import main
-    from lookalike.search import Searcher
+    from lookalike.search.engine import Searcher
 
     table = Searcher.load(tiny_project / "artifacts", root=tiny_project).related_table(k=3)
     assert len(table) == 60 * 3 and table["id"].nunique() == 60
@@ -158,7 +158,7 @@ def test_finetuning_blocks_caches_their_input_maps_and_trains_only_them(tiny_pro
     assert np.load(tiny_project / "artifacts/feature_maps.npy").shape == (0,)  # not fine-tuning: nothing cached
     sys.path.insert(0, str(project))
     try:
-        from lookalike.model import load_embedding_model
+        from lookalike.model.network import load_embedding_model
 
         tuned = load_embedding_model(project / "artifacts/model.keras").get_layer("backbone")
         frozen = load_embedding_model(tiny_project / "artifacts/model.keras").get_layer("backbone")

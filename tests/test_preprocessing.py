@@ -1,4 +1,4 @@
-"""lookalike.preprocessing: decoding every image mode, normalisation, and refusing bad input."""
+"""lookalike.model.preprocessing: decoding every image mode, normalisation, and refusing bad input."""
 
 from __future__ import annotations
 
@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.preprocessing import (
+from lookalike.model.preprocessing import (
     InvalidImageError,
     PreprocessSpec,
-    augment,
     image_to_input,
-    iter_input_batches,
     load_image,
     normalise,
     preprocess,
 )
+from lookalike.model.views import augment, iter_input_batches
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)

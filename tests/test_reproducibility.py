@@ -22,7 +22,7 @@ def test_onednn_is_on_unless_the_environment_says_otherwise() -> None:
 def test_the_setting_reaches_tensorflow_before_it_loads() -> None:
     """lookalike/__init__ runs before any module that imports TensorFlow, whichever a stage imports first."""
     environ = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
-    code = ("import sys; import lookalike.model, os; "
+    code = ("import sys; import lookalike.model.network, os; "
             "from tensorflow.python.util import _pywrap_util_port as port; "
             "print(os.environ['TF_ENABLE_ONEDNN_OPTS'], port.IsMklEnabled())")
     out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, check=True)

@@ -23,8 +23,8 @@ from bad_inputs import bad_input_corpus
 from conftest import STAGES, ran_stages, run
 
 from lookalike.artifacts import BUILDS_DIR, FAILPOINT_ENV, POINTER_NAME, ArtifactMismatchError
-from lookalike.preprocessing import InvalidImageError
-from lookalike.search import Searcher
+from lookalike.model.preprocessing import InvalidImageError
+from lookalike.search.engine import Searcher
 
 MAX_BYTES = 2_000_000
 CORPUS = bad_input_corpus(MAX_BYTES)

@@ -1,4 +1,4 @@
-"""Inference through the exported models (lookalike.runtime, LiteRT): agreement with Keras, no TensorFlow
+"""Inference through the exported models (lookalike.model.runtime, LiteRT): agreement with Keras, no TensorFlow
 in the query path, the export check that refuses a disagreeing model, thread safety, pinned files."""
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import pandas as pd
 import pytest
 
 from lookalike.artifacts import ArtifactMismatchError, build_id, resolve_build, sha256_file
-from lookalike.metrics import evaluate_retrieval
-from lookalike.preprocessing import PreprocessSpec, iter_input_batches
-from lookalike.runtime import EXPORT_MIN_COSINE, EmbeddingRuntime, agreement, available_cores, check_images
-from lookalike.search import Searcher
+from lookalike.evaluation.metrics import evaluate_retrieval
+from lookalike.model.preprocessing import PreprocessSpec
+from lookalike.model.runtime import EXPORT_MIN_COSINE, EmbeddingRuntime, agreement, available_cores, check_images
+from lookalike.model.views import iter_input_batches
+from lookalike.search.engine import Searcher
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +42,7 @@ def test_the_build_pins_both_exported_models(build: dict) -> None:
 
 def test_exported_model_matches_keras_and_keeps_every_metric(build: dict, tiny_project: Path) -> None:
     """The agreement the issue asks for, on the tiny catalogue (the full 5k is checked by hand: README)."""
-    from lookalike.model import keras_outputs, load_embedding_model
+    from lookalike.model.network import keras_outputs, load_embedding_model
 
     keras_model = load_embedding_model(build["file"]("model"))
     reference = keras_outputs(keras_model, build["images"])
@@ -69,11 +70,11 @@ def test_the_exported_backbone_matches_the_cached_features(build: dict, tiny_pro
 def test_query_path_imports_no_tensorflow(tiny_project: Path) -> None:
     code = (
         "import sys\n"
-        "from lookalike.search import Searcher\n"
+        "from lookalike.search.engine import Searcher\n"
         f"searcher = Searcher.load({str(tiny_project / 'artifacts')!r}, root={str(tiny_project)!r})\n"
         "response = searcher.search(searcher.resolve_path(3), k=5)\n"
         "assert response.matches[0].id == int(searcher.items['id'].iat[3]), response\n"
-        "from lookalike.evaluation import evaluate_folder\n"
+        "from lookalike.evaluation.folder import evaluate_folder\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, "
         "sorted(m for m in sys.modules if 'tensorflow' in m)[:5]\n"
         "print('ok', searcher.model.threads)\n")
@@ -157,7 +158,7 @@ def test_export_is_reproducible_and_refuses_a_disagreeing_model(build: dict, tmp
     and nothing is written over the previous file."""
     import tensorflow as tf
 
-    from lookalike import model as model_module
+    from lookalike.model import network as model_module
 
     keras_model = model_module.load_embedding_model(build["file"]("model"))
     photos = check_images(build["paths"], build["spec"], count=8)

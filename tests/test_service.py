@@ -23,8 +23,8 @@ import pytest
 from bad_inputs import bad_input_corpus
 
 from lookalike.artifacts import make_manifest, publish_build, resolve_build, write_json, write_with
-from lookalike.catalogue import read_table
-from lookalike.index import build_index, save_index
+from lookalike.catalogue.reading import read_table
+from lookalike.search.index import build_index, save_index
 
 REPO = Path(__file__).resolve().parents[1]
 API_KEY = "test-key-0123456789abcdef"
@@ -744,7 +744,7 @@ def test_two_workers_see_every_acknowledged_write_within_a_second(tiny_project: 
 
 def test_similarity_per_query_covers_live_items_and_refuses_unknown_modes(server: Server, build: dict,
                                                                            tiny_project: Path):
-    from lookalike.search import Searcher
+    from lookalike.search.engine import Searcher
 
     modes = server.client.get("/v1/stats").json()["similarity"]
     assert {"overall", "colour", "type"} <= set(modes)

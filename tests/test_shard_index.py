@@ -1,5 +1,5 @@
-"""An IVF index built from embedding shards (lookalike/shard_index.py): trained on a sample, one Ray task per
-shard, merged on disk; searched through lookalike.index like the single-process index."""
+"""An IVF index built from embedding shards (lookalike/search/shard_index.py): trained on a sample, one Ray task per
+shard, merged on disk; searched through lookalike.search.index like the single-process index."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lookalike.distributed import read_shard_vectors, write_shard
-from lookalike.index import build_index, load_index, search
-from lookalike.shard_index import build_sharded_index, sample_vectors, train_index
+from lookalike.model.distributed import read_shard_vectors, write_shard
+from lookalike.search.index import build_index, load_index, search
+from lookalike.search.shard_index import build_sharded_index, sample_vectors, train_index
 
 N, DIM, SHARDS = 6000, 32, 5
 PARAMS = {"type": "ivf_flat", "nlist": 32, "nprobe": 4, "pq_m": 8, "pq_bits": 8}
@@ -89,7 +89,7 @@ def test_the_sharded_index_equals_one_index_built_in_one_process(shards, built: 
 
 
 def test_lists_copied_into_memory_give_the_same_results(built: dict) -> None:
-    from lookalike.shard_index import lists_in_memory
+    from lookalike.search.shard_index import lists_in_memory
 
     on_disk = load_index(built["index"], PARAMS)
     in_memory = lists_in_memory(load_index(built["index"], PARAMS))
@@ -109,7 +109,7 @@ def test_probing_every_list_is_exact_search(shards, built: dict) -> None:
 
 def test_recall_matches_the_single_process_build(shards, built: dict) -> None:
     """Trained on a sample of 2,000 instead of all 6,000 vectors: recall@10 against exact search (nprobe 8 of
-    32 lists) as high as lookalike.index.build_index's (trained on everything), within 0.04: at this toy
+    32 lists) as high as lookalike.search.index.build_index's (trained on everything), within 0.04: at this toy
     size k-means itself moves recall that much between samples (0.87-0.93 over samples of 1,000-3,000);
     bench/shard_index.py compares the two at 1M vectors."""
     _, vectors = shards
@@ -132,7 +132,7 @@ def test_ivf_pq_from_shards_equals_the_single_build_with_the_same_training(shard
     params = {**PARAMS, "type": "ivf_pq"}
     trained = train_index(sample_vectors(paths, 2000, 0), params, 0)
     faiss.write_index(trained, str(tmp_path / "trained.index"))
-    from lookalike.shard_index import add_shard, merge_blocks
+    from lookalike.search.shard_index import add_shard, merge_blocks
 
     firsts = np.cumsum([0] + [len(read_shard_vectors(p)[0]) for p in paths])[:-1]
     blocks = [tmp_path / f"block-{i}.index" for i in range(len(paths))]

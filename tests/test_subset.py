@@ -1,4 +1,4 @@
-"""lookalike.subset: the seeded stratified subset and the train / val / test split."""
+"""lookalike.catalogue.subset: the seeded stratified subset and the train / val / test split."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lookalike.subset import SPLITS, split_train_val_test, stratified_subset
+from lookalike.catalogue.subset import SPLITS, split_train_val_test, stratified_subset
 
 LABEL_SIZES = {"A": 50, "B": 30, "C": 15, "D": 4, "E": 9, "F": 12}
 

@@ -15,10 +15,12 @@ import pandas as pd
 import pytest
 
 from lookalike.artifacts import ArtifactMismatchError, make_manifest, verify_manifest, write_json
-from lookalike.index import build_index
-from lookalike.lexical import LexicalIndex, reciprocal_rank_fusion, score_fusion
-from lookalike.search import Searcher
-from lookalike.text import (
+from lookalike.search.engine import Searcher
+from lookalike.search.index import build_index
+from lookalike.text.evaluation import attribute_queries, precision_at, title_metrics
+from lookalike.text.lexical import LexicalIndex, reciprocal_rank_fusion, score_fusion
+from lookalike.text.search import Query, TextSearch, compose
+from lookalike.text.tower import (
     MAX_QUERY_CHARS,
     TextQueryError,
     TextTower,
@@ -28,8 +30,6 @@ from lookalike.text import (
     normalise,
     words,
 )
-from lookalike.text_eval import attribute_queries, precision_at, title_metrics
-from lookalike.text_search import Query, TextSearch, compose
 
 ROOT = Path(__file__).resolve().parents[1]
 DIM = 8
@@ -274,14 +274,14 @@ def test_manifest_checks_the_text_files_it_lists(tmp_path: Path) -> None:
 
 
 def test_the_query_path_imports_no_tensorflow() -> None:
-    code = ("import sys, lookalike.text_search, lookalike.text_eval; "
+    code = ("import sys, lookalike.text.search, lookalike.text.evaluation; "
             "print([m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')])")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
 
 def test_typo_queries_drop_one_inner_letter_of_longer_words_reproducibly() -> None:
-    from lookalike.text_eval import with_typos
+    from lookalike.text.evaluation import with_typos
 
     assert with_typos("navy blue", 3) == with_typos("navy blue", 3)
     for original, changed in zip("red casual dresses".split(), with_typos("red casual dresses", 0).split(),
@@ -292,7 +292,7 @@ def test_typo_queries_drop_one_inner_letter_of_longer_words_reproducibly() -> No
 
 
 def test_coverage_weights_query_words_by_rarity_and_fusion_keeps_photo_only_items() -> None:
-    from lookalike.lexical import coverage_fusion
+    from lookalike.text.lexical import coverage_fusion
 
     index = LexicalIndex(["acme red dress", "acme blue dress", "acme red shoe", "", "acme shoe"])
     coverage = index.coverage("red dress", np.arange(5))

@@ -10,10 +10,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from lookalike.live import LiveCatalogue, LiveStore
-from lookalike.routes import api_router
-from lookalike.search import Searcher
-from lookalike.service import Metrics, install_error_handlers
-from lookalike.text_routes import text_router
+from lookalike.search.engine import Searcher
+from lookalike.service.app import Metrics, install_error_handlers
+from lookalike.service.routes import api_router
+from lookalike.service.text_routes import text_router
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from lookalike.artifacts import resolve_build
-from lookalike.search import Searcher
-from lookalike.text import TextQueryError
-from lookalike.text_search import Query, TextSearch
+from lookalike.search.engine import Searcher
+from lookalike.text.search import Query, TextSearch
+from lookalike.text.tower import TextQueryError
 
 
 def test_the_build_pins_the_tower_and_words_find_catalogue_items(tiny_project: Path) -> None:
@@ -32,7 +32,8 @@ def test_the_build_pins_the_tower_and_words_find_catalogue_items(tiny_project: P
 
 
 def test_the_loaded_tower_needs_no_tensorflow(tiny_project: Path) -> None:
-    code = ("import sys; from lookalike.search import Searcher; from lookalike.text_search import TextSearch, Query; "
+    code = ("import sys; from lookalike.search.engine import Searcher; "
+            "from lookalike.text.search import TextSearch, Query; "
             f"s = Searcher.load({str(tiny_project / 'artifacts')!r}, root={str(tiny_project)!r}); "
             "TextSearch.load(s).search(Query(text='blue shirt'), k=2); "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))")
@@ -43,7 +44,7 @@ def test_the_loaded_tower_needs_no_tensorflow(tiny_project: Path) -> None:
 
 def test_live_items_are_found_by_their_words_and_removed_ones_never(tiny_project: Path, tmp_path: Path) -> None:
     from lookalike.live import LiveCatalogue, LiveStore
-    from lookalike.text_search import LiveTextSearch
+    from lookalike.text.search import LiveTextSearch
 
     searcher = Searcher.load(tiny_project / "artifacts", root=tiny_project)
     catalogue = LiveCatalogue.open(searcher, LiveStore(tmp_path / "live.db"))

@@ -1,4 +1,4 @@
-"""lookalike query --text/--like/--unlike and weights on the tiny build (lookalike/cli.py, lookalike/text_search.py)."""
+"""lookalike query --text/--like/--unlike and weights on the tiny build (lookalike/cli.py, lookalike/text/search.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lookalike.search import Searcher
+from lookalike.search.engine import Searcher
 
 
 def test_command_line_query_by_words_items_and_photo(tiny_project: Path, capsys: pytest.CaptureFixture) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lookalike.text_training import field_codes, make_views, match_matrix, train_text_tower
+from lookalike.text.training import field_codes, make_views, match_matrix, train_text_tower
 
 COLOURS = ("Red", "Blue", "Black", "White", "Green")
 TYPES = ("Dresses", "Shoes", "Watches")

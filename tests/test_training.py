@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import yaml
 
-from lookalike.metrics import evaluate_retrieval
+from lookalike.evaluation.metrics import evaluate_retrieval
+from lookalike.model.training import embed_features, rows_by_label, sample_pk_batch, train_head
 from lookalike.params import PROJECT_ROOT
-from lookalike.training import embed_features, rows_by_label, sample_pk_batch, train_head
 
 
 def test_pk_batch_has_p_labels_with_k_rows_each() -> None:
@@ -73,9 +73,9 @@ def test_no_regression_selection_keeps_a_step_at_least_as_good_as_raw_features_o
 def test_finetuning_on_cached_maps_trains_the_top_blocks_only_and_the_saved_model_agrees(train_params) -> None:
     import keras
 
-    from lookalike.backbones import build_backbone, split_backbone
-    from lookalike.model import build_embedding_model
-    from lookalike.training import freeze_for_finetuning
+    from lookalike.model.backbones import build_backbone, split_backbone
+    from lookalike.model.network import build_embedding_model
+    from lookalike.model.training import freeze_for_finetuning
 
     keras.utils.set_random_seed(0)
     backbone = build_backbone("efficientnet_lite0", 64, weights="imagenet")  # random weights give all-zero maps

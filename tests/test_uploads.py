@@ -17,7 +17,7 @@ import pytest
 from bad_inputs import extreme_corpus
 from PIL import Image, ImageFile
 
-from lookalike.preprocessing import (
+from lookalike.model.preprocessing import (
     DEFAULT_MAX_PIXELS,
     SUPPORTED_FORMATS,
     SUPPORTED_FORMATS_TEXT,

@@ -1,4 +1,4 @@
-"""lookalike.weights (torch-free legacy .pth reader) and the Keras EfficientNet-Lite port.
+"""lookalike.model.weights (torch-free legacy .pth reader) and the Keras EfficientNet-Lite port.
 
 Reference values come from tests/fixtures/efficientnet_lite_reference.npz, made with torch
 (see tests/fixtures/README.md); torch itself is never imported here.
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.backbones import build_efficientnet_lite, lite_weights_path, load_lite_weights
-from lookalike.weights import (
+from lookalike.model.backbones import build_efficientnet_lite, lite_weights_path, load_lite_weights
+from lookalike.model.weights import (
     LEGACY_MAGIC_NUMBER,
     LEGACY_PROTOCOL_VERSION,
     WeightsFormatError,

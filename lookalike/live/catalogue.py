@@ -1,7 +1,7 @@
 """The live catalogue: a published build plus the shop's acknowledged changes, searchable at once.
 
 Start-up replays the journal after the last change already folded into the build (see
-:mod:`lookalike.fold`). A change embedded with another model than the build's (the model was
+:mod:`lookalike.live.fold`). A change embedded with another model than the build's (the model was
 retrained under live items) is re-embedded from its stored photo with the build's model, and that
 vector is cached in the database, so every item is always scored by one model.
 
@@ -24,8 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from lookalike import duplicates
-from lookalike.catalogue import EXTERNAL_ID_COLUMN
+from lookalike.catalogue.reading import EXTERNAL_ID_COLUMN
 from lookalike.live.records import (
     Change,
     Hit,
@@ -41,9 +40,10 @@ from lookalike.live.records import (
 )
 from lookalike.live.state import LiveState
 from lookalike.live.store import LiveStore
+from lookalike.model.preprocessing import DEFAULT_MAX_BYTES, ImageSource, InvalidImageError
 from lookalike.params import PROJECT_ROOT
-from lookalike.preprocessing import DEFAULT_MAX_BYTES, ImageSource, InvalidImageError
-from lookalike.search import Searcher
+from lookalike.search import duplicates
+from lookalike.search.engine import Searcher
 
 log = logging.getLogger("lookalike.live")
 THUMBNAIL_CACHE = 50_000  # photos' 32x32 thumbnails kept for the near-duplicate pixel check (3 kB each)
@@ -56,7 +56,7 @@ class LiveCatalogue:
     searcher: Searcher
     store: LiveStore
     state: LiveState
-    rule: dict  # the near-duplicate rule: cosine, max_pixel_difference, source (lookalike.duplicates.rule_of)
+    rule: dict  # the near-duplicate rule: cosine, max_pixel_difference, source (lookalike.search.duplicates.rule_of)
     applied_seq: int = 0  # the last change reflected in memory
     folded_seq: int = 0  # changes up to this seq are part of the pinned build (a fold); never replayed
     build_id: str = ""
@@ -209,7 +209,8 @@ class LiveCatalogue:
                       exclude: str | None = None, similarity: str | dict | None = None) -> LiveResponse:
         """Top-k of build + live items passing ``filters`` (column -> accepted values), never ``exclude``: the one
         function every search (upload, item, text) ends in. ``similarity``: what "alike" means for this query
-        (:mod:`lookalike.similarity`; live items' vectors have the build's sub-spaces, so every mode reaches them)."""
+        (:mod:`lookalike.search.similarity`; live items' vectors have the build's sub-spaces, so every mode
+        reaches them)."""
         started = time.perf_counter()
         vector = self.searcher.query_vector(vector, similarity)
         matches, candidates = self.state.search(vector, k, filters, exclude)
@@ -259,7 +260,7 @@ class LiveCatalogue:
     def near_duplicates(self, vector: np.ndarray, photo: ImageSource, exclude: str | None = None) -> list[Hit]:
         """Every item that is the same picture as ``photo`` (embedded as ``vector``), best first: cosine at least
         the build's threshold, exact over build + live, confirmed by the pixel check
-        (:mod:`lookalike.duplicates`, the report's rule)."""
+        (:mod:`lookalike.search.duplicates`, the report's rule)."""
         own = duplicates.photo_thumbnail(photo)
         hits = []
         for item_id, score, source in self.state.within(vector, self.near_duplicate_cosine, exclude):

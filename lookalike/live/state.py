@@ -1,7 +1,7 @@
 """The catalogue as searched: the pinned build's index, tombstones over it, and the live items beside it.
 
 The build's FAISS index is never modified. A removed or replaced build item is a tombstone that a FAISS
-id selector excludes from the build search (every index type; see :func:`lookalike.index.search`); live
+id selector excludes from the build search (every index type; see :func:`lookalike.search.index.search`); live
 items are rows of an in-memory matrix searched exactly; the two result lists are merged by score.
 Every method is thread-safe (one re-entrant lock; searches copy what they need under it).
 """
@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lookalike import duplicates
-from lookalike.index import search as index_search
 from lookalike.live.records import Change, Hit, LiveError
-from lookalike.search import FILTER_COLUMNS, Searcher
+from lookalike.search import duplicates
+from lookalike.search.engine import FILTER_COLUMNS, Searcher
+from lookalike.search.index import search as index_search
 
 
 @dataclass
@@ -155,7 +155,7 @@ class LiveState:
     def within(self, vector: np.ndarray, threshold: float, exclude: str | None = None
                ) -> list[tuple[str, float, str]]:
         """Every item whose cosine with ``vector`` is at least ``threshold``: (id, score, source), exact over
-        build + live (:func:`lookalike.duplicates.near_duplicates`, the report's scoring)."""
+        build + live (:func:`lookalike.search.duplicates.near_duplicates`, the report's scoring)."""
         with self.lock:
             excluded = set(self.tombstones)
             row = self.build_row.get(exclude) if exclude is not None else None

@@ -2,10 +2,10 @@
 
 Training and fine-tuning stay in TensorFlow/Keras; the pipeline converts the trained embedding
 model (and the frozen backbone) with TensorFlow's own ``tf.lite.TFLiteConverter``
-(:func:`lookalike.model.export_runtime_model`), checks it against Keras, and pins it in the
+(:func:`lookalike.model.network.export_runtime_model`), checks it against Keras, and pins it in the
 manifest. Everything that runs a model over images (queries, the features and embed stages,
 ``evaluate-folder``) goes through :class:`EmbeddingRuntime`; this module never imports TensorFlow,
-so neither does :mod:`lookalike.search`. Why LiteRT and not ONNX Runtime or OpenVINO: README,
+so neither does :mod:`lookalike.search.engine`. Why LiteRT and not ONNX Runtime or OpenVINO: README,
 "Inference runtime" (``python -m bench.runtimes`` measures all of them).
 """
 
@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lookalike.preprocessing import PreprocessSpec, iter_input_batches
+from lookalike.model.preprocessing import PreprocessSpec
+from lookalike.model.views import iter_input_batches
 
 RUNTIME_SUFFIX = ".tflite"
 EXPORT_MIN_COSINE = 0.9999  # an exported model must agree this well with Keras on real photos, or the build fails

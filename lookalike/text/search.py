@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lookalike.artifacts import ArtifactMismatchError
-from lookalike.index import search as index_search
-from lookalike.lexical import LexicalIndex, coverage_fusion, reciprocal_rank_fusion, score_fusion
-from lookalike.preprocessing import ImageSource
-from lookalike.search import Match, Searcher, SearchResponse
-from lookalike.text import TextQueryError, TextTower, check_query, item_text, unit
-from lookalike.text_eval import fuse
+from lookalike.model.preprocessing import ImageSource
+from lookalike.search.engine import Match, Searcher, SearchResponse
+from lookalike.search.index import search as index_search
+from lookalike.text.evaluation import fuse
+from lookalike.text.lexical import LexicalIndex, coverage_fusion, reciprocal_rank_fusion, score_fusion
+from lookalike.text.tower import TextQueryError, TextTower, check_query, item_text, unit
 
 MAX_ITEMS = 20  # item ids per query, positive or negative
 MAX_WEIGHT = 10.0
@@ -74,7 +74,7 @@ class Query:
 
 @dataclass
 class TextSearch:
-    """A build's text tower and lexical index beside its :class:`~lookalike.search.Searcher`; thread-safe."""
+    """A build's text tower and lexical index beside its :class:`~lookalike.search.engine.Searcher`; thread-safe."""
 
     searcher: Searcher
     tower: TextTower

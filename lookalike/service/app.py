@@ -4,7 +4,7 @@
     uvicorn.run(app, host="127.0.0.1", port=8000)   # or: lookalike serve [--workers N]
 
 This module is the service's frame: settings, the outer guard (metrics, the early 413, write auth before
-the body is read), error shapes, and the app's lifecycle; the routes are :mod:`lookalike.routes`. Every
+the body is read), error shapes, and the app's lifecycle; the routes are :mod:`lookalike.service.routes`. Every
 error is JSON ``{"error": <kind>, "detail": <for a person>}``: 4xx for anything the client sent, a
 generic 500 (logged here, never a traceback to the client) otherwise, 503 while no catalogue is loaded
 (the reason in words, never a server path).
@@ -17,7 +17,6 @@ or ``POST /v1/admin/reload`` make it look at once.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import signal
@@ -25,7 +24,7 @@ import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,118 +32,23 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from PIL import UnidentifiedImageError
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lookalike.artifacts import ArtifactMismatchError, published_build_id
 from lookalike.live import CatalogueHolder, LiveCatalogue, LiveError, StaleDatabaseError, UnknownItemError
-from lookalike.params import PROJECT_ROOT
-from lookalike.preprocessing import InvalidImageError
-from lookalike.similarity import SimilarityError
+from lookalike.model.preprocessing import InvalidImageError
+from lookalike.search.similarity import SimilarityError
+from lookalike.service.routes import api_router, operations_router
+from lookalike.service.settings import ServiceError, Settings, check_api_key
+from lookalike.service.text_routes import text_router
 
-log = logging.getLogger("lookalike.service")
+log = logging.getLogger("lookalike.service.app")
 
-ENV_PREFIX = "LOOKALIKE_"
-API_KEY_ENV = "LOOKALIKE_API_KEY"
-SECRETS_DIR_ENV = "LOOKALIKE_SECRETS_DIR"
-DEFAULT_SECRETS_DIR = "/run/secrets"  # where Docker and Kubernetes mount secrets: a file named lookalike_api_key
-MIN_API_KEY_CHARS = 16
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and the metadata fields around the image
 ERROR_KINDS = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type",
                422: "invalid_request", 429: "too_many_requests", 503: "not_ready"}
-
-
-class SettingsError(ValueError):
-    """Settings that do not validate; the message names the setting and the rule, never the value."""
-
-
-class Settings(BaseSettings):
-    """Everything the service needs to know, validated: from arguments, else ``LOOKALIKE_<NAME>`` variables, else
-    files named ``lookalike_<name>`` in the secrets folder ($LOOKALIKE_SECRETS_DIR, default /run/secrets)."""
-
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_default=True)
-
-    artifacts: str | None = None  # None: <root>/artifacts
-    live_db: str | None = None  # None: <root>/live/live.db
-    root: Path = PROJECT_ROOT
-    api_key: SecretStr | None = None  # None: writes are refused (403)
-    api_key_file: Path | None = None  # a file whose first line is the key (wins over api_key)
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)  # comma-separated in the environment
-    max_upload_mb: float = Field(10.0, gt=0, le=1024)
-    max_k: int = Field(100, ge=1, le=10_000)
-    default_k: int = Field(5, ge=1)
-    near_duplicate_cosine: float | None = Field(None, gt=0, le=1)  # None: the build's calibrated threshold
-    poll_seconds: float = Field(2.0, gt=0)  # how often artifacts/current.json is looked at
-    follow_seconds: float = Field(0.25, gt=0)  # how often the journal is followed (other workers' writes)
-    liveness_grace_seconds: float = Field(900.0, gt=0)  # no catalogue for this long: /healthz fails
-    wait_for_load: bool = False  # start answering only once the first catalogue is loaded (several workers)
-
-    @field_validator("cors_origins", mode="before")
-    @classmethod
-    def _split_origins(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [o.strip() for o in value.split(",") if o.strip()]
-        return value or []
-
-    @model_validator(mode="after")
-    def _key(self) -> Settings:
-        if self.api_key_file is not None:
-            self.api_key = SecretStr(read_api_key(self.api_key_file))
-        if self.api_key is not None and len(self.api_key.get_secret_value()) < MIN_API_KEY_CHARS:
-            raise ValueError(f"the API key must be at least {MIN_API_KEY_CHARS} characters")
-        if self.default_k > self.max_k:
-            raise ValueError(f"default_k {self.default_k} is above max_k {self.max_k}")
-        return self
-
-    @classmethod
-    def load(cls, **overrides: Any) -> Settings:
-        """Settings from ``overrides`` (None values ignored), the environment and the secrets folder."""
-        secrets = Path(os.environ.get(SECRETS_DIR_ENV) or DEFAULT_SECRETS_DIR)
-        values = {k: v for k, v in overrides.items() if v is not None}
-        try:
-            return cls(_secrets_dir=secrets if secrets.is_dir() else None, **values)
-        except ValidationError as error:  # pydantic's message echoes the values: one of them may be the key
-            raise SettingsError("invalid settings: " + "; ".join(
-                f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in error.errors())) from None
-
-    @property
-    def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 1024 * 1024)
-
-    def key(self) -> str | None:
-        return None if self.api_key is None else self.api_key.get_secret_value()
-
-    def environ(self) -> dict[str, str]:
-        """These settings as ``LOOKALIKE_*`` variables: how worker processes (``--workers N``) receive them."""
-        values = self.model_dump(exclude={"api_key", "api_key_file", "cors_origins"}, exclude_none=True)
-        env = {f"{ENV_PREFIX}{k.upper()}": str(v) for k, v in values.items()}
-        env[f"{ENV_PREFIX}CORS_ORIGINS"] = ",".join(self.cors_origins)
-        if self.api_key is not None:
-            env[API_KEY_ENV] = self.key() or ""
-        return env
-
-
-def read_api_key(path: str | Path) -> str:
-    """The first line of a key file (a secret mounted as a file)."""
-    try:
-        lines = Path(path).read_text().strip().splitlines()
-    except OSError as error:
-        raise ValueError(f"cannot read the API key file {path}: {error.strerror or error}") from None
-    if not lines or not lines[0].strip():
-        raise ValueError(f"the API key file {path} is empty")
-    return lines[0].strip()
-
-
-class ServiceError(HTTPException):
-    """An error answered as JSON {"error": error, "detail": detail} with ``status``."""
-
-    def __init__(self, status: int, error: str, detail: str, headers: dict | None = None):
-        super().__init__(status_code=status, detail=detail, headers=headers)
-        self.error = error
-
 
 def describe(error: BaseException) -> str:
     """Why a catalogue cannot be loaded, for a client: the kind of problem, never a server path (the log has it)."""
@@ -250,22 +154,6 @@ class Guard:
         return None
 
 
-def check_api_key(settings: Settings, headers: dict[str, str]) -> ServiceError | None:
-    """None if the request carries the API key; otherwise the refusal (401, or 403 with writes disabled)."""
-    key = settings.key()
-    if key is None:
-        return ServiceError(403, "forbidden", f"writes are disabled: the server has no API key ({API_KEY_ENV})")
-    offered = headers.get("x-api-key")
-    authorization = headers.get("authorization", "")
-    if offered is None and authorization.lower().startswith("bearer "):
-        offered = authorization[7:].strip()
-    if offered is None or not hmac.compare_digest(offered.encode("utf-8", "replace"),
-                                                  key.encode("utf-8")):
-        return ServiceError(401, "unauthorized", "a valid API key is required (X-API-Key header)",
-                            {"WWW-Authenticate": "Bearer"})
-    return None
-
-
 def _json_error(error: ServiceError) -> JSONResponse:
     return JSONResponse({"error": error.error, "detail": error.detail}, status_code=error.status_code,
                         headers=error.headers)
@@ -293,9 +181,6 @@ def create_app(settings: Settings | None = None, catalogue: LiveCatalogue | None
                loader: Callable[[], LiveCatalogue] | None = None) -> FastAPI:
     """The FastAPI app over ``catalogue``, or over what ``loader`` returns (called in the background at start-up,
     so /healthz answers at once and /readyz turns 200 when loading is done). Neither: load from ``settings``."""
-    from lookalike.routes import api_router, operations_router
-    from lookalike.text_routes import text_router
-
     settings = settings or Settings.load()
     directory = Path(settings.artifacts) if settings.artifacts else settings.root / "artifacts"
     watched = (loader is None and catalogue is None) or settings.artifacts is not None
@@ -331,7 +216,7 @@ def create_app(settings: Settings | None = None, catalogue: LiveCatalogue | None
     install_error_handlers(app, metrics)
     app.include_router(operations_router(liveness(settings), metrics))
     app.include_router(api_router(settings.max_k, settings.default_k, settings.max_upload_bytes))
-    app.include_router(text_router(settings.max_k, settings.default_k))  # GET /v1/search?q=: lookalike/text_routes.py
+    app.include_router(text_router(settings.max_k, settings.default_k))  # GET /v1/search?q=
     app.add_middleware(Guard, settings=settings, metrics=metrics, max_body=max_body)
     if settings.cors_origins:  # outside the Guard: its 401/403/413 carry the CORS headers a browser needs
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
@@ -341,7 +226,7 @@ def create_app(settings: Settings | None = None, catalogue: LiveCatalogue | None
 
 
 def app_from_environment() -> FastAPI:
-    """The app a worker process builds (``uvicorn lookalike.service:app_from_environment --factory``): settings
+    """The app a worker process builds (``uvicorn lookalike.service.app:app_from_environment --factory``): settings
     from the ``LOOKALIKE_*`` variables the parent set (:meth:`Settings.environ`)."""
     logging.basicConfig(level=os.environ.get("LOOKALIKE_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
@@ -411,5 +296,5 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_lev
     os.environ.update(settings.model_copy(update={"wait_for_load": True}).environ())
     os.environ["LOOKALIKE_LOG_LEVEL"] = log_level.upper()
     # a worker is ready once its catalogue is loaded: SIGHUP's rolling restart waits that long for each one
-    uvicorn.run("lookalike.service:app_from_environment", factory=True, workers=workers,
+    uvicorn.run("lookalike.service.app:app_from_environment", factory=True, workers=workers,
                 timeout_worker_healthcheck=300, **options)

@@ -5,14 +5,14 @@
     response = searcher.similar_items(15970, k=5)    # "more like this" for a catalogue item
     response = searcher.similar_items(15970, k=5, similarity="colour")   # ... in the same colour
 
-``similarity`` picks what "alike" means per query (:mod:`lookalike.similarity`): "overall" (the
+``similarity`` picks what "alike" means per query (:mod:`lookalike.search.similarity`): "overall" (the
 default), a mode of the build ("colour", "type", "style") or weights such as "type:1,colour:0.5".
 
-Bad images raise :class:`lookalike.preprocessing.InvalidImageError`; artifacts that
+Bad images raise :class:`lookalike.model.preprocessing.InvalidImageError`; artifacts that
 disagree raise :class:`lookalike.artifacts.ArtifactMismatchError`. Both carry a
 message meant for a person. The command line is :mod:`lookalike.cli` (``lookalike --help``).
 
-The model runs through :mod:`lookalike.runtime` (LiteRT, the build's ``model.tflite``): importing
+The model runs through :mod:`lookalike.model.runtime` (LiteRT, the build's ``model.tflite``): importing
 this module imports no TensorFlow (tests/test_runtime.py checks it).
 """
 
@@ -27,12 +27,12 @@ import pandas as pd
 from PIL import Image
 
 from lookalike.artifacts import ArtifactMismatchError, load_build
-from lookalike.catalogue import read_table
-from lookalike.index import load_index, search
+from lookalike.catalogue.reading import read_table
+from lookalike.model.preprocessing import DEFAULT_MAX_BYTES, ImageSource, PreprocessSpec, load_image, preprocess
+from lookalike.model.runtime import EmbeddingRuntime
 from lookalike.params import PROJECT_ROOT
-from lookalike.preprocessing import DEFAULT_MAX_BYTES, ImageSource, PreprocessSpec, load_image, preprocess
-from lookalike.runtime import EmbeddingRuntime
-from lookalike.similarity import Similarity
+from lookalike.search.index import load_index, search
+from lookalike.search.similarity import Similarity
 
 FILTER_COLUMNS = ("gender", "masterCategory", "articleType", "baseColour")
 METADATA_COLUMNS = ("productDisplayName", "articleType", "baseColour", "gender", "masterCategory", "subCategory")
@@ -172,12 +172,12 @@ class Searcher:
         return np.flatnonzero(mask)
 
     def check_similarity(self, similarity: str | dict | None) -> None:
-        """Refuse a similarity this build cannot answer (:class:`lookalike.similarity.SimilarityError`) before
+        """Refuse a similarity this build cannot answer (:class:`lookalike.search.similarity.SimilarityError`) before
         any work is done for the query."""
         (self.similarity or Similarity.from_manifest(self.manifest)).weights(similarity)
 
     def query_vector(self, vector: np.ndarray, similarity: str | dict | None = None) -> np.ndarray:
-        """``vector`` re-weighted to ask ``similarity`` (:class:`lookalike.similarity.SimilarityError` if the
+        """``vector`` re-weighted to ask ``similarity`` (:class:`lookalike.search.similarity.SimilarityError` if the
         build cannot answer it); the vector itself for the default, "overall"."""
         layout = self.similarity or Similarity.from_manifest(self.manifest)
         return layout.query_vector(vector, similarity)

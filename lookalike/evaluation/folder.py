@@ -1,8 +1,8 @@
 """The pinned model on another catalogue folder, without retraining.
 
-Lives apart from :mod:`lookalike.metrics` (pure ranking arithmetic on arrays) because it reads
+Lives apart from :mod:`lookalike.evaluation.metrics` (pure ranking arithmetic on arrays) because it reads
 a catalogue, decodes images and runs the model (the build's exported models, through
-:mod:`lookalike.runtime`: no TensorFlow).
+:mod:`lookalike.model.runtime`: no TensorFlow).
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lookalike.catalogue import load_catalogue
-from lookalike.colour import backbone_part
-from lookalike.metrics import LOOK_COLUMNS, evaluate_retrieval, look_metrics, unit_rows
-from lookalike.runtime import EmbeddingRuntime, predict_paths
-from lookalike.search import Searcher
+from lookalike.catalogue.reading import load_catalogue
+from lookalike.evaluation.metrics import LOOK_COLUMNS, evaluate_retrieval, look_metrics, unit_rows
+from lookalike.model.colour import backbone_part
+from lookalike.model.runtime import EmbeddingRuntime, predict_paths
+from lookalike.search.engine import Searcher
 
 
 def evaluate_folder(searcher: Searcher, folder: str | Path, label_column: str | None = None,

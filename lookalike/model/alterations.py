@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageFilter
 
-from lookalike.preprocessing import load_image
+from lookalike.model.preprocessing import load_image
 
 
 def _jpeg(image: Image.Image, quality: int) -> Image.Image:

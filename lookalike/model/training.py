@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from lookalike.losses import metric_loss
-from lookalike.metrics import evaluate_retrieval, unit_rows
-from lookalike.model import CompiledModel, build_embedding_model, build_head
+from lookalike.evaluation.metrics import evaluate_retrieval, unit_rows
+from lookalike.model.losses import metric_loss
+from lookalike.model.network import CompiledModel, build_embedding_model, build_head
 
 SELECTION_METRIC = "map_at_r"
 SELECTIONS = ("map_at_r", "look", "no_regression")

@@ -1,7 +1,7 @@
 """The API's text search: ``GET /v1/search?q=...`` and the words, items and weights of ``POST /v1/search``.
 
-Answers in the photo search's shape (:func:`lookalike.routes.response_json`) over the live catalogue, through
-:class:`lookalike.text_search.LiveTextSearch` (one per loaded catalogue, made on first use). A query the text
+Answers in the photo search's shape (:func:`lookalike.service.routes.response_json`) over the live catalogue, through
+:class:`lookalike.text.search.LiveTextSearch` (one per loaded catalogue, made on first use). A query the text
 search refuses is a 422 ``invalid_query`` with the reason; a build without a text tower a 503 ``no_text_model``.
 (No ``from __future__ import annotations``: FastAPI reads the route signatures' types at run time.)
 """
@@ -14,10 +14,11 @@ from starlette.concurrency import run_in_threadpool
 
 from lookalike.artifacts import ArtifactMismatchError
 from lookalike.live import LiveCatalogue
-from lookalike.service import ServiceError
-from lookalike.text import MAX_QUERY_CHARS, TextQueryError
-from lookalike.text_search import MAX_ITEMS, LiveTextSearch, text_search_for
-from lookalike.text_search import Query as TextQuery
+from lookalike.service.deps import catalogue_of, filters_of, response_json
+from lookalike.service.settings import ServiceError
+from lookalike.text.search import MAX_ITEMS, LiveTextSearch, text_search_for
+from lookalike.text.search import Query as TextQuery
+from lookalike.text.tower import MAX_QUERY_CHARS, TextQueryError
 
 
 def text_search_of(catalogue: LiveCatalogue) -> LiveTextSearch:
@@ -77,7 +78,6 @@ def text_form(text: Annotated[str | None, Form(max_length=MAX_QUERY_CHARS, descr
 
 def text_router(max_k: int, default_k: int) -> APIRouter:
     """``GET /v1/search``: words (and optionally negative words and items) -> the k best items."""
-    from lookalike.routes import _filters, catalogue_of, response_json
 
     router = APIRouter(prefix="/v1")
     Catalogue = Annotated[LiveCatalogue, Depends(catalogue_of)]  # noqa: N806
@@ -96,7 +96,7 @@ def text_router(max_k: int, default_k: int) -> APIRouter:
                            masterCategory: Annotated[list[str], Query()] = [],  # noqa: B006, N803
                            articleType: Annotated[list[str], Query()] = [],  # noqa: B006, N803
                            baseColour: Annotated[list[str], Query()] = []) -> dict:  # noqa: B006, N803
-        filters = _filters(gender, masterCategory, articleType, baseColour)
+        filters = filters_of(gender, masterCategory, articleType, baseColour)
         query = TextQuery(text=q, negative_text=negative, item_ids=like, negative_item_ids=unlike)
         response = await run_in_threadpool(run_text_query, catalogue, query, k, filters)
         return {"query": q, **response_json(response, k, filters)}

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lookalike.artifacts import fsync_path, resolve_build
-from lookalike.catalogue import EXPECTED_COLUMNS, EXTERNAL_ID_COLUMN, FOLD_FILE, REMOVED_FILE, read_table
+from lookalike.catalogue.reading import EXPECTED_COLUMNS, EXTERNAL_ID_COLUMN, FOLD_FILE, REMOVED_FILE, read_table
 from lookalike.live import Compaction, LiveError, LiveStore
 
 FIRST_ALLOCATED_ID = 10**15  # numeric ids for shop ids that are not decimal numbers start here

@@ -13,7 +13,7 @@ Three steps, each with bounded memory:
    ``OnDiskInvertedLists`` file (``lists.ivfdata``, memory-mapped when searched) and the small index file
    that points to it.
 
-The result loads with :func:`lookalike.index.load_index` and searches with :func:`lookalike.index.search`
+The result loads with :func:`lookalike.search.index.load_index` and searches with :func:`lookalike.search.index.search`
 like any other index (filters included). Trained on the same sample, it returns exactly what one index
 built in one process from the same vectors returns (tests/test_shard_index.py); trained on a sample
 instead of every vector, its recall is that of the single build (bench/shard_index.py measures both).
@@ -45,7 +45,7 @@ def shard_rows(paths: list[str | Path]) -> list[int]:
 
 def sample_vectors(paths: list[str | Path], count: int, seed: int = 0) -> np.ndarray:
     """float32 (min(count, rows), d): a seeded uniform sample of rows over all shards, read one shard at a time."""
-    from lookalike.distributed import read_shard_vectors
+    from lookalike.model.distributed import read_shard_vectors
 
     sizes = np.asarray(shard_rows(paths), np.int64)
     total = int(sizes.sum())
@@ -60,7 +60,7 @@ def sample_vectors(paths: list[str | Path], count: int, seed: int = 0) -> np.nda
 
 
 def train_index(sample: np.ndarray, params: dict[str, Any], seed: int = 0) -> faiss.Index:
-    """An empty IVF index of ``params`` (as lookalike.index.build_index makes it) trained on ``sample``."""
+    """An empty IVF index of ``params`` (as lookalike.search.index.build_index makes it) trained on ``sample``."""
     kind = params["type"]
     if kind not in SHARDED_TYPES:
         raise ValueError(f"a sharded build needs an IVF index ({', '.join(SHARDED_TYPES)}), not {kind!r}")
@@ -83,7 +83,7 @@ def add_shard(trained_path: str, shard_path: str, first_id: int, out_path: str, 
 
     Runs as a Ray task (or in any process); returns its rows and the peak resident memory of its process.
     """
-    from lookalike.distributed import read_shard_vectors
+    from lookalike.model.distributed import read_shard_vectors
 
     faiss.omp_set_num_threads(threads)
     index = faiss.read_index(trained_path)
@@ -115,7 +115,7 @@ def build_sharded_index(paths: list[str | Path], work_dir: str | Path, params: d
     """
     import time
 
-    from lookalike.distributed import ray_session
+    from lookalike.model.distributed import ray_session
 
     work_dir = Path(work_dir).resolve()
     work_dir.mkdir(parents=True, exist_ok=True)

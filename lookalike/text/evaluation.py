@@ -19,8 +19,8 @@ import pandas as pd
 
 # sqlite3 (through lexical) before any TensorFlow import: TensorFlow bundles a SQLite without FTS5, and the
 # first library loaded wins
-from lookalike.lexical import LexicalIndex, coverage_fusion, reciprocal_rank_fusion, score_fusion
-from lookalike.text import WORD_FIELDS, field_value, item_text
+from lookalike.text.lexical import LexicalIndex, coverage_fusion, reciprocal_rank_fusion, score_fusion
+from lookalike.text.tower import WORD_FIELDS, field_value, item_text
 
 ATTRIBUTES = {"colour": ("baseColour",), "subcategory": ("subCategory",), "articletype": ("articleType",),
               "colour_articletype": ("baseColour", "articleType"), "gender_articletype": ("gender", "articleType")}

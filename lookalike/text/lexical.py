@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lookalike.text import words
+from lookalike.text.tower import words
 
 TOKENIZER = "porter unicode61 remove_diacritics 2"
 

@@ -26,7 +26,7 @@ EXPECTED_COLUMNS = (
 )
 FREE_TEXT_COLUMN = "productDisplayName"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
-# The live catalogue's delta (written by `lookalike fold`, see lookalike/fold.py), read by sample_subset
+# The live catalogue's delta (written by `lookalike fold`, see lookalike/live/fold.py), read by sample_subset
 LIVE_DELTA_DIR = "data/live_delta"  # relative to the project root
 FOLD_FILE = "fold.json"  # present only once something was folded
 REMOVED_FILE = "removed.csv"
@@ -178,10 +178,10 @@ def check_images(table: pd.DataFrame, report: CatalogueReport, max_side: int = 2
     """``table`` without the rows whose image cannot be decoded, each listed in ``report.unreadable_images``
     with the decoder's reason.
 
-    The decode is the one the features stage runs (:func:`lookalike.preprocessing.load_image`), so a
+    The decode is the one the features stage runs (:func:`lookalike.model.preprocessing.load_image`), so a
     corrupt or truncated file is set aside here, before the split, instead of stopping that stage.
     """
-    from lookalike.preprocessing import InvalidImageError, load_image
+    from lookalike.model.preprocessing import InvalidImageError, load_image
 
     unreadable = []
     for position, (item_id, path) in enumerate(zip(table["id"], table["image_path"], strict=True)):

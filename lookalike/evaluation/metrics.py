@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lookalike.index import build_index, search
+from lookalike.search.index import build_index, search
 
 METRIC_NAMES = ("precision_at_1", "precision_at_5", "recall_at_5", "map_at_5", "top5_accuracy", "map_at_r")
 

@@ -3,15 +3,15 @@
     lookalike embed-ray ../shared/data/fashion-5k --out shards/            # local Ray, one worker per core
     lookalike embed-ray catalogue/ --out shards/ --address head:6379 --workers 32
 
-The job (:func:`embed_table`) is the single-process path (:func:`lookalike.runtime.predict_paths`)
+The job (:func:`embed_table`) is the single-process path (:func:`lookalike.model.runtime.predict_paths`)
 spread out with an existing engine:
 
-* **read + decode** (Ray tasks, in parallel): each photo through :func:`lookalike.preprocessing.load_image`
-  (``max_side=spec.image_size``) and :func:`~lookalike.preprocessing.image_to_input`, exactly as
-  :func:`~lookalike.preprocessing.iter_input_batches` does; an image that cannot be decoded becomes a row
+* **read + decode** (Ray tasks, in parallel): each photo through :func:`lookalike.model.preprocessing.load_image`
+  (``max_side=spec.image_size``) and :func:`~lookalike.model.preprocessing.image_to_input`, exactly as
+  :func:`~lookalike.model.views.iter_input_batches` does; an image that cannot be decoded becomes a row
   with its reason instead of stopping the job;
 * **embed** (an actor pool, ``workers`` actors): each actor loads the exported model once into an
-  :class:`lookalike.runtime.EmbeddingRuntime` and runs batches through it;
+  :class:`lookalike.model.runtime.EmbeddingRuntime` and runs batches through it;
 * **shards** (the driver): rows are collected per shard and each finished shard is written as one Parquet
   file (``id``, ``embedding`` as a fixed-size list of float32, the metadata columns, ``image_path``),
   written aside and renamed into place (:func:`lookalike.artifacts.atomic_path`).
@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from lookalike.artifacts import atomic_path, sha256_file, write_json
-from lookalike.preprocessing import InvalidImageError, PreprocessSpec, image_to_input, load_image
+from lookalike.model.preprocessing import InvalidImageError, PreprocessSpec, image_to_input, load_image
 
 REPORT_NAME = "report.json"
 EMBED_SHARDS_DIR = "data/embed_shards"  # the DVC embed stage's shards with embed.engine: ray (not a DVC output)
@@ -114,7 +114,7 @@ class EmbedReport:
     ray_nodes: int = 0
     seconds: float = 0.0
     images_per_s: float = 0.0  # images embedded this run (not reused) per second of the Ray job
-    catalogue: dict = field(default_factory=dict)  # lookalike.catalogue's report, when read from a folder
+    catalogue: dict = field(default_factory=dict)  # lookalike.catalogue.reading's report, when read from a folder
     ray_data_stats: str = ""  # Ray Data's per-operator timings of this run (Dataset.stats())
 
     def to_dict(self) -> dict:
@@ -132,7 +132,7 @@ class EmbedReport:
 
 def catalogue_table(folder: str | Path, label_column: str = "articleType") -> tuple[pd.DataFrame, dict]:
     """A Kaggle-layout folder as the job's table (its rows sorted by id) and the catalogue report."""
-    from lookalike.catalogue import load_catalogue
+    from lookalike.catalogue.reading import load_catalogue
 
     table, report = load_catalogue(folder, label_column)
     return table.sort_values("id", kind="mergesort").reset_index(drop=True), report.to_dict()
@@ -152,7 +152,7 @@ def files_table(paths: list[str | Path]) -> pd.DataFrame:
 
 def model_from_build(artifacts: str | Path) -> tuple[Path, PreprocessSpec, str]:
     """The pinned build's exported model (the file the manifest names ``runtime_model``), its preprocessing
-    and sha256, read as :class:`lookalike.search.Searcher` reads them (the manifest checked first)."""
+    and sha256, read as :class:`lookalike.search.engine.Searcher` reads them (the manifest checked first)."""
     from lookalike.artifacts import resolve_build
 
     folder, manifest = resolve_build(artifacts)
@@ -194,10 +194,10 @@ def decode_batch(batch: dict[str, np.ndarray], spec: PreprocessSpec) -> dict[str
 
 
 class Embedder:
-    """Ray actor: one :class:`lookalike.runtime.EmbeddingRuntime` per worker, loaded once."""
+    """Ray actor: one :class:`lookalike.model.runtime.EmbeddingRuntime` per worker, loaded once."""
 
     def __init__(self, model_path: str, threads: int):
-        from lookalike.runtime import EmbeddingRuntime
+        from lookalike.model.runtime import EmbeddingRuntime
 
         self.runtime = EmbeddingRuntime(model_path, threads)
         self.failpoint = os.environ.get(WORKER_FAILPOINT_ENV, "")

@@ -9,7 +9,7 @@ photo and one for each cell of a 3 x 3 grid, so the head can tell the shirt in t
 trousers below it (on fashion-19k the grid lifted type+colour P@5 from 0.42 to 0.46 over the global
 histogram alone: docs/looks.md).
 
-The model computes it in a Keras layer with no weights (:class:`lookalike.model.ColourDescriptor`), so the
+The model computes it in a Keras layer with no weights (:class:`lookalike.model.network.ColourDescriptor`), so the
 exported LiteRT model computes it too: the query path, the Ray job and the features stage all get the same
 numbers from the same file. This module holds its definition and a numpy reference, and imports no TensorFlow.
 """

@@ -5,7 +5,7 @@ reads two bags of tokens: the catalogue's own words (a vocabulary from the train
 from scratch) and, optionally, pretrained static token embeddings (wordllama's bundled table and
 tokenizer, frozen), each pooled by a learned per-token weight (an attention pool), then a small
 MLP with a linear skip maps them to the image embedding's dimension. Training lives in
-:mod:`lookalike.text_training` (TensorFlow); this module is numpy only, so a query imports no
+:mod:`lookalike.text.training` (TensorFlow); this module is numpy only, so a query imports no
 TensorFlow and takes well under a millisecond to embed.
 """
 

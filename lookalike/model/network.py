@@ -2,13 +2,13 @@
 
 The full model is ``image -> [GAP(backbone), colour] -> head``, with the backbone and head
 as nested models named "backbone" and "head", so stages can cache the pooled
-backbone features (and the colour descriptor, :mod:`lookalike.colour`) once and train or apply
+backbone features (and the colour descriptor, :mod:`lookalike.model.colour`) once and train or apply
 the head alone.
 
 The head ends in one unit sub-vector per attribute (type, colour, ...: ``model.subspaces``), each
 scaled by the root of its weight and the whole renormalised, so the stored vector is unit length and
 the inner product of two is the weighted sum of their per-attribute cosines. A query re-weights its
-own sub-vectors to ask another question of the same index (:mod:`lookalike.similarity`).
+own sub-vectors to ask another question of the same index (:mod:`lookalike.search.similarity`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import tensorflow as tf
 from keras import ops
 
 from lookalike.artifacts import atomic_path
-from lookalike.backbones import build_backbone
-from lookalike.colour import COLOUR_FEATURES, POOLED_SIDE, SOFTNESS, WHITE_MARGIN, _cells, palette
-from lookalike.runtime import EXPORT_MIN_COSINE, EmbeddingRuntime, agreement
+from lookalike.model.backbones import build_backbone
+from lookalike.model.colour import COLOUR_FEATURES, POOLED_SIDE, SOFTNESS, WHITE_MARGIN, _cells, palette
+from lookalike.model.runtime import EXPORT_MIN_COSINE, EmbeddingRuntime, agreement
 
 
 @keras.saving.register_keras_serializable(package="lookalike")

@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lookalike.text import (
+from lookalike.text.evaluation import ATTRIBUTES, attribute_queries, precision_at, relevant_mask, title_metrics
+from lookalike.text.tower import (
     WORD_FIELDS,
     PretrainedTokenizer,
     TextTower,
@@ -30,7 +31,6 @@ from lookalike.text import (
     unit,
     words,
 )
-from lookalike.text_eval import ATTRIBUTES, attribute_queries, precision_at, relevant_mask, title_metrics
 
 TITLE = WORD_FIELDS[0]
 ATTRIBUTE_FIELDS = WORD_FIELDS[1:]
@@ -103,7 +103,7 @@ def match_matrix(view_codes: np.ndarray, view_asserts: np.ndarray, item_codes: n
 
 
 def _pretrained() -> tuple[np.ndarray, Path]:
-    from lookalike.text import pretrained_files
+    from lookalike.text.tower import pretrained_files
 
     weights, tokenizer = pretrained_files()
     return read_safetensors(weights, "embedding.weight"), tokenizer

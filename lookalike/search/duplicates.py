@@ -36,9 +36,9 @@ import pandas as pd
 from PIL import Image
 
 from lookalike.artifacts import ArtifactMismatchError, resolve_build
-from lookalike.catalogue import read_table
+from lookalike.catalogue.reading import read_table
+from lookalike.model.preprocessing import ImageSource, InvalidImageError, load_image
 from lookalike.params import PROJECT_ROOT
-from lookalike.preprocessing import ImageSource, InvalidImageError, load_image
 
 # Fallback cosine for a build whose manifest carries no calibration (made before builds calibrated their
 # own): chosen by `python -m study.duplicate_threshold` on one fashion-5k model.
@@ -398,8 +398,8 @@ def pixel_duplicate_pairs(thumbnails: np.ndarray, max_mean_abs_diff: float, chun
 def calibrate_build(embeddings: np.ndarray, image_paths: Sequence[str], model_file: Path, spec: object,
                     root: Path = PROJECT_ROOT, seed: int = 0) -> dict:
     """:func:`calibrate` with the build's exported model (the index stage records the result in the manifest)."""
-    from lookalike.preprocessing import preprocess
-    from lookalike.runtime import EmbeddingRuntime
+    from lookalike.model.preprocessing import preprocess
+    from lookalike.model.runtime import EmbeddingRuntime
 
     model = EmbeddingRuntime(model_file)
     photos = [p if p.is_absolute() else root / p for p in map(Path, image_paths)]

@@ -1,0 +1,1 @@
+"""Index and search: FAISS indexes, the top-k search over a build, similarity modes, near-duplicates."""

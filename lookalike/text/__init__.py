@@ -1,0 +1,1 @@
+"""Words: the text tower, the lexical index, their fusion, training and evaluation."""
