@@ -31,14 +31,13 @@ from streamlit.runtime.uploaded_file_manager import UploadedFile  # noqa: E402
 from lookalike.artifacts import ArtifactMismatchError, published_build_id  # noqa: E402
 from lookalike.live import LiveCatalogue  # noqa: E402
 from lookalike.model.preprocessing import SUPPORTED_FORMATS_TEXT, InvalidImageError  # noqa: E402
-from lookalike.search.engine import FILTER_COLUMNS, Searcher  # noqa: E402
+from lookalike.search.engine import Searcher  # noqa: E402
 
 # isort: split
 from page_logic import (  # noqa: E402  (app/, beside this script)
     ALIKE_LABELS,
     ARTIFACTS_ENV,
     BUILD_COMMAND,
-    FILTER_LABELS,
     MAX_K,
     UPLOAD_TYPES,
     ArtifactInfo,
@@ -51,7 +50,8 @@ from page_logic import (  # noqa: E402  (app/, beside this script)
     artifact_info,
     artifacts_dir,
     build_view,
-    describe,
+    caption,
+    column_label,
     escape_markdown,
     label_of,
     live_db_path,
@@ -126,9 +126,9 @@ def choose_upload() -> None:
         st.session_state["query"] = {"kind": "upload", "file_id": uploaded.file_id}
 
 
-def clear_filters() -> None:
-    """One click instead of four; runs before the multiselects exist, so their state may be set."""
-    for column in FILTER_COLUMNS:
+def clear_filters(columns: Sequence[str]) -> None:
+    """One click instead of one per filter; runs before the multiselects exist, so their state may be set."""
+    for column in columns:
         st.session_state[f"filter_{column}"] = []
 
 
@@ -146,16 +146,19 @@ def artifacts_problem_page(folder: Path, error: Exception) -> None:
     st.stop()
 
 
-def sidebar(settings: PageSettings, options: dict[str, list[str]], info: ArtifactInfo) -> tuple[int, dict]:
-    """K, the filters and the facts about the model in use; returns (k, filters)."""
+def sidebar(settings: PageSettings, columns: Sequence[str], options: dict[str, list[str]],
+            info: ArtifactInfo) -> tuple[int, dict]:
+    """K, the filters (one per filter column of the build, named after the column) and the facts about the model
+    in use; returns (k, filters)."""
     with st.sidebar:
         st.header("Refine")
         k = st.slider("Results to show", 1, MAX_K, settings.default_k, key="k")
-        filters = {column: st.multiselect(FILTER_LABELS.get(column, column), options.get(column, []),
+        filters = {column: st.multiselect(column_label(column), options.get(column, []),
                                           key=f"filter_{column}", placeholder="Any")
-                   for column in FILTER_COLUMNS}
+                   for column in columns}
         if any(filters.values()):
-            st.button("Clear filters", key="clear_filters", on_click=clear_filters, icon=":material/filter_alt_off:")
+            st.button("Clear filters", key="clear_filters", on_click=clear_filters, args=(tuple(columns),),
+                      icon=":material/filter_alt_off:")
         st.divider()
         st.subheader("About the search")
         precision = "not available" if info.precision_at_5 is None else f"{info.precision_at_5:.1%}"
@@ -245,11 +248,12 @@ def product_image(photo: Photo, name: str) -> None:
 
 
 def result_card(match: Product) -> None:
-    """One result: photo, name, type/colour/gender, similarity and the way on ('more like this')."""
+    """One result: photo, name (the build's title column), card line (its card columns), similarity and the way
+    on ('more like this')."""
     with st.container(key=f"result-{match.rank}", border=True):
         product_image(match.photo, match.name)
         st.markdown(f"**{escape_markdown(match.name)}**")
-        st.caption(f"{describe(match.metadata)} · #{match.id}")
+        st.caption(caption(match))
         st.progress(min(max(match.score, 0.0), 1.0), text=f"Similarity {match.score:.2f}")
         st.button("More like this", key=f"more-{match.id}", on_click=choose_item, args=(match.id,),
                   width="stretch", icon=":material/search:")
@@ -333,7 +337,7 @@ def item_query(catalogue: PageCatalogue, item_id: str, k: int, filters: dict, si
     with query_column:
         with st.container(key="query-item", border=True):
             product_image(item.photo, item.name)
-            st.caption(f"{describe(item.metadata)} · #{item.id}")
+            st.caption(caption(item))
     with info_column:
         st.subheader("Related products")
         st.markdown(f"More like **{escape_markdown(item.name)}**.")
@@ -392,7 +396,7 @@ def main() -> None:
 
     widget_mb = upload_cap_mb(int(st_config.get_option("server.maxUploadSize")), settings.widget_max_mb)
 
-    k, filters = sidebar(settings, catalogue.options(), info)
+    k, filters = sidebar(settings, catalogue.filter_columns, catalogue.options(), info)
     st.title("Lookalike")
     st.caption("Find products in our catalogue that look like a photo you have, or like a product you already "
                "love. Use the sidebar to narrow the results.")

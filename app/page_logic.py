@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,9 +25,10 @@ from typing import Any
 import yaml
 from PIL import Image
 
+from lookalike.catalogue.description import CatalogueRoles
 from lookalike.live import DB_ENV, DEFAULT_DB, LiveCatalogue, LiveResponse, resolve_db_path
 from lookalike.model.preprocessing import UPLOAD_EXTENSIONS, ImageSource
-from lookalike.search.engine import FILTER_COLUMNS, Searcher, SearchResponse
+from lookalike.search.engine import Searcher, SearchResponse
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS_ENV = "LOOKALIKE_ARTIFACTS"
@@ -36,9 +38,8 @@ DEFAULT_MAX_UPLOAD_MB = 10.0
 MAX_K = 20
 UPLOAD_TYPES = UPLOAD_EXTENSIONS  # the decoder's list: the uploader offers exactly what the search accepts
 ALIKE_LABELS = {"overall": "Overall look", "colour": "Same colour", "type": "Same type", "style": "Same style"}
-FILTER_LABELS = {"gender": "Gender", "masterCategory": "Category", "articleType": "Product type",
-                 "baseColour": "Colour"}
 BUILD_COMMAND = "dvc repro"
+_WORD_BREAK = re.compile(r"[\s_\-.]+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 
 
 def artifacts_dir(environ: dict[str, str] | None = None) -> Path:
@@ -140,9 +141,21 @@ def artifact_info(manifest: dict[str, Any], metrics: Path) -> ArtifactInfo:
     )
 
 
+def column_label(column: str) -> str:
+    """A person's name for a catalogue column (a filter's label): its words split at camelCase, snake_case or
+    kebab-case, the first capitalised ("coarse_class" -> "Coarse class", "countryOfOrigin" -> "Country of origin").
+    Any catalogue's columns read this way, so the page names none of its own."""
+    words = [w for w in _WORD_BREAK.split(str(column)) if w]
+    if not words:
+        return str(column)
+    words = [w if len(w) > 1 and w.isupper() else w.lower() for w in words]  # acronyms (SKU, EAN) stay
+    return " ".join([words[0][:1].upper() + words[0][1:], *words[1:]])
+
+
 def item_label(item_id: int | str, name: str) -> str:
-    """How a catalogue item reads in the product picker: id first, so typing either finds it."""
-    return f"{item_id} · {name}"
+    """How a catalogue item reads in the product picker: id first, so typing either finds it (the id alone when
+    the name is the id: a catalogue without titles)."""
+    return str(item_id) if name == str(item_id) else f"{item_id} · {name}"
 
 
 def label_of(labels: Mapping[str, str], item_id: object) -> str:
@@ -150,16 +163,26 @@ def label_of(labels: Mapping[str, str], item_id: object) -> str:
     return labels.get(str(item_id), str(item_id))
 
 
-def display_name(metadata: dict[str, str]) -> str:
-    """The product name, or a stand-in for the few catalogue rows without one."""
-    name = str(metadata.get("productDisplayName") or "").strip()
-    return name if name and name != "nan" else "Unnamed product"
+def _shown(value: object) -> str:
+    """A value as the page shows it; "" for a missing one (pandas' "nan")."""
+    text = str(value if value is not None else "").strip()
+    return "" if text == "nan" else text
 
 
-def describe(metadata: dict[str, str]) -> str:
-    """One short line under a product: type, colour, gender."""
-    parts = (metadata.get("articleType"), metadata.get("baseColour"), metadata.get("gender"))
-    return " · ".join(p for p in parts if p and p != "nan")
+def display_name(metadata: Mapping[str, str], title: str | None, item_id: object) -> str:
+    """A product's name: its value of the build's title column (``roles.title``), else its id (a catalogue
+    without titles, or a row without one)."""
+    return (_shown(metadata.get(title)) if title else "") or str(item_id)
+
+
+def describe(metadata: Mapping[str, str], card: Sequence[str]) -> str:
+    """One short line under a product: its values of the build's card columns (``roles.card``), where it has one."""
+    return " · ".join(v for v in (_shown(metadata.get(c)) for c in card) if v)
+
+
+def caption(product: Product) -> str:
+    """The card line and the id ("Fruit · Apple · #17"; "#17" when the build has no card columns)."""
+    return " · ".join(p for p in (product.line, f"#{product.id}") if p)
 
 
 def page_count(total: int, per_page: int) -> int:
@@ -182,17 +205,16 @@ Photo = Path | bytes | None  # a catalogue photo's path, a live item's stored im
 
 @dataclass(frozen=True)
 class Product:
-    """A product as the page shows it: a result card (rank and score), a browse card or the query."""
+    """A product as the page shows it: a result card (rank and score), a browse card or the query. ``name`` and
+    ``line`` come from the build's title and card columns (:meth:`PageCatalogue.product`)."""
 
     id: str
     metadata: dict[str, str]
     photo: Photo
     rank: int = 0
     score: float = 1.0
-
-    @property
-    def name(self) -> str:
-        return display_name(self.metadata)
+    name: str = ""
+    line: str = ""
 
 
 @dataclass(frozen=True)
@@ -208,21 +230,25 @@ class Results:
 
 @dataclass(frozen=True)
 class BuildView:
-    """Computed once per loaded build: each row's id and display name, picker labels by id, filter choices."""
+    """Computed once per loaded build: each row's id and display name, picker labels by id, filter choices, and
+    what the build's columns are for (its filters, title and card columns: ``roles``)."""
 
     ids: list[str]
     names: list[str]
     labels: dict[str, str]
     options: dict[str, list[str]]
+    roles: CatalogueRoles = CatalogueRoles()
 
 
 def build_view(searcher: Searcher) -> BuildView:
-    items = searcher.items
+    items, roles = searcher.items, searcher.roles
     ids = [str(int(i)) for i in items["id"]]
-    names = [display_name({"productDisplayName": n}) for n in items["productDisplayName"]]
+    titles = items[roles.title].tolist() if roles.title and roles.title in items else [None] * len(ids)
+    names = [display_name({"title": t}, "title", i) for i, t in zip(ids, titles, strict=True)]
     labels = {i: item_label(i, name) for i, name in zip(ids, names, strict=True)}
-    options = {c: sorted(str(v) for v in items[c].dropna().unique()) for c in FILTER_COLUMNS if c in items}
-    return BuildView(ids, names, labels, options)
+    options = {c: sorted(str(v) for v in items[c].dropna().unique() if _shown(v)) if c in items else []
+               for c in roles.filters}
+    return BuildView(ids, names, labels, options, roles)
 
 
 class PageCatalogue:
@@ -235,6 +261,17 @@ class PageCatalogue:
 
     def __init__(self, searcher: Searcher, view: BuildView, live: LiveCatalogue | None = None):
         self.searcher, self.view, self.live = searcher, view, live
+
+    @property
+    def filter_columns(self) -> tuple[str, ...]:
+        """The build's filter columns (its description's ``filters``), in its order: the sidebar's filters."""
+        return self.view.roles.filters
+
+    def _product(self, item_id: str, metadata: dict[str, str], photo: Photo, rank: int = 0,
+                 score: float = 1.0) -> Product:
+        roles = self.view.roles
+        return Product(item_id, metadata, photo, rank, score, display_name(metadata, roles.title, item_id),
+                       describe(metadata, roles.card))
 
     @property
     def size(self) -> int:
@@ -254,7 +291,7 @@ class PageCatalogue:
 
     def _live_name(self, item_id: str) -> str | None:
         try:
-            return display_name(self.live.item(item_id).metadata)
+            return display_name(self.live.item(item_id).metadata, self.view.roles.title, item_id)
         except KeyError:  # removed since the listing (another session refreshed)
             return None
 
@@ -268,7 +305,7 @@ class PageCatalogue:
                 metadata = self.live.item(item_id).metadata
             except KeyError:
                 continue
-            for column in FILTER_COLUMNS:
+            for column in self.filter_columns:
                 if metadata.get(column):
                     values.setdefault(column, set()).add(metadata[column])
         return {c: sorted(v) for c, v in values.items()}
@@ -284,9 +321,9 @@ class PageCatalogue:
         """One product by id; KeyError when the catalogue has none (never had, or removed)."""
         if self.live is None:
             match = self.searcher.item(item_id)
-            return Product(str(match.id), match.metadata, Path(match.image_path))
+            return self._product(str(match.id), match.metadata, Path(match.image_path))
         item = self.live.item(str(item_id))
-        return Product(item.id, item.metadata, self._photo(item.id, item.image_path))
+        return self._product(item.id, item.metadata, self._photo(item.id, item.image_path))
 
     def _photo(self, item_id: str, image_path: str | None) -> Photo:
         if image_path is not None:
@@ -329,8 +366,8 @@ class PageCatalogue:
         return self.searcher.similarity.mode_names if self.searcher.similarity else ["overall"]
 
     def _results(self, response: SearchResponse | LiveResponse) -> Results:
-        matches = [Product(str(m.id), m.metadata,
-                           Path(m.image_path) if self.live is None else self._photo(str(m.id), m.image_path),
-                           m.rank, m.score)
+        matches = [self._product(str(m.id), m.metadata,
+                                 Path(m.image_path) if self.live is None else self._photo(str(m.id), m.image_path),
+                                 m.rank, m.score)
                    for m in response.matches]
         return Results(matches, response.embed_ms, response.search_ms, response.total_ms, response.candidates)

@@ -37,6 +37,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lookalike.catalogue.description import CatalogueRoles
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TensorFlow import: no start-up chatter
 
@@ -87,12 +91,14 @@ def subcommand(name: str, help: str, configure: Callable[[argparse.ArgumentParse
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions whose message is meant for a person (imported lazily: they live beside the heavy imports)."""
     from lookalike.artifacts import ArtifactMismatchError
+    from lookalike.catalogue.description import DescriptionError
+    from lookalike.catalogue.reading import CatalogueError
     from lookalike.live import LiveError, UnknownItemError
     from lookalike.model.preprocessing import InvalidImageError
     from lookalike.text.tower import TextQueryError
 
     return (UsageError, UserError, InvalidImageError, ArtifactMismatchError, LiveError, UnknownItemError,
-            TextQueryError)
+            TextQueryError, CatalogueError, DescriptionError)
 
 
 @contextmanager
@@ -135,14 +141,17 @@ BUILD_ONLY_NOTICE = ("the published build only: live changes (items added, repla
                      "since the build) are not included; the service and the page include them")
 
 
-def _print_response(response, as_json: bool) -> None:
+def _print_response(response, as_json: bool, roles: CatalogueRoles) -> None:
+    """The matches, one a line: rank, score, id, then the build's main label and title (``roles``: its catalogue
+    roles, so each catalogue shows its own columns)."""
     if as_json:
         print(json.dumps({**response.to_dict(), "live_changes_included": False, "notice": BUILD_ONLY_NOTICE},
                          indent=2))
         return
     for match in response.matches:
-        print(f"{match.rank:>3}  {match.score:.4f}  {match.id:>6}  {match.metadata.get('articleType', ''):<18} "
-              f"{match.metadata.get('productDisplayName', '')}")
+        label = f"{match.metadata.get(roles.label, ''):<18} " if roles.label else ""
+        title = match.metadata.get(roles.title, "") if roles.title else ""
+        print(f"{match.rank:>3}  {match.score:.4f}  {match.id:>6}  {label}{title}")
     print(f"({response.total_ms:.1f} ms: embed {response.embed_ms:.1f}, search {response.search_ms:.1f}; "
           f"{BUILD_ONLY_NOTICE})")
 
@@ -203,11 +212,12 @@ def run_query(args: argparse.Namespace) -> int:
 
     searcher = _load_searcher(args)
     if wants_text_search(args):  # words, items, weights: lookalike/text/search.py
-        _print_response(query_from_arguments(searcher, args), args.json)
+        _print_response(query_from_arguments(searcher, args), args.json, searcher.roles)
         return 0
     if args.image is None:
         raise UserError("give a photo, --text words or --like item ids")
-    _print_response(_searched(lambda: searcher.search(args.image, args.k, similarity=args.similarity)), args.json)
+    _print_response(_searched(lambda: searcher.search(args.image, args.k, similarity=args.similarity)), args.json,
+                    searcher.roles)
     return 0
 
 
@@ -220,7 +230,7 @@ def run_similar(args: argparse.Namespace) -> int:
     except KeyError as error:
         raise UserError(error.args[0]) from None
     _print_response(_searched(lambda: searcher.similar_items(args.item_id, args.k, similarity=args.similarity)),
-                    args.json)
+                    args.json, searcher.roles)
     return 0
 
 
@@ -237,8 +247,27 @@ def run_related(args: argparse.Namespace) -> int:
     return 0
 
 
+def _catalogue_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--catalogue", help="the folder's catalogue description (default: data.catalogue of "
+                                            "params.yaml, the project's own catalogue)")
+
+
+def _description(args: argparse.Namespace):
+    """The description --catalogue names, else the project's (params.yaml data.catalogue)."""
+    from lookalike.catalogue.description import DescriptionError, load_description
+    from lookalike.params import ParamsError, catalogue_description, load_params
+
+    try:
+        if args.catalogue:
+            return load_description(args.catalogue)
+        return catalogue_description(load_params())
+    except (DescriptionError, ParamsError) as error:
+        raise UserError(str(error)) from None
+
+
 def _evaluate_folder_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", help="a catalogue folder: styles.csv and images/<id>.jpg")
+    parser.add_argument("folder", help="a catalogue folder, laid out as --catalogue describes")
+    _catalogue_arg(parser)
     parser.add_argument("--out", help="also write the metrics to this JSON file")
     parser.add_argument("--baseline", action="store_true", help="also score the pretrained backbone features")
 
@@ -249,7 +278,7 @@ def run_evaluate_folder(args: argparse.Namespace) -> int:
     from lookalike.artifacts import write_json
     from lookalike.evaluation.folder import evaluate_folder
 
-    result = evaluate_folder(_load_searcher(args), args.folder, with_baseline=args.baseline)
+    result = evaluate_folder(_load_searcher(args), args.folder, _description(args), with_baseline=args.baseline)
     print(json.dumps(result, indent=2))
     if args.out:
         write_json(args.out, result)
@@ -275,8 +304,15 @@ def _duplicates_args(parser: argparse.ArgumentParser) -> None:
 @subcommand("duplicates", "list the near-duplicate groups of the catalogue as served: the published build plus "
                           "the live changes (CSV)", _duplicates_args)
 def run_duplicates(args: argparse.Namespace) -> int:
+    from lookalike.catalogue.description import CatalogueRoles
     from lookalike.live import LiveCatalogue, resolve_db_path
-    from lookalike.search.duplicates import colour_differences, duplicate_groups, load_published, rule_of
+    from lookalike.search.duplicates import (
+        colour_differences,
+        duplicate_groups,
+        load_published,
+        report_columns,
+        rule_of,
+    )
 
     directory = artifacts_dir(args)
     root = directory.resolve().parent
@@ -285,19 +321,22 @@ def run_duplicates(args: argparse.Namespace) -> int:
         embeddings, items, photos, manifest = load_published(directory)
         rule = rule_of(manifest)
         threshold = args.threshold or rule["cosine"]
-        table = duplicate_groups(embeddings, items, threshold, photos, rule["max_pixel_difference"])
+        roles = CatalogueRoles.from_manifest(manifest)
+        table = duplicate_groups(embeddings, items, threshold, photos, rule["max_pixel_difference"],
+                                 report_columns(roles))
         scope, total = f"build {manifest['build_id']}", len(items)
     else:
         with native_stderr_quiet(args.verbose):
             catalogue = LiveCatalogue.load(directory, db, root=root, readonly=True,
                                            near_duplicate_cosine=args.threshold)
-        table, threshold = catalogue.duplicate_report(), catalogue.near_duplicate_cosine
+        table, threshold, roles = catalogue.duplicate_report(), catalogue.near_duplicate_cosine, catalogue.roles
         scope, total = f"build {catalogue.build_id} + live changes through {catalogue.applied_seq}", len(catalogue)
     _write_out(args.out, table.to_csv(index=False).encode())
     groups = table["group"].nunique() if len(table) else 0
-    print(f"{groups} near-duplicate groups ({len(table)} of {total} items; {colour_differences(table)} with another "
-          f"baseColour than their closest member) in {scope} at cosine >= {threshold} and the same picture, "
-          f"written to {args.out}")
+    colourways = (f"; {colour_differences(table, roles.colour)} with another {roles.colour} than their closest "
+                  f"member" if roles.colour else "")  # the build's colour column, when its catalogue has one
+    print(f"{groups} near-duplicate groups ({len(table)} of {total} items{colourways}) in {scope} at cosine >= "
+          f"{threshold} and the same picture, written to {args.out}")
     return 0
 
 
@@ -377,9 +416,37 @@ def run_compact(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("folder", help="the catalogue folder: a table (CSV, Parquet, JSON Lines) with photo paths, "
+                                       "folders of photos per class, or a folder of photos")
+    parser.add_argument("--out", help="where to write the description (default: catalogues/<folder name>.yaml)")
+    parser.add_argument("--use", action="store_true", help="also point params.yaml (data.catalogue_dir and "
+                                                           "data.catalogue) at it, so `dvc repro` builds it")
+
+
+@subcommand("describe", "guess a catalogue's description (what each column is) for you to check, then dvc repro",
+            _describe_args)
+def run_describe(args: argparse.Namespace) -> int:
+    from lookalike.catalogue.guess import description_yaml, guess_description, point_params_at
+    from lookalike.params import PROJECT_ROOT
+
+    description, notes = guess_description(args.folder)
+    out = Path(args.out) if args.out else PROJECT_ROOT / "catalogues" / f"{Path(args.folder).resolve().name}.yaml"
+    text = description_yaml(description, notes, args.folder)
+    _write_out(str(out), text.encode())
+    print(text, end="")
+    print(f"wrote {out}: check each guess" + (", then dvc repro" if args.use else
+                                              "; --use points params.yaml at it"))
+    if args.use:
+        point_params_at(PROJECT_ROOT / "params.yaml", args.folder, os.path.relpath(out, PROJECT_ROOT))
+        print("params.yaml now builds this catalogue: dvc repro")
+    return 0
+
+
 def _embed_ray_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="a catalogue folder (styles.csv and images/), or a text file listing "
-                                       "image files, one path a line")
+    parser.add_argument("source", help="a catalogue folder (laid out as --catalogue describes), or a text file "
+                                       "listing image files, one path a line")
+    _catalogue_arg(parser)
     parser.add_argument("--out", required=True, help="folder for the Parquet shards and report.json; a rerun "
                                                      "into the same folder reuses the finished shards")
     parser.add_argument("--address", help="an existing Ray cluster: the head's host:6379, or auto (the one "
@@ -390,7 +457,6 @@ def _embed_ray_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=_positive_int, default=1, help="runtime threads per actor (default 1)")
     parser.add_argument("--batch-size", type=_positive_int, help="images per model call (default 32)")
     parser.add_argument("--shard-rows", type=_positive_int, help="catalogue rows per shard (default 1024)")
-    parser.add_argument("--label-column", default="articleType", help="the catalogue's label column")
     parser.add_argument("--object-store-mb", type=_positive_int, help="object store of a local Ray (default 256)")
 
 
@@ -402,7 +468,7 @@ def run_embed_ray(args: argparse.Namespace) -> int:
     model_path, spec, model_sha256 = model_from_build(artifacts_dir(args))
     source = Path(args.source)
     if source.is_dir():
-        table, catalogue_report = catalogue_table(source, args.label_column)
+        table, catalogue_report = catalogue_table(source, _description(args))
     elif source.is_file():
         table, catalogue_report = files_table([line.strip() for line in source.read_text().splitlines()
                                                if line.strip()]), {}

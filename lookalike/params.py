@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from lookalike.catalogue.description import CatalogueDescription, DescriptionError, load_description
 from lookalike.model.backbones import BACKBONES, backbone_info
 from lookalike.model.preprocessing import PreprocessSpec
 from lookalike.search.index import INDEX_TYPES
@@ -19,6 +20,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOSSES = ("triplet", "triplet_soft", "multi_similarity", "proxy_softmax")
 MININGS = ("random", "semihard", "batch_hard")  # for the triplet losses
 ENGINES = ("local", "ray")  # embed.engine: in-process, or Ray Data
+INSTANCE_COLUMN = "@instance"  # a sub-space trained on the photo itself: its other views are positives
 
 
 class ParamsError(ValueError):
@@ -113,7 +115,7 @@ def _check_subspaces(params: dict) -> None:
     (a stored sub-vector with weight 0 could never be asked for again by a query)."""
     model = params["model"]
     model.setdefault("colour_descriptor", False)
-    label = params.get("data", {}).get("label_column", "articleType")
+    label = catalogue_description(params).label or INSTANCE_COLUMN  # no label: the photo itself (self-supervised)
     model.setdefault("subspaces", {"type": {"column": label, "dim": model["embedding_dim"], "weight": 1.0}})
     subspaces = model["subspaces"]
     _check(isinstance(subspaces, dict) and len(subspaces) >= 1, "model.subspaces",
@@ -154,6 +156,15 @@ def load_params(path: str | Path | None = None, root: Path = PROJECT_ROOT) -> di
     if not isinstance(params, dict):
         raise ParamsError(f"{path} must hold a mapping of sections")
     return validate(params, root)
+
+
+def catalogue_description(params: dict, root: Path = PROJECT_ROOT) -> CatalogueDescription:
+    """The catalogue's description named by ``data.catalogue`` (relative to the project root)."""
+    path = Path(_require(params, "data.catalogue"))
+    try:
+        return load_description(path if path.is_absolute() else root / path)
+    except DescriptionError as error:
+        raise ParamsError(f"params.yaml: data.catalogue: {error}") from None
 
 
 def preprocess_spec(params: dict) -> PreprocessSpec:

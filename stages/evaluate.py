@@ -9,12 +9,16 @@ run to MLflow.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from lookalike.artifacts import publish_build, verify_manifest, write_bytes, write_json
 from lookalike.catalogue.reading import read_table
-from lookalike.evaluation.metrics import evaluate_retrieval, look_metrics, unit_rows
+from lookalike.catalogue.subset import GALLERY_SPLIT
+from lookalike.evaluation.instance import altered_queries, instance_metrics, instance_ranks
+from lookalike.evaluation.metrics import column_metrics, evaluate_retrieval, look_metrics, unit_rows
 from lookalike.model.colour import backbone_part
-from lookalike.params import PROJECT_ROOT, load_params
+from lookalike.model.runtime import EmbeddingRuntime
+from lookalike.params import PROJECT_ROOT, catalogue_description, load_params, preprocess_spec
 from lookalike.search.index import load_index
 from lookalike.search.similarity import Similarity
 
@@ -34,46 +38,76 @@ def log_to_mlflow(params: dict, metrics: dict) -> None:
         mlflow.log_artifact(str(PROJECT_ROOT / "artifacts/manifest.json"), artifact_path="model")
 
 
+def labelled_metrics(items, embeddings, features, index, manifest, description, label: str) -> dict:
+    """Test queries against the whole index by ``label`` (and the look and per-column relevance)."""
+    colour, pairs = description.colour, description.look
+    labels = items[label].to_numpy()
+    queries = np.flatnonzero((items["split"].to_numpy() == "test") & (items[label].str.strip() != "").to_numpy())
+    scored, per_label = {}, None
+    for name, vectors in (("trained", embeddings), ("pretrained", features)):
+        found, table = evaluate_retrieval(vectors, labels, queries, index if name == "trained" else None)
+        found.update(look_metrics(vectors, items, queries, label, colour, pairs))
+        scored[name] = found
+        scored[f"{name}_by_column"] = column_metrics(vectors, items, queries, description.relevance_columns)
+        per_label = table if name == "trained" else per_label
+    similarity = Similarity.from_manifest(manifest)
+    modes = {}
+    for mode in similarity.modes:  # the same queries asking another question of the same index
+        asked = np.stack([similarity.query_vector(v, mode) for v in embeddings[queries]])
+        modes[mode] = {"precision_at_5": evaluate_retrieval(embeddings, labels, queries, queries=asked)[0][
+            "precision_at_5"], **look_metrics(embeddings, items, queries, label, colour, pairs, queries=asked)}
+        modes[mode].pop("type_colour_precision_at_5_bound", None)
+    trained, pretrained = scored["trained"], scored["pretrained"]
+    return {"trained": trained, "pretrained": pretrained,
+            "gain": {name: trained[name] - pretrained[name] for name in trained}, "modes": modes,
+            "by_column": {name: scored[f"{name}_by_column"] for name in ("trained", "pretrained")},
+            "relevance": label, "queries": int(len(queries)), "per_label": per_label}
+
+
+def unlabelled_metrics(items, embeddings, features, params: dict) -> dict:
+    """The instance protocol (lookalike/evaluation/instance.py): altered copies of the test photos as queries."""
+    test = np.flatnonzero(items["split"].to_numpy() == "test")
+    paths = np.load(PROJECT_ROOT / "artifacts/image_paths.npy")[test].tolist()
+    spec, seed = preprocess_spec(params), int(params["subset"]["seed"])
+    found = {}
+    for name, file, gallery in (("trained", "model.tflite", embeddings), ("pretrained", "backbone.tflite", features)):
+        asked = altered_queries(EmbeddingRuntime(PROJECT_ROOT / "artifacts" / file), paths, spec, seed,
+                                params["features"]["batch_size"])
+        if name == "pretrained":
+            asked = unit_rows(backbone_part(asked, params["model"]["colour_descriptor"]))
+        found[name] = instance_metrics(instance_ranks(gallery, asked, test))
+    return {**found, "gain": {k: found["trained"][k] - found["pretrained"][k] for k in found["trained"]},
+            "relevance": "instance", "queries": int(len(test))}
+
+
 def main() -> None:
     params = load_params()
-    label = params["data"]["label_column"]
+    description = catalogue_description(params)
     artifacts = PROJECT_ROOT / "artifacts"
     manifest = verify_manifest(artifacts)  # the build the index stage just wrote, never a mix of two
-    # Outputs DVC restored from its run cache skip the index stage and so its publication: publish here
-    # (this stage always runs after them), so a later killed run falls back to this build and not an older one.
     publish_build(artifacts)
     items = read_table(artifacts / "items.csv")
     embeddings = np.load(artifacts / "embeddings.npy")
     index = load_index(artifacts / "faiss.index", params["index"])
     if not (len(items) == len(embeddings) == index.ntotal == manifest["count"]):
         raise SystemExit("items, embeddings and index disagree in size: rerun the pipeline (dvc repro)")
-    labels = items[label].to_numpy()
-    queries = np.flatnonzero(items["split"].to_numpy() == "test")
-    trained, per_label = evaluate_retrieval(embeddings, labels, queries, index)
-    trained.update(look_metrics(embeddings, items, queries, label))
     features = unit_rows(backbone_part(np.load(artifacts / "features.npy", mmap_mode="r")[0],
                                        params["model"]["colour_descriptor"]))
-    pretrained, _ = evaluate_retrieval(features, labels, queries)
-    pretrained.update(look_metrics(features, items, queries, label))
-    similarity = Similarity.from_manifest(manifest)
-    modes = {}
-    for mode in similarity.modes:  # the same queries asking another question of the same index
-        asked = np.stack([similarity.query_vector(v, mode) for v in embeddings[queries]])
-        modes[mode] = {"precision_at_5": evaluate_retrieval(embeddings, labels, queries, queries=asked)[0][
-            "precision_at_5"], **look_metrics(embeddings, items, queries, label, queries=asked)}
-        modes[mode].pop("type_colour_precision_at_5_bound")
-    metrics = {
-        "trained": trained,
-        "pretrained": pretrained,
-        "gain": {name: trained[name] - pretrained[name] for name in trained},
-        "modes": modes,
-        "queries": int(len(queries)),
-        "gallery": int(len(items)),
-        "index": params["index"]["type"],
-    }
+    # relevance: the training label, else the first attribute (labels read only for scoring), else the instance
+    scoring = description.label or next(iter(description.attributes), None)
+    if scoring is not None:
+        metrics = labelled_metrics(items, embeddings, features, index, manifest, description, scoring)
+    else:
+        metrics = unlabelled_metrics(items, embeddings, features, params)
+    per_label = metrics.pop("per_label", None)
+    metrics.update({"gallery": int(len(items)), "index": params["index"]["type"],
+                    # a rare or missing label: indexed and found, neither trained on nor a query
+                    "not_trained_nor_queried": int((items["split"] == GALLERY_SPLIT).sum())})
     for name in ("trained", "pretrained"):
         print(f"{name:>10}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics[name].items()))
     write_json(PROJECT_ROOT / "metrics/metrics.json", metrics)
+    if per_label is None:
+        per_label = pd.DataFrame(columns=["label", "queries"])
     write_bytes(PROJECT_ROOT / "metrics/per_label.csv", per_label.round(4).to_csv(index=False).encode())
     log_to_mlflow(params, metrics)
 

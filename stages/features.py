@@ -3,7 +3,8 @@
 artifacts/features.npy: float32 (1 + augmented_views, n_images, feature_dim) pooled
 features in data/subset.csv row order, followed by the colour descriptor (lookalike/model/colour.py)
 with ``model.colour_descriptor``; view 0 is the plain image, the others are augmented views of
-train images (copies of view 0 elsewhere, never sampled): flip, crop, jitter and, with
+train images (copies of view 0 elsewhere, never sampled; val images get them too when a sub-space
+trains on instances, column ``@instance``, whose validation queries with view 1): flip, crop, jitter and, with
 ``features.shopper_alterations``, one of the alterations a shopper's photo brings (blur, a coloured
 background, phone JPEG: lookalike/model/alterations.py).
 
@@ -32,18 +33,19 @@ from lookalike.catalogue.reading import images_set_aside, read_table
 from lookalike.model.backbones import split_backbone
 from lookalike.model.network import CompiledModel, build_feature_model, export_runtime_model, new_backbone
 from lookalike.model.runtime import EmbeddingRuntime, check_images, predict_paths
-from lookalike.model.training import embed_features, maps_description
+from lookalike.model.training import augmented_rows, embed_features, maps_description
 from lookalike.params import PROJECT_ROOT, load_params, preprocess_spec
 
 
-def run_views(model: EmbeddingRuntime, pool_maps: CompiledModel | None, paths: list[str], train_rows: np.ndarray,
-              spec, features: dict) -> tuple[list[np.ndarray], np.ndarray]:
-    """Pooled features of every view (and, with ``pool_maps``, the maps ``model`` gives, pooled by it)."""
+def run_views(model: EmbeddingRuntime, pool_maps: CompiledModel | None, paths: list[str],
+              rows_with_views: np.ndarray, spec, features: dict) -> tuple[list[np.ndarray], np.ndarray]:
+    """Pooled features of every view (and, with ``pool_maps``, the maps ``model`` gives, pooled by it);
+    views after the first are computed for ``rows_with_views`` only."""
     views = features["augmented_views"] + 1
     pooled_views = []
     maps = np.zeros((0,), np.float16)  # filled in place: one copy of every view's maps in memory, no stacking
     for view in range(views):
-        rows = np.arange(len(paths)) if view == 0 else train_rows
+        rows = np.arange(len(paths)) if view == 0 else rows_with_views
         outputs = predict_paths(model, [paths[i] for i in rows], spec, features["batch_size"],
                                 augment_seed=None if view == 0 else features["seed"] * 1000 + view,
                                 description="backbone features" if view == 0 else f"augmented view {view}",
@@ -52,7 +54,7 @@ def run_views(model: EmbeddingRuntime, pool_maps: CompiledModel | None, paths: l
             if view == 0:
                 maps = np.empty((views, len(paths), *outputs.shape[1:]), np.float16)
             else:
-                maps[view] = maps[0]  # rows outside train keep the plain view (never sampled)
+                maps[view] = maps[0]  # rows without augmented views keep the plain view (never sampled)
             maps[view, rows] = outputs
             outputs = embed_features(pool_maps, outputs)  # pooled from the float32 maps, as the full model does
         pooled = pooled_views[0].copy() if view else np.empty((len(paths), outputs.shape[1]), np.float32)
@@ -68,7 +70,7 @@ def main() -> None:
     subset = read_table(PROJECT_ROOT / "data/subset.csv")
     spec = preprocess_spec(params)
     paths = subset["image_path"].tolist()
-    train_rows = np.flatnonzero(subset["split"].to_numpy() == "train")
+    augmented = augmented_rows(subset["split"].to_numpy(), params["model"]["subspaces"])
     backbone = new_backbone(backbone_params["name"], spec.image_size, backbone_params["weights"])
     exported = time.perf_counter()
     photos = check_images(paths, spec)
@@ -87,9 +89,9 @@ def main() -> None:
             model = EmbeddingRuntime(backbone_file)
         print(f"backbone exported and checked against Keras in {time.perf_counter() - exported:.1f} s")
         started = time.perf_counter()
-        pooled_views, maps = run_views(model, pool_maps, paths, train_rows, spec, features)
+        pooled_views, maps = run_views(model, pool_maps, paths, augmented, spec, features)
         seconds = time.perf_counter() - started
-    images = len(paths) + len(train_rows) * features["augmented_views"]
+    images = len(paths) + len(augmented) * features["augmented_views"]
     print(f"features: {images} images in {seconds:.1f} s ({images / seconds:.1f} images/s)")
     set_aside, line = images_set_aside(PROJECT_ROOT / "data/subset_report.json")
     print(f"features: {line}")

@@ -16,7 +16,7 @@ import time
 import numpy as np
 
 from lookalike.artifacts import make_manifest, publish_build, write_json, write_with
-from lookalike.params import PROJECT_ROOT, check_k_fits, load_params, preprocess_spec
+from lookalike.params import PROJECT_ROOT, catalogue_description, check_k_fits, load_params, preprocess_spec
 from lookalike.search.duplicates import calibrate_build
 from lookalike.search.index import build_index, save_index
 from lookalike.search.similarity import Similarity
@@ -36,6 +36,7 @@ def main() -> None:
     print(f"{params['index']['type']} index of {index.ntotal} x {index.d} built in {seconds:.2f} s")
     write_with(artifacts / "faiss.index", lambda tmp: save_index(index, tmp))
     spec = preprocess_spec(params)
+    description = catalogue_description(params)
     report = json.loads((PROJECT_ROOT / "data/subset_report.json").read_text())
     live_fold = {"live_fold": report["live_fold"]} if "live_fold" in report else {}  # see lookalike/live/fold.py
     files = {name: artifacts / file for name, file in (
@@ -48,7 +49,8 @@ def main() -> None:
     manifest = make_manifest(files, {"count": int(len(embeddings)), "dimension": int(embeddings.shape[1])}, {
         "preprocess": {"image_size": spec.image_size, "resize_mode": spec.resize_mode,
                        "normalisation": spec.normalisation},
-        "label_column": params["data"]["label_column"],
+        "label_column": description.label,
+        "catalogue": description.roles().to_manifest(),  # what each column is for: page, API, text search
         "catalogue_dir": params["data"]["catalogue_dir"],
         "backbone": params["backbone"]["name"],
         "colour_descriptor": params["model"]["colour_descriptor"],  # the last columns of backbone.tflite

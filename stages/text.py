@@ -4,7 +4,10 @@ Trains the tower into the image embedding space (lookalike/text/training.py; the
 early stopping), writes artifacts/text_tower.npz (plain numpy arrays: no TensorFlow at query time) and,
 when it reads pretrained token embeddings, artifacts/text_tokenizer.json (copied from the pinned wordllama
 wheel); the index stage pins both in the build's manifest. Then scores lexical, learned and hybrid
-rankings on the test split (lookalike/text/evaluation.py) into metrics/text.json.
+rankings on the test split (lookalike/text/evaluation.py) into metrics/text.json. Which columns are an
+item's words, its title and each attribute query set comes from the catalogue's description
+(``data.catalogue``; :func:`lookalike.text.evaluation.text_columns`), the same roles the index stage writes
+into the build's manifest for text search at query time.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import numpy as np
 
 from lookalike.artifacts import write_json, write_with
 from lookalike.catalogue.reading import read_table
-from lookalike.params import PROJECT_ROOT, load_params
-from lookalike.text.evaluation import evaluate_text_search
+from lookalike.params import PROJECT_ROOT, catalogue_description, load_params
+from lookalike.text.evaluation import evaluate_text_search, text_columns
+from lookalike.text.lexical import FUSIONS
 from lookalike.text.tower import TextTower, pretrained_files
 from lookalike.text.training import train_text_tower
 
@@ -27,12 +31,19 @@ TOKENIZER_FILE = "text_tokenizer.json"
 def main() -> None:
     params = load_params()
     config = params["text"]
+    if config["fusion"] not in FUSIONS:  # before training, not after it
+        raise SystemExit(f"params.yaml: text.fusion = {config['fusion']!r}: must be one of {', '.join(FUSIONS)}")
+    description = catalogue_description(params)
     artifacts = PROJECT_ROOT / "artifacts"
     items = read_table(artifacts / "items.csv")
     embeddings = np.load(artifacts / "embeddings.npy")
     if len(items) != len(embeddings):
         raise SystemExit(f"{len(items)} items but {len(embeddings)} embeddings: rerun embed (dvc repro)")
-    tower, report = train_text_tower(items, embeddings, config, seed=int(config["seed"]))
+    columns = text_columns(description, items)
+    print(f"words: {', '.join(columns.words) or 'none'}; title queries: "
+          f"{columns.title if columns.title_queries else 'none'}; attribute queries: "
+          + ", ".join(f"{name} ({' + '.join(asked)})" for name, asked in columns.attributes.items()), flush=True)
+    tower, report = train_text_tower(items, embeddings, config, columns, seed=int(config["seed"]))
     tower.save(artifacts / TOWER_FILE)
     tokenizer = artifacts / TOKENIZER_FILE
     if tower.uses_pretrained:
@@ -40,7 +51,7 @@ def main() -> None:
     else:  # DVC wants every declared output: an empty file says "no pretrained channel"
         write_with(tokenizer, lambda tmp: tmp.write_bytes(b""))
     tower = TextTower.load(artifacts / TOWER_FILE, tokenizer if tower.uses_pretrained else None)
-    result = evaluate_text_search(tower, items, embeddings, config, seed=int(config["seed"]))
+    result = evaluate_text_search(tower, items, embeddings, config, columns, seed=int(config["seed"]))
     result["training"] = {k: v for k, v in report.items() if k != "history"}
     result["training"]["history"] = report["history"]
     for gallery in ("hidden", "half", "visible"):

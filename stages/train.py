@@ -17,13 +17,14 @@ from lookalike.artifacts import write_bytes, write_json, write_with
 from lookalike.catalogue.reading import read_table
 from lookalike.model.backbones import split_backbone
 from lookalike.model.network import build_embedding_model, new_backbone
-from lookalike.model.training import attribute_labels, freeze_for_finetuning, maps_description, train_head
-from lookalike.params import PROJECT_ROOT, load_params, preprocess_spec
+from lookalike.model.training import MISSING, attribute_labels, freeze_for_finetuning, maps_description, train_head
+from lookalike.params import PROJECT_ROOT, catalogue_description, load_params, preprocess_spec
 
 
 def main() -> None:
     params = load_params()
-    label = params["data"]["label_column"]
+    description = catalogue_description(params)
+    label = description.label
     finetune_blocks = params["train"]["finetune_blocks"]
     subset = read_table(PROJECT_ROOT / "data/subset.csv")
     cached = "feature_maps.npy" if finetune_blocks else "features.npy"
@@ -31,7 +32,7 @@ def main() -> None:
     if features.ndim < 3 or features.shape[1] != len(subset):
         raise SystemExit(f"artifacts/{cached} has shape {features.shape}, not (views, {len(subset)}, ...) "
                          "for data/subset.csv: rerun the features stage (dvc repro)")
-    labels = subset[label].to_numpy()
+    labels = attribute_labels(subset, label) if label else np.full(len(subset), MISSING)
     split = subset["split"].to_numpy()
     train_rows, val_rows = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
     backbone_params = params["backbone"]
@@ -47,7 +48,7 @@ def main() -> None:
     # Maps stay memory-mapped (hundreds of MB at 5k, gigabytes for the full download); pooled features are small.
     subspaces = params["model"]["subspaces"]
     attributes = {name: attribute_labels(subset, spec["column"]) for name, spec in subspaces.items()}
-    look = attribute_labels(subset, f"{label}+baseColour") if "baseColour" in subset else None
+    look = attribute_labels(subset, f"{label}+{description.colour}") if label and description.colour else None
     result = train_head(features if finetune_blocks else np.asarray(features), labels, train_rows, val_rows,
                         params["model"], params["train"], backbone_top=top, attributes=attributes, look_labels=look)
     print(f"trained in {result.seconds:.1f} s; kept step {result.best_step} "

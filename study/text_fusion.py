@@ -16,8 +16,8 @@ import pandas as pd
 
 from lookalike.artifacts import write_bytes
 from lookalike.catalogue.reading import read_table
-from lookalike.params import PROJECT_ROOT, load_params
-from lookalike.text.evaluation import evaluate_text_search
+from lookalike.params import PROJECT_ROOT, catalogue_description, load_params
+from lookalike.text.evaluation import evaluate_text_search, text_columns
 from lookalike.text.training import train_text_tower
 
 SETTINGS = [{"fusion": "rrf", "lexical_weight": w, "rrf_constant": c} for w in (1.0, 2.0) for c in (10, 60)] + \
@@ -32,13 +32,14 @@ def main() -> None:
     params = load_params()
     items = read_table(PROJECT_ROOT / "artifacts/items.csv")
     embeddings = np.load(PROJECT_ROOT / "artifacts/embeddings.npy")
+    columns = text_columns(catalogue_description(params), items)
     config = params["text"]
-    tower, _ = train_text_tower(items, embeddings, config, seed=int(config["seed"]), log=lambda _: None)
+    tower, _ = train_text_tower(items, embeddings, config, columns, seed=int(config["seed"]), log=lambda _: None)
     rows = []
     for setting in SETTINGS:
         for split in ("val", "test"):
-            result = evaluate_text_search(tower, items, embeddings, {**config, **setting}, int(config["seed"]),
-                                          split=split, galleries=("half", "visible"))
+            result = evaluate_text_search(tower, items, embeddings, {**config, **setting}, columns,
+                                          int(config["seed"]), split=split, galleries=("half", "visible"))
             for gallery in ("half", "visible"):
                 row = {"split": split, "gallery": gallery, **setting}
                 row.update({k: round(v, 4) for k, v in result[gallery]["hybrid"].items()})

@@ -19,8 +19,8 @@ import yaml
 
 from lookalike.artifacts import write_bytes
 from lookalike.catalogue.reading import read_table
-from lookalike.params import PROJECT_ROOT, load_params
-from lookalike.text.evaluation import evaluate_text_search
+from lookalike.params import PROJECT_ROOT, catalogue_description, load_params
+from lookalike.text.evaluation import evaluate_text_search, text_columns
 from lookalike.text.training import train_text_tower
 
 VARIANTS = {
@@ -40,6 +40,7 @@ def main() -> None:
     params = load_params()
     items = read_table(PROJECT_ROOT / "artifacts/items.csv")
     embeddings = np.load(PROJECT_ROOT / "artifacts/embeddings.npy")
+    columns = text_columns(catalogue_description(params), items)
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
     rows = []
     for name, variant in VARIANTS.items():
@@ -47,8 +48,9 @@ def main() -> None:
             continue
         config = {**params["text"], **overrides, **variant}
         started = time.perf_counter()
-        tower, report = train_text_tower(items, embeddings, config, seed=int(config["seed"]), log=lambda _: None)
-        result = evaluate_text_search(tower, items, embeddings, config, seed=int(config["seed"]))
+        tower, report = train_text_tower(items, embeddings, config, columns, seed=int(config["seed"]),
+                                         log=lambda _: None)
+        result = evaluate_text_search(tower, items, embeddings, config, columns, seed=int(config["seed"]))
         row = {"variant": name, **{k: v for k, v in overrides.items()}, "best_epoch": report["best_epoch"],
                "val_score": round(report["best_val_score"], 4), "seconds": round(time.perf_counter() - started)}
         row.update({f"learned_{k}": round(v, 4) for k, v in result["hidden"]["learned"].items()})

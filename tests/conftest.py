@@ -85,7 +85,7 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"the shared sample is missing: {SHARED}")
     root = tmp_path_factory.mktemp("project")
-    for name in ("lookalike", "stages"):
+    for name in ("lookalike", "stages", "catalogues"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
     for name in _other_runs_results():  # dvc.yaml lists them: `dvc metrics diff` fails if one is missing

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from grocery_build import grocery_build
 from PIL import Image
 
 from lookalike.cli import COMMANDS, main
-from lookalike.search.duplicates import OUTPUT_COLUMNS
+from lookalike.search.duplicates import GROUP_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ("query", "similar", "related", "evaluate-folder", "duplicates", "serve", "fold", "compact")
@@ -79,6 +80,25 @@ def test_query_and_similar(tiny_project: Path, capsys: pytest.CaptureFixture) ->
     assert "live changes" in lines[-1] and "not included" in lines[-1]  # says what it leaves out
 
 
+def test_matches_show_the_builds_own_label_and_title(tiny_project: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """A grocery build's matches read as its class and name, whatever the fashion columns were."""
+    artifacts = grocery_build(tiny_project / "artifacts", tmp_path / "grocery")
+    items = pd.read_csv(artifacts / "items.csv", dtype=str).set_index("id")
+    ids = items.index.tolist()
+    assert main(["--artifacts", str(artifacts), "similar", ids[5], "--k", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[:3]
+    for line in lines:
+        rank, score, item_id, rest = line.split(maxsplit=3)
+        assert rest.startswith(items.loc[item_id, "class"]) and rest.endswith(items.loc[item_id, "name"])
+    assert main(["--artifacts", str(artifacts), "duplicates", "--out", str(tmp_path / "d.csv"), "--build-only",
+                 "--threshold", "0.5"]) == 0
+    printed = capsys.readouterr().out
+    assert "near-duplicate groups" in printed and "baseColour" not in printed  # no colour column: no colourways
+    table = pd.read_csv(tmp_path / "d.csv")
+    assert tuple(table.columns) == GROUP_COLUMNS + ("name", "coarse_class", "class")
+
+
 def test_related_and_evaluate_folder(tiny_project: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     artifacts = str(tiny_project / "artifacts")
     out = tmp_path / "related.csv"
@@ -135,7 +155,8 @@ def test_duplicates_command_reports_build_and_live_copies_not_colourways(tiny_pr
     assert main([*argv, "--threshold", "0.3"]) == 0
     printed = capsys.readouterr().out
     table = pd.read_csv(out, dtype={"id": str, "closest_id": str})
-    assert tuple(table.columns) == OUTPUT_COLUMNS
+    # the build's title and card columns (its colour among them): the fashion catalogue's
+    assert tuple(table.columns) == GROUP_COLUMNS + ("productDisplayName", "articleType", "baseColour", "gender")
     colour = dict(zip(table["id"], table["baseColour"], strict=True))
     other_colour = sum(colour[i] != colour[c] for i, c in zip(table["id"], table["closest_id"], strict=True))
     assert "live changes through 2" in printed and f"{other_colour} with another baseColour" in printed

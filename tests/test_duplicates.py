@@ -11,15 +11,20 @@ import pytest
 from PIL import Image
 
 import lookalike.search.duplicates as duplicates
+from lookalike.catalogue.description import CatalogueRoles
 from lookalike.search.duplicates import (
+    GROUP_COLUMNS,
     NEAR_DUPLICATE_COSINE,
-    OUTPUT_COLUMNS,
+    colour_differences,
     duplicate_groups,
     near_duplicates,
     pixel_digest,
     pixel_duplicate_pairs,
     pixel_thumbnail,
+    report_columns,
 )
+
+ITEM_COLUMNS = ("productDisplayName", "articleType", "baseColour", "gender")  # the synthetic items' own columns
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -45,7 +50,7 @@ def catalogue_with_known_duplicates() -> tuple[np.ndarray, pd.DataFrame, list[se
 def test_groups_are_the_known_duplicates() -> None:
     embeddings, items, expected = catalogue_with_known_duplicates()
     table = duplicate_groups(embeddings, items, 0.99)
-    assert tuple(table.columns) == OUTPUT_COLUMNS
+    assert tuple(table.columns) == GROUP_COLUMNS + ITEM_COLUMNS  # every column of the items, by default
     found = [set(group["id"]) for _, group in table.groupby("group")]
     assert sorted(found, key=min) == sorted(expected, key=min)
     assert table.loc[table["group"] == 1, "id"].tolist() == [1003, 1040, 1041, 1042]  # largest group first
@@ -68,12 +73,36 @@ def test_threshold_is_inclusive_and_bounds_the_pairs() -> None:
     assert set(duplicate_groups(embeddings, items, 0.6)["id"]) == {1, 2, 3}  # chained: one group of three
     assert duplicate_groups(embeddings, items, 0.6)["group"].nunique() == 1
     empty = duplicate_groups(embeddings, items, 0.9)
-    assert empty.empty and tuple(empty.columns) == OUTPUT_COLUMNS
+    assert empty.empty and tuple(empty.columns) == GROUP_COLUMNS
     for bad in (0.0, -0.5, 1.01):
         with pytest.raises(ValueError, match=r"\(0, 1\]"):
             duplicate_groups(embeddings, items, bad)
     with pytest.raises(ValueError, match="2 items for 3 embeddings"):
         duplicate_groups(embeddings, items.iloc[:2], 0.9)
+
+
+def test_the_report_carries_the_builds_own_columns_whatever_they_are_called() -> None:
+    """A grocery build's report shows its title and card columns and counts colourways by its colour column; a
+    catalogue column may even share a name with the report's own bookkeeping."""
+    embeddings, fashion, expected = catalogue_with_known_duplicates()
+    items = pd.DataFrame({"id": fashion["id"], "name": [f"apple {i}" for i in fashion["id"]],
+                          "coarse_class": "Fruit", "class": "Apple", "skin": ["Red", "Green"] * 22 + ["Red"],
+                          "root": "kept apart"})
+    roles = CatalogueRoles(labels=("class",), colour="skin", title="name", card=("coarse_class", "class"))
+    assert report_columns(roles) == ("name", "coarse_class", "class", "skin")
+    table = duplicate_groups(embeddings, items, 0.99, columns=report_columns(roles))
+    assert tuple(table.columns) == GROUP_COLUMNS + ("name", "coarse_class", "class", "skin")
+    assert sorted((set(g["id"]) for _, g in table.groupby("group")), key=min) == sorted(expected, key=min)
+    assert (table["name"] == "apple " + table["id"].astype(str)).all()
+    skin = dict(zip(items["id"], items["skin"], strict=True))
+    differing = sum(skin[i] != skin[c] for i, c in zip(table["id"], table["closest_id"], strict=True))
+    assert colour_differences(table, "skin") == differing > 0
+    assert colour_differences(table, None) == 0 and colour_differences(table, "baseColour") == 0
+    everything = duplicate_groups(embeddings, items, 0.99)  # no columns named: all of the items', "root" too
+    assert tuple(everything.columns) == GROUP_COLUMNS + ("name", "coarse_class", "class", "skin", "root")
+    assert (everything["root"] == "kept apart").all() and everything["group"].tolist() == table["group"].tolist()
+    no_roles = duplicate_groups(embeddings, items, 0.99, columns=report_columns(CatalogueRoles()))
+    assert tuple(no_roles.columns) == GROUP_COLUMNS
 
 
 def test_small_result_chunks_give_the_same_groups(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -88,7 +117,7 @@ def test_csv_round_trip(tmp_path: Path) -> None:
     table = duplicate_groups(embeddings, items, 0.99)
     table.to_csv(tmp_path / "d.csv", index=False)
     again = pd.read_csv(tmp_path / "d.csv")
-    assert tuple(again.columns) == OUTPUT_COLUMNS and len(again) == 4 + 2 + 2
+    assert tuple(again.columns) == GROUP_COLUMNS + ITEM_COLUMNS and len(again) == 4 + 2 + 2
 
 
 def test_near_duplicates_of_one_new_item() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from grocery_build import grocery_build
 from PIL import Image
 
 from lookalike.live import (
@@ -27,7 +28,9 @@ from lookalike.live import (
     StaleDatabaseError,
     UnknownItemError,
     validate_metadata,
+    value_kinds,
 )
+from lookalike.search.duplicates import GROUP_COLUMNS
 from lookalike.search.engine import Searcher
 from lookalike.search.index import INDEX_TYPES, build_index, search
 
@@ -243,10 +246,63 @@ def test_bad_changes_are_refused_and_not_stored(searcher: Searcher, tmp_path: Pa
     with pytest.raises(InvalidImageError):
         catalogue.put("SKU-1", b"not an image at all" * 10, META)
     assert catalogue.store.last_seq() == 0
+    with pytest.raises(LiveError, match="whole number"):  # every year the build holds is one
+        catalogue.put("SKU-1", photo(searcher, 0), {**META, "year": "20x1"})
+    assert catalogue.store.last_seq() == 0
+    fields = searcher.roles.metadata
     with pytest.raises(LiveError):
-        validate_metadata({**META, "productDisplayName": "line\nbreak"})
-    with pytest.raises(LiveError):
-        validate_metadata({**META, "year": "20x1"})
+        validate_metadata({**META, "productDisplayName": "line\nbreak"}, fields)
+    assert validate_metadata({**META, "year": " 2012 ", "usage": ""}, fields, ("articleType",),
+                             {"year": "whole number"}) == {**META, "year": "2012"}  # an empty field is no field
+
+
+def test_number_columns_are_the_ones_whose_every_value_is_a_number():
+    kinds = value_kinds({"year": ["2011", "2012", "", "NA"], "price": ["1.5", "2", ".25"], "size": ["10", "M"],
+                         "empty": ["", ""]})
+    assert kinds == {"year": "whole number", "price": "number"}
+    for good in ("3", "-2.5", "+.5", ""):
+        validate_metadata({"price": good}, ("price",), kinds=kinds)
+    for bad in ("1e3", "two", "1,5"):
+        with pytest.raises(LiveError, match="'price' must be a number"):
+            validate_metadata({"price": bad}, ("price",), kinds=kinds)
+    with pytest.raises(LiveError, match="known: none"):
+        validate_metadata({"price": "1"}, ())
+
+
+def test_a_catalogue_of_other_columns_filters_and_writes_its_own(tiny_project: Path, tmp_path: Path):
+    """A grocery build: searches filter on its filter columns, a write takes its metadata columns and needs its
+    label, the report and stats name its columns; no fashion column is accepted anywhere."""
+    artifacts = grocery_build(tiny_project / "artifacts", tmp_path / "grocery")
+    grocery = Searcher.load(artifacts, root=tiny_project)
+    catalogue = open_catalogue(grocery, tmp_path / "live.db")
+    probe = grocery.embeddings[0]
+    apparel = catalogue.search_vector(probe, 60, {"coarse_class": ["Apparel"]}).matches
+    assert apparel and all(h.metadata["coarse_class"] == "Apparel" for h in apparel)
+    assert len(apparel) == (grocery.items["coarse_class"] == "Apparel").sum()
+    assert set(apparel[0].metadata) == {"name", "class", "coarse_class", "pack_grams"}
+    for fashion in ({"gender": ["Men"]}, {"articleType": ["Tshirts"]}, {"pack_grams": ["588"]}):
+        with pytest.raises(LiveError, match="filters: coarse_class, class"):
+            catalogue.search_vector(probe, 5, fashion)
+    with pytest.raises(LiveError, match="'class' is required"):
+        catalogue.put("SKU-1", photo(grocery, 0), {"coarse_class": "Fruit", "name": "Granny Smith"})
+    with pytest.raises(LiveError, match="unknown metadata field"):
+        catalogue.put("SKU-1", photo(grocery, 0), {"class": "Apple", "articleType": "Tshirts"})
+    with pytest.raises(LiveError, match="'pack_grams' must be a whole number"):
+        catalogue.put("SKU-1", photo(grocery, 0), {"class": "Apple", "pack_grams": "heavy"})
+    added = catalogue.put("SKU-1", photo(grocery, 0), {"class": "Apple", "coarse_class": "Fruit",
+                                                       "name": "Granny Smith", "pack_grams": "250"})
+    assert added.item.metadata["class"] == "Apple"
+    assert [h.id for h in catalogue.search_vector(probe, 5, {"coarse_class": ["Fruit"]}).matches] == ["SKU-1"]
+    assert catalogue.browse_ids({"class": ["Apple"]}) == ["SKU-1"]
+    described = catalogue.stats()["catalogue"]
+    assert described["filters"]["coarse_class"] == sorted({*grocery.items["coarse_class"], "Fruit"})
+    assert set(described["filters"]) == {"coarse_class", "class"} and described["required"] == ["class"]
+    assert described["metadata"] == ["name", "class", "coarse_class", "pack_grams"]
+    assert described["numbers"] == {"pack_grams": "whole number"} and described["title"] == "name"
+    catalogue.put("SKU-2", photo(grocery, 0), {"class": "Apple"})  # the same photo
+    report = catalogue.duplicate_report()
+    assert tuple(report.columns) == GROUP_COLUMNS + ("name", "coarse_class", "class")
+    assert {"SKU-1", "SKU-2"} <= set(report["id"])
 
 
 # ------------------------------------------------------------------------------ durability

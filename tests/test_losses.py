@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from lookalike.model.losses import (
     batch_hard_triplet_loss,
+    info_nce_loss,
     metric_loss,
     multi_similarity_loss,
     pairwise_distances,
@@ -294,6 +295,50 @@ def test_proxy_softmax_loss_matches_numpy_on_a_random_batch():
     assert value(loss) == pytest.approx(expected, rel=1e-5)
 
 
+# ---------------------------------------------------------------- InfoNCE (the instance sub-space)
+
+
+def test_info_nce_loss_by_hand():
+    # rows 0 and 1 are two views of one photo (same point), row 2 another photo 90 degrees away, temperature 0.5
+    # anchor 0: positive 1 at cos 1, the others 1 (cos 1) and 2 (cos 0) -> -(2 - log(e^2 + e^0)) = log(1 + e^-2)
+    # anchor 1: the same; anchor 2 has no positive and does not count
+    embeddings = unit_vectors([0, 0, 90])
+    loss = info_nce_loss(tf.constant(embeddings), tf.constant(np.array([7, 7, 8])), 0.5)
+    assert value(loss) == pytest.approx(math.log1p(math.exp(-2.0)), rel=1e-5)
+
+
+def test_info_nce_loss_by_hand_with_two_positives():
+    # angles 0, 60 | 40, 130 (two photos, two views each) and a third view of photo 0 at 20; temperature 1
+    # anchor 0 (photo 0): positives cos60 and cos20, denominator over cos60, cos40, cos130, cos20 (not itself)
+    def c(degrees):
+        return math.cos(math.radians(degrees))
+
+    def term(positives, others):
+        log_sum = math.log(sum(math.exp(s) for s in others))
+        return -np.mean([s - log_sum for s in positives])
+
+    expected = np.mean([
+        term([c(60), c(20)], [c(60), c(40), c(130), c(20)]),  # anchor 0 at 0
+        term([c(60), c(40)], [c(60), c(20), c(70), c(40)]),  # anchor 1 at 60
+        term([c(90)], [c(40), c(20), c(90), c(20)]),  # anchor 2 at 40
+        term([c(90)], [c(130), c(70), c(90), c(110)]),  # anchor 3 at 130
+        term([c(20), c(40)], [c(20), c(40), c(20), c(110)]),  # anchor 4 at 20
+    ])
+    embeddings = unit_vectors([0, 60, 40, 130, 20])
+    loss = info_nce_loss(tf.constant(embeddings), tf.constant(np.array([0, 0, 1, 1, 0])), 1.0)
+    assert value(loss) == pytest.approx(expected, rel=1e-5)
+
+
+def test_info_nce_loss_falls_as_views_of_a_photo_gather_and_metric_loss_dispatches_to_it():
+    labels = tf.constant(np.array([0, 0, 1, 1]))
+    apart = value(info_nce_loss(tf.constant(unit_vectors([0, 90, 45, 135])), labels, 0.1))
+    together = value(info_nce_loss(tf.constant(unit_vectors([0, 1, 90, 91])), labels, 0.1))
+    assert together < 0.01 < apart
+    dispatched = metric_loss(tf.constant(unit_vectors([0, 90, 45, 135])), labels, "info_nce", "semihard", MARGIN,
+                             None, temperature=0.1)
+    assert value(dispatched) == pytest.approx(apart, rel=1e-6)
+
+
 # ---------------------------------------------------------------- dispatch
 
 
@@ -380,7 +425,8 @@ def test_metric_loss_unknown_mining_raises():
 
 
 @pytest.mark.parametrize("loss_name", ["triplet/random", "triplet/semihard", "triplet/batch_hard",
-                                       "triplet_soft/batch_hard", "multi_similarity/-", "proxy_softmax/-"])
+                                       "triplet_soft/batch_hard", "multi_similarity/-", "proxy_softmax/-",
+                                       "info_nce/-"])
 def test_one_sgd_step_lowers_the_loss(loss_name):
     loss, mining = loss_name.split("/")
     rng = np.random.default_rng(0)

@@ -21,6 +21,7 @@ import httpx
 import numpy as np
 import pytest
 from bad_inputs import bad_input_corpus
+from grocery_build import grocery_build
 
 from lookalike.artifacts import make_manifest, publish_build, resolve_build, write_json, write_with
 from lookalike.catalogue.reading import read_table
@@ -152,6 +153,10 @@ def test_health_ready_stats_docs_metrics(server: Server, build: dict):
     assert stats["build"]["items"] == 60 and stats["build"]["index_type"] == "flat"
     assert len(stats["build"]["model_sha256"]) == 64 and len(stats["build"]["index_sha256"]) == 64
     assert stats["build"]["build_id"] == ready["build_id"]
+    described = stats["catalogue"]  # the build's columns, from its catalogue description
+    assert list(described["filters"]) == ["gender", "masterCategory", "articleType", "baseColour"]
+    assert described["filters"]["articleType"] == sorted(set(build["items"]["articleType"]))
+    assert described["required"] == ["articleType"] and "productDisplayName" in described["metadata"]
     assert {"changes_since_build", "live_items", "last_seq"} <= set(stats["live"])
     assert client.get("/docs").status_code == 200
     assert "/v1/search" in client.get("/openapi.json").json()["paths"]
@@ -208,6 +213,68 @@ def test_cors_allows_only_configured_origin(server: Server):
     assert allowed.headers.get("access-control-allow-origin") == "https://shop.example"
     other = server.client.options("/v1/items/x", headers={"Origin": "https://evil.example", **preflight})
     assert "access-control-allow-origin" not in other.headers
+
+
+@pytest.fixture(scope="module")
+def grocery_server(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A server on a grocery build (tests/grocery_build.py): columns class, coarse_class, name, pack_grams."""
+    folder = tmp_path_factory.mktemp("grocery")
+    artifacts = grocery_build(tiny_project / "artifacts", folder / "artifacts")
+    running = Server(artifacts, folder / "live.db", folder / "server.log")
+    yield running, read_table(artifacts / "items.csv")
+    running.stop()
+    assert "Traceback" not in running.log.read_text(), running.log.read_text()[-3000:]
+
+
+def test_a_grocery_build_filters_and_writes_by_its_own_columns(grocery_server: tuple, build: dict):
+    server, items = grocery_server
+    client = server.client
+    described = client.get("/v1/stats").json()["catalogue"]
+    assert described["filters"] == {"coarse_class": sorted(set(items["coarse_class"])),
+                                    "class": sorted(set(items["class"]))}
+    assert described["required"] == ["class"] and described["metadata"] == ["name", "class", "coarse_class",
+                                                                           "pack_grams"]
+    image = build["paths"][3].read_bytes()
+    body = search(client, image, k=5, coarse_class=["Footwear"]).json()
+    assert body["filters"] == {"coarse_class": ["Footwear"]} and len(body["matches"]) == 5
+    assert {m["metadata"]["coarse_class"] for m in body["matches"]} == {"Footwear"}
+    assert set(body["matches"][0]["metadata"]) == {"name", "class", "coarse_class", "pack_grams"}
+    two = search(client, image, k=10, **{"class": ["Watches", "Handbags"]}).json()["matches"]
+    assert len(two) == 10 and {m["metadata"]["class"] for m in two} <= {"Watches", "Handbags"}
+    item_id = build["ids"][3]
+    similar = client.get(f"/v1/items/{item_id}/similar", params={"k": 3, "coarse_class": "Apparel"}).json()
+    assert similar["matches"] and {m["metadata"]["coarse_class"] for m in similar["matches"]} == {"Apparel"}
+    words = client.get("/v1/search", params={"q": "black", "k": 3, "coarse_class": "Accessories"})
+    assert words.status_code == 200, words.text
+    assert {m["metadata"]["coarse_class"] for m in words.json()["matches"]} == {"Accessories"}
+    for fashion in ({"gender": "Men"}, {"articleType": "Tshirts"}, {"pack_grams": "250"}):
+        for answer in (search(client, image, **{k: [v] for k, v in fashion.items()}),
+                       client.get(f"/v1/items/{item_id}/similar", params=fashion),
+                       client.get("/v1/search", params={"q": "black", **fashion})):
+            assert "filters: coarse_class, class" in assert_error(answer, 422)["detail"]
+
+    def write(item_id: str, **metadata: str) -> httpx.Response:
+        return client.put(f"/v1/items/{item_id}", files={"image": ("p.jpg", image, "image/jpeg")}, data=metadata,
+                          headers=AUTH)
+
+    added = write("SKU-APPLE", **{"class": "Apple", "coarse_class": "Fruit", "name": "Granny Smith",
+                                  "pack_grams": "250"})
+    assert added.status_code == 201, added.text
+    assert added.json()["metadata"] == {"class": "Apple", "coarse_class": "Fruit", "name": "Granny Smith",
+                                        "pack_grams": "250"}
+    assert ids_of(search(client, image, k=5, coarse_class=["Fruit"])) == ["SKU-APPLE"]
+    assert "Fruit" in client.get("/v1/stats").json()["catalogue"]["filters"]["coarse_class"]
+    assert "'articleType'" in assert_error(write("SKU-PEAR", **{"class": "Pear", "articleType": "Tshirts"}),
+                                           422)["detail"]
+    assert "'class' is required" in assert_error(write("SKU-PEAR", coarse_class="Fruit"), 422)["detail"]
+    assert "whole number" in assert_error(write("SKU-PEAR", **{"class": "Pear", "pack_grams": "heavy"}),
+                                          422)["detail"]
+    assert "more than once" in assert_error(client.put(
+        "/v1/items/SKU-PEAR", files={"image": ("p.jpg", image, "image/jpeg")}, headers=AUTH,
+        data={"class": ["Pear", "Apple"]}), 422)["detail"]
+    assert_error(client.get("/v1/items/SKU-PEAR"), 404)
+    schema = client.get("/openapi.json").text
+    assert "gender" not in schema and "articleType" not in schema  # nothing fashion is declared
 
 
 # ------------------------------------------------------------------------------ hostile input

@@ -6,6 +6,7 @@ tests/test_text_training.py.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,9 +16,22 @@ import pandas as pd
 import pytest
 
 from lookalike.artifacts import ArtifactMismatchError, make_manifest, verify_manifest, write_json
+from lookalike.catalogue.description import (
+    CatalogueDescription,
+    CatalogueRoles,
+    description_from_dict,
+    load_description,
+)
+from lookalike.catalogue.reading import load_catalogue
 from lookalike.search.engine import Searcher
 from lookalike.search.index import build_index
-from lookalike.text.evaluation import attribute_queries, precision_at, title_metrics
+from lookalike.text.evaluation import (
+    attribute_queries,
+    evaluate_text_search,
+    precision_at,
+    text_columns,
+    title_metrics,
+)
 from lookalike.text.lexical import LexicalIndex, reciprocal_rank_fusion, score_fusion
 from lookalike.text.search import Query, TextSearch, compose
 from lookalike.text.tower import (
@@ -28,6 +42,7 @@ from lookalike.text.tower import (
     check_query,
     item_phrases,
     normalise,
+    word_columns,
     words,
 )
 
@@ -35,6 +50,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DIM = 8
 COLOURS = ("Red", "Blue", "Black", "White")
 TYPES = ("Dresses", "Shoes")
+FASHION_WORDS = ("productDisplayName", "articleType", "baseColour", "gender", "usage", "season")
+FASHION_ROLES = CatalogueRoles(labels=("articleType",), attributes=("baseColour", "gender", "subCategory"),
+                               colour="baseColour", filters=("articleType", "baseColour"),
+                               words=("articleType", "baseColour", "productDisplayName", "gender", "usage", "season"),
+                               title="productDisplayName", metadata=("productDisplayName",))
 
 
 def test_normalise_and_words_meet_titles_and_queries_in_one_form() -> None:
@@ -42,8 +62,14 @@ def test_normalise_and_words_meet_titles_and_queries_in_one_form() -> None:
     assert words("Nike Men's Air-Max 90") == ["nike", "men", "s", "air", "max", "90"]
     assert words("ＲＥＤ dress") == ["red", "dress"]  # full-width letters (NFKC)
     assert item_phrases({"productDisplayName": "Nike Tee", "articleType": "Tshirts", "baseColour": "NA",
-                         "gender": float("nan"), "usage": " Casual ", "season": ""}) == ["Nike Tee", "Tshirts",
-                                                                                          "Casual"]
+                         "gender": float("nan"), "usage": " Casual ", "season": ""}, FASHION_WORDS) == [
+        "Nike Tee", "Tshirts", "Casual"]
+
+
+def test_word_columns_are_the_roles_words_title_first() -> None:
+    assert word_columns(FASHION_ROLES) == FASHION_WORDS  # the title moves first, the rest keep their order
+    assert word_columns(CatalogueRoles(words=("class", "coarse_class"), title="id")) == ("class", "coarse_class")
+    assert word_columns(CatalogueRoles(labels=("articleType",))) == ()  # a build from before roles: no words
 
 
 @pytest.mark.parametrize("query, message", [
@@ -183,17 +209,26 @@ def test_compose_is_a_renormalised_weighted_sum_and_refuses_cancelling_parts() -
         compose([])
 
 
-@pytest.fixture()
-def text_search() -> TextSearch:
-    items, vectors = catalogue()
-    manifest = {"files": {}, "dimension": DIM, "count": len(items)}
+def hand_searcher(items: pd.DataFrame, vectors: np.ndarray, roles: CatalogueRoles | None) -> Searcher:
+    """A Searcher over hand-made items; ``roles`` go into its manifest as the index stage writes them (None: a
+    build from before roles)."""
+    params = {"catalogue": roles.to_manifest()} if roles is not None else {}
+    manifest = {"files": {"model": {"sha256": "hand"}}, "dimension": int(vectors.shape[1]), "count": len(items),
+                "params": {**params, "preprocess": {}}}
     searcher = Searcher(manifest, None, None, vectors, np.array([f"{i}.jpg" for i in items["id"]]), items,
                         build_index(vectors, {"type": "flat"}))
     searcher._row_of_id = {int(i): r for r, i in enumerate(items["id"])}
     searcher._item_ids = items["id"].to_numpy()
-    searcher._metadata_columns = {"productDisplayName": items["productDisplayName"].to_numpy(dtype=object)}
-    return TextSearch(searcher, hand_tower(), {"fusion": "score", "lexical_weight": 0.5, "rrf_constant": 60,
-                                               "depth": 100})
+    searcher._metadata_columns = {c: items[c].to_numpy(dtype=object)
+                                  for c in (roles.metadata if roles else ()) if c in items}
+    return searcher
+
+
+@pytest.fixture()
+def text_search() -> TextSearch:
+    items, vectors = catalogue()
+    return TextSearch(hand_searcher(items, vectors, FASHION_ROLES), hand_tower(),
+                      {"fusion": "score", "lexical_weight": 0.5, "rrf_constant": 60, "depth": 100})
 
 
 def test_words_alone_find_the_named_item_first_and_photo_only_items_too(text_search: TextSearch) -> None:
@@ -308,3 +343,144 @@ def test_coverage_weights_query_words_by_rarity_and_fusion_keeps_photo_only_item
 def test_coverage_fusion_answers_through_text_search(text_search: TextSearch) -> None:
     text_search.fusion.update(fusion="coverage", lexical_weight=0.3)
     assert text_search.search(Query(text="acme blue shoe"), k=1).matches[0].id == 103
+
+
+# ---------------------------------------------------------------- any catalogue: words and queries from roles
+
+
+GROCERY_ROLES = CatalogueRoles(labels=("class",), attributes=("coarse_class",), filters=("coarse_class", "class"),
+                               words=("class", "coarse_class", "description"), title="description",
+                               metadata=("description", "class", "coarse_class"))
+
+
+def grocery() -> tuple[pd.DataFrame, np.ndarray]:
+    """A grocery-like table (class, coarse_class, description) whose ``productDisplayName`` holds a decoy word no
+    role names: text search must never read it. Photo vector = colour direction + kind direction, as
+    :func:`catalogue`, so the hand tower understands the class words."""
+    rows, vectors = [], []
+    for c, colour in enumerate(COLOURS):
+        for t, kind in enumerate(TYPES):
+            for n in range(2):
+                rows.append({"id": 200 + len(rows), "class": f"{colour} {kind}", "coarse_class": kind,
+                             "description": f"Acme {colour} {kind[:-1]} batch{len(rows)}",
+                             "productDisplayName": "zebra", "split": ("train", "test")[n]})
+                vectors.append(_direction(c) + _direction(4 + t) + 0.05 * _direction(6 + n))
+    vectors = np.array(vectors, np.float32)
+    return pd.DataFrame(rows), vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_text_search_reads_the_words_the_build_roles_name_and_no_fashion_column() -> None:
+    items, vectors = grocery()
+    text = TextSearch(hand_searcher(items, vectors, GROCERY_ROLES), hand_tower(),
+                      {"fusion": "coverage", "lexical_weight": 0.5, "rrf_constant": 60, "depth": 100})
+    assert text.words == ("description", "class", "coarse_class")  # the title first
+    assert text.lexical.search("zebra", 50)[0].size == 0  # productDisplayName is no role: never indexed
+    assert text.lexical.search("batch5", 50)[0].tolist() == [5]  # the description is
+    found = text.search(Query(text="blue dress batch5"), k=3)
+    assert found.matches[0].id == 205 and found.matches[0].metadata["description"].endswith("batch5")
+
+
+def test_a_build_from_before_roles_is_ranked_by_the_tower_alone() -> None:
+    items, vectors = catalogue()
+    text = TextSearch(hand_searcher(items, vectors, None), hand_tower(), {"fusion": "coverage",
+                                                                          "lexical_weight": 0.5, "depth": 100})
+    assert text.words == () and text.lexical.search("acme", 50)[0].size == 0
+    assert sorted(m.id for m in text.search(Query(text="red shoes"), k=2).matches) == [101, 999]
+
+
+def description(**roles) -> CatalogueDescription:
+    return description_from_dict({"layout": "table", "table": "items.csv", "photos": ["photo"], **roles})
+
+
+def test_text_columns_name_a_grocery_catalogue_own_columns() -> None:
+    items, _ = grocery()
+    columns = text_columns(description(labels=["class"], attributes=["coarse_class"], title="description",
+                                       words=["class", "coarse_class", "description"]), items)
+    assert columns.words == ("description", "class", "coarse_class")
+    assert columns.attributes == {"coarse_class": ("coarse_class",), "class": ("class",)}  # parent class first
+    assert columns.typos == ("class",) and columns.single == ("coarse_class", "class")
+    assert columns.title == "description" and columns.title_queries
+    # a title that is the label names a class, not an item: no title -> photo queries (attribute queries ask it)
+    assert not text_columns(description(labels=["class"], title="class", words=["class"]), items).title_queries
+    flat = text_columns(description(), items)  # no roles at all: nothing to ask
+    assert flat.words == () and flat.attributes == {} and flat.typos == () and not flat.title_queries
+
+
+def test_evaluation_scores_the_attribute_queries_of_the_roles_and_never_reads_fashion_columns() -> None:
+    items, vectors = grocery()
+    columns = text_columns(description(labels=["class"], attributes=["coarse_class"], title="description",
+                                       words=["class", "coarse_class", "description"]), items)
+    config = {"depth": 10, "min_relevant": 1, "fusion": "coverage", "lexical_weight": 0.5, "rrf_constant": 60}
+    result = evaluate_text_search(hand_tower(), items.drop(columns="productDisplayName"), vectors, config, columns)
+    assert result["queries"] == {"title": 8, "coarse_class": 2, "class": 8}
+    assert list(result["visible"]["hybrid"]) == ["title_recall_at_1", "title_recall_at_10", "title_mrr", *(
+        f"{name}_precision_at_{k}" for name in ("coarse_class", "class", "class_typo") for k in (1, 10))]
+    assert result["hidden"]["learned"]["class_precision_at_1"] == 1.0  # "red shoes" finds a red shoe photo
+    assert result["visible"]["lexical"]["title_recall_at_1"] == 1.0  # "acme red shoe batch3" finds its own item
+
+
+def test_the_fashion_description_gives_the_committed_metric_names(shared_catalogue_dir: Path) -> None:
+    """The keys of metrics/text.json (and scripts/results_table.py, docs/text.md) stay what they were."""
+    fashion = load_description(ROOT / "catalogues/kaggle-fashion.yaml")
+    table, _ = load_catalogue(shared_catalogue_dir, fashion)
+    columns = text_columns(fashion, table)
+    assert columns.words == FASHION_WORDS and columns.title == "productDisplayName" and columns.title_queries
+    assert columns.attributes == {"colour": ("baseColour",), "subcategory": ("subCategory",),
+                                  "articletype": ("articleType",), "colour_articletype": ("baseColour", "articleType"),
+                                  "gender_articletype": ("gender", "articleType")}
+    committed = json.loads((ROOT / "metrics/text.json").read_text())
+    assert list(committed["queries"]) == ["title", *columns.attributes]
+    names = [*columns.attributes, *(f"{name}_typo" for name in columns.typos)]
+    assert [k for k in committed["hidden"]["hybrid"] if not k.startswith("title")] == [
+        f"{name}_precision_at_{k}" for name in names for k in (1, 10)]
+
+
+# ---------------------------------------------------------------- one fusion: the service ranks as evaluation scores
+
+
+def random_catalogue(n: int = 40, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Items with random photo vectors (no ties) and words from the hand tower's vocabulary; some without words."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        colour, kind = COLOURS[rng.integers(len(COLOURS))], TYPES[rng.integers(len(TYPES))]
+        worded = rng.random() < 0.7
+        rows.append({"id": 300 + i, "productDisplayName": f"Acme {colour} {kind[:-1]}" if worded and i % 2 else "",
+                     "articleType": kind if worded else "", "baseColour": colour if worded else "",
+                     "gender": "", "usage": "", "season": "", "split": "test"})
+    vectors = rng.normal(size=(n, DIM)).astype(np.float32)
+    return pd.DataFrame(rows), vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("fusion", ["coverage", "score", "rrf"])
+def test_the_service_ranks_words_as_the_evaluation_scores_them(fusion: str, tmp_path: Path) -> None:
+    from lookalike.live import LiveCatalogue, LiveStore
+    from lookalike.text.evaluation import rank_all, shown_words
+    from lookalike.text.search import LiveTextSearch
+
+    items, vectors = random_catalogue()
+    settings = {"fusion": fusion, "lexical_weight": 0.4, "rrf_constant": 10, "depth": 12}
+    searcher = hand_searcher(items, vectors, FASHION_ROLES)
+    text = TextSearch(searcher, hand_tower(), dict(settings))
+    live = LiveTextSearch(LiveCatalogue.open(searcher, LiveStore(tmp_path / "live.db")), text)
+    lexical = LexicalIndex(shown_words(items, "visible", 0, word_columns(FASHION_ROLES)))
+    queries = ["red dress", "acme blue shoe", "black", "white shoes acme", "dresses"]
+    expected = rank_all(queries, vectors, hand_tower().encode(queries), lexical, settings["depth"], settings)
+    for query, ranked in zip(queries, expected["hybrid"], strict=True):
+        want = [int(items["id"][r]) for r in ranked if r >= 0]
+        assert [m.id for m in text.search(Query(text=query), k=settings["depth"]).matches] == want, query
+        assert [int(m.id) for m in live.search(Query(text=query), k=settings["depth"]).matches] == want, query
+    # with negative words the learned ranking is cut after the excluded items: build and live still agree
+    for depth in (3, 12):
+        text.fusion["depth"] = depth
+        query = Query(text="red", negative_text="white")
+        build = [m.id for m in text.search(query, k=depth).matches]
+        assert len(build) == depth and [int(m.id) for m in live.search(query, k=depth).matches] == build
+
+
+def test_fuse_refuses_an_unknown_fusion() -> None:
+    from lookalike.text.lexical import fuse
+
+    with pytest.raises(ValueError, match="coverage, score, rrf"):
+        fuse(np.array([1]), np.array([1.0]), np.array([0]), np.zeros, np.zeros, {"fusion": "max",
+                                                                                 "lexical_weight": 1.0}, 3)

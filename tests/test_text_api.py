@@ -78,3 +78,39 @@ def test_post_search_mixes_a_photo_words_and_items(client: TestClient) -> None:
                         ({"item_ids": ["NOPE"]}, "invalid_query")):
         answer = client.post("/v1/search", data=data)
         assert answer.status_code == 422 and answer.json()["error"] == error, answer.text
+
+
+def test_filters_are_the_builds_filter_columns_and_any_other_parameter_is_refused(client: TestClient) -> None:
+    """Filters are read by the build's own column names (its roles), repeatable, on GET and in a POST's form; a
+    parameter that is neither a filter of the build nor one of the route's is a 422 naming the filters."""
+    filters = client.searcher.roles.filters
+    assert filters == ("gender", "masterCategory", "articleType", "baseColour")  # the fashion description's
+    body = client.get("/v1/search", params={"q": "casual", "k": 10, "gender": ["Men", "Women"]}).json()
+    assert body["filters"] == {"gender": ["Men", "Women"]}
+    assert body["matches"] and {m["metadata"]["gender"] for m in body["matches"]} <= {"Men", "Women"}
+    posted = client.post("/v1/search", data={"k": "5", "text": "casual", "masterCategory": "Footwear"}).json()
+    assert {m["metadata"]["masterCategory"] for m in posted["matches"]} == {"Footwear"}
+    for params in ({"season": "Summer"}, {"colour": "Red"}, {"Gender": "Men"}, {"coarse_class": "Apple"}):
+        for answer in (client.get("/v1/search", params={"q": "casual", **params}),
+                       client.post("/v1/search", data={"text": "casual", **params})):
+            assert answer.status_code == 422 and answer.json()["error"] == "invalid_request", answer.text
+            assert f"unknown parameter {next(iter(params))!r}" in answer.json()["detail"]
+            assert ", ".join(filters) in answer.json()["detail"]
+    too_many = client.get("/v1/search", params={"q": "casual", "gender": ["Men"] * 101})
+    assert too_many.status_code == 422 and "at most 100 values" in too_many.json()["detail"]
+    too_long = client.get("/v1/search", params={"q": "casual", "baseColour": "x" * 201})
+    assert too_long.status_code == 422 and too_long.json()["error"] == "invalid_request"
+
+
+def test_openapi_documents_filters_as_the_builds_columns(client: TestClient) -> None:
+    schema = client.get("/openapi.json").json()
+    for path in ("/v1/search", "/v1/items/{item_id}/similar"):
+        parameters = schema["paths"][path]["get"]["parameters"]
+        free = [p for p in parameters if p["name"] == "filters"]
+        assert free and free[0]["style"] == "form" and free[0]["explode"] is True
+        assert free[0]["schema"]["additionalProperties"]["type"] == "array"
+        assert "filter columns" in schema["paths"][path]["get"]["description"]
+        assert not {"gender", "articleType", "baseColour", "masterCategory"} & {p["name"] for p in parameters}
+    assert "filter columns" in schema["paths"]["/v1/search"]["post"]["description"]
+    put = schema["paths"]["/v1/items/{item_id}"]["put"]
+    assert "metadata column" in put["description"] and "articleType" not in str(put)

@@ -13,7 +13,7 @@ import pytest
 from lookalike.artifacts import resolve_build
 from lookalike.search.engine import Searcher
 from lookalike.text.search import Query, TextSearch
-from lookalike.text.tower import TextQueryError
+from lookalike.text.tower import TextQueryError, word_columns
 
 
 def test_the_build_pins_the_tower_and_words_find_catalogue_items(tiny_project: Path) -> None:
@@ -22,8 +22,14 @@ def test_the_build_pins_the_tower_and_words_find_catalogue_items(tiny_project: P
     assert (folder / manifest["files"]["text_tower"]["path"]).is_file()
     metrics = json.loads((tiny_project / "metrics/text.json").read_text())
     assert set(metrics["hidden"]) == {"lexical", "learned", "hybrid"} and metrics["training"]["best_epoch"] >= 1
+    # the query sets the stage derived from the description's roles: the names the committed metrics use
+    assert list(metrics["queries"]) == ["title", "colour", "subcategory", "articletype", "colour_articletype",
+                                        "gender_articletype"]
     searcher = Searcher.load(tiny_project / "artifacts", root=tiny_project)
     text = TextSearch.load(searcher)
+    # the words text search indexes are the ones the build's manifest names, those the stage trained on
+    assert text.words == word_columns(searcher.roles) == ("productDisplayName", "articleType", "baseColour", "gender",
+                                                          "usage", "season")
     title = next(t for t in searcher.items["productDisplayName"] if t)
     found = text.search(Query(text=title), k=3)
     assert found.matches[0].metadata["productDisplayName"] == title  # the exact name, through BM25

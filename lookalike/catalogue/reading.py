@@ -1,10 +1,15 @@
-"""Reading a product catalogue in the Kaggle "Fashion Product Images" layout.
+"""Reading a catalogue through its description (:mod:`lookalike.catalogue.description`): one table of items,
+whatever the layout, with every problem repaired, counted or refused by name.
 
-A catalogue folder holds ``styles.csv`` and ``images/<id>.jpg``. The real
-``styles.csv`` has lines with unquoted commas inside ``productDisplayName`` and
-the literal text ``NA`` as a value; rows may have no image and images no row.
-Every such case is repaired or counted in a :class:`CatalogueReport`, never
-dropped silently.
+The result has ``id`` (int64: the catalogue's own id when every id is a decimal number, else items numbered in
+table order, the catalogue's id kept in ``external_id``), ``image_path`` (``<folder>/<photo>`` as given: relative
+stays relative), ``split_given`` when the catalogue gives a split, and the catalogue's own columns as text.
+
+Refused with a :class:`CatalogueError` that names the file, the row and the column (nothing is written then):
+a column the description names but the table lacks, duplicate ids, a photo path that leaves the catalogue
+folder, an empty table. Counted in the :class:`CatalogueReport` and set aside: rows without a photo file,
+0-byte photo files (and, once decoded by :func:`check_images`, files that are no image). Counted and kept:
+rows without a label (indexed and found; never trained on nor a query).
 """
 
 from __future__ import annotations
@@ -13,54 +18,65 @@ import csv
 import io
 import json
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from lookalike.catalogue.description import (
+    FOLDER_CLASS,
+    FOLDER_PARENT,
+    PATH_COLUMN,
+    SPLIT_NAMES,
+    CatalogueDescription,
+    TableFile,
+    template_fields,
+)
+
 log = logging.getLogger(__name__)
 
-EXPECTED_COLUMNS = (
-    "id", "gender", "masterCategory", "subCategory", "articleType",
-    "baseColour", "season", "year", "usage", "productDisplayName",
-)
-FREE_TEXT_COLUMN = "productDisplayName"
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+SPLIT_GIVEN_COLUMN = "split_given"  # train / val / test as the catalogue gives it; "" where it gives none
 # The live catalogue's delta (written by `lookalike fold`, see lookalike/live/fold.py), read by sample_subset
 LIVE_DELTA_DIR = "data/live_delta"  # relative to the project root
 FOLD_FILE = "fold.json"  # present only once something was folded
 REMOVED_FILE = "removed.csv"
-EXTERNAL_ID_COLUMN = "external_id"  # a delta item's shop id when it is not a decimal number
+DELTA_TABLE = "items.csv"
+DELTA_PHOTO_COLUMN = "image"  # the delta's photo file, under images/
+EXTERNAL_ID_COLUMN = "external_id"  # an item's own id when it is not a decimal number
 LIVE_SPLIT = "live"  # delta items: in the gallery, never trained on, never a query
+MISSING_VALUES = ("", "NA", "nan", "NaN", "None", "null")  # a label with one of these is no label
 
 
 class CatalogueError(ValueError):
-    """The catalogue folder or its CSV cannot be used; the message says what to fix."""
+    """The catalogue cannot be used; the message says which file, row and column, and what to fix."""
 
 
 @dataclass
 class CatalogueReport:
     """What reading the catalogue found, for the console and a JSON report."""
 
-    csv_rows: int = 0
+    csv_rows: int = 0  # table rows read (any format)
     repaired_lines: list[int] = field(default_factory=list)  # 1-based line numbers
     malformed_lines: list[int] = field(default_factory=list)
-    duplicate_ids: list[int] = field(default_factory=list)
-    rows_without_image: list[int] = field(default_factory=list)  # ids
+    duplicate_ids: list = field(default_factory=list)
+    rows_without_image: list = field(default_factory=list)  # ids
     images_without_row: list[str] = field(default_factory=list)  # file names
-    rows_without_label: list[int] = field(default_factory=list)  # ids
-    empty_images: list[str] = field(default_factory=list)  # file names of 0-byte image files (their rows are set aside)
+    rows_without_label: list = field(default_factory=list)  # ids: indexed, never trained on nor queries
+    empty_images: list[str] = field(default_factory=list)  # 0-byte photo files (their rows are set aside)
     unreadable_images: list[dict] = field(default_factory=list)  # {id, file, reason}: see check_images
-    extra_columns: list[str] = field(default_factory=list)
+    extra_columns: list[str] = field(default_factory=list)  # columns the description gives no role
     items: int = 0
 
     def summary(self) -> str:
         return (
-            f"{self.items} items with image and label from {self.csv_rows} CSV rows; "
+            f"{self.items} items with a photo from {self.csv_rows} rows; "
             f"repaired {len(self.repaired_lines)} lines with unquoted commas, "
             f"skipped {len(self.malformed_lines)} malformed lines, {len(self.duplicate_ids)} duplicate ids, "
-            f"{len(self.rows_without_image)} rows without image, {len(self.rows_without_label)} rows without label; "
-            f"{len(self.images_without_row)} images without row, {len(self.empty_images)} empty image files"
+            f"{len(self.rows_without_image)} rows without image, {len(self.rows_without_label)} rows without label "
+            f"(indexed, not trained on); {len(self.images_without_row)} images without row, "
+            f"{len(self.empty_images)} empty image files"
             + (f", {len(self.unreadable_images)} unreadable images" if self.unreadable_images else "")
         )
 
@@ -69,108 +85,290 @@ class CatalogueReport:
         return {"csv_rows": self.csv_rows, "items": self.items, **counts, **asdict(self)}
 
 
-def _parse_lines(text: str, report: CatalogueReport) -> tuple[list[str], list[list[str]], list[int]]:
+# ------------------------------------------------------------------------------ tables
+
+
+def _parse_csv(text: str, where: str, header_line: bool, names: tuple[str, ...], free_text: str | None,
+               report: CatalogueReport) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, rows and their 1-based line numbers. ``free_text``: the last column may hold unquoted commas
+    (Kaggle's productDisplayName): a line with too many fields keeps them in it."""
     lines = text.splitlines()
-    if not lines or not lines[0].strip():
-        raise CatalogueError("styles.csv is empty: it needs a header line and at least one row")
-    header = next(csv.reader([lines[0]]))
-    header = [h.strip() for h in header]
+    if header_line:
+        if not lines or not lines[0].strip():
+            raise CatalogueError(f"{where} is empty: it needs a header line and at least one row")
+        header = [h.strip() for h in next(csv.reader([lines[0]]))]
+        first = 1
+    else:
+        header, first = list(names), 0
+    if len(set(header)) != len(header):
+        raise CatalogueError(f"{where}: the header names a column twice ({', '.join(header)})")
     n_fields = len(header)
-    free_text_last = header and header[-1] == FREE_TEXT_COLUMN
+    free_text_last = free_text is not None and header and header[-1] == free_text
     rows, numbers = [], []
-    for number, line in enumerate(lines[1:], start=2):
+    for number, line in enumerate(lines[first:], start=first + 1):
         if not line.strip():
             continue
-        fields = next(csv.reader([line])) if '"' in line else line.split(",")
+        fields = next(csv.reader([line], skipinitialspace=not header_line))
         if len(fields) > n_fields and free_text_last and '"' not in line:
             fields = line.split(",", n_fields - 1)  # the free text keeps its commas
             report.repaired_lines.append(number)
         if len(fields) != n_fields:
             report.malformed_lines.append(number)
             continue
-        rows.append(fields)
+        rows.append([f.strip() if not header_line else f for f in fields])
         numbers.append(number)
     return header, rows, numbers
 
 
-def read_styles(csv_path: str | Path, label_column: str = "articleType") -> tuple[pd.DataFrame, CatalogueReport]:
-    """Parse ``styles.csv`` into a table indexed by nothing, one row per unique id.
-
-    Values stay text (``NA`` is a colour name, not a missing value); ``year`` is
-    a nullable integer; ``id`` an integer.
-    """
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise CatalogueError(f"catalogue CSV not found: {csv_path}")
-    report = CatalogueReport()
-    text = csv_path.read_bytes().decode("utf-8-sig", errors="replace")  # -sig: Excel's byte-order mark
-    header, rows, line_numbers = _parse_lines(text, report)
-    for required in ("id", label_column):
-        if required not in header:
-            raise CatalogueError(f"{csv_path} has no '{required}' column (columns: {', '.join(header)})")
-    report.extra_columns = [c for c in header if c not in EXPECTED_COLUMNS]
-    table = pd.DataFrame(rows, columns=header, dtype="string")
-    report.csv_rows = len(table)
-    ids = pd.to_numeric(table["id"], errors="coerce")
-    bad_id = ids.isna()
-    if bad_id.any():
-        log.warning("%d rows have a non-numeric id and are skipped", int(bad_id.sum()))
-        report.malformed_lines.extend(line_numbers[i] for i in table.index[bad_id])
-        report.malformed_lines.sort()
-    table = table[~bad_id].copy()
-    table["id"] = ids[~bad_id].astype("int64")
-    duplicated = table["id"].duplicated(keep="first")
-    report.duplicate_ids = sorted(int(i) for i in table.loc[duplicated, "id"].unique())
-    table = table[~duplicated]
-    if "year" in table:
-        table["year"] = pd.to_numeric(table["year"].replace("", pd.NA), errors="coerce").astype("Int64")
+def read_table_file(path: Path, where: str, description: CatalogueDescription,
+                    report: CatalogueReport) -> tuple[pd.DataFrame, list[int]]:
+    """One table file as text columns, with each row's line (CSV) or row number, by the file's suffix."""
+    if not path.is_file():
+        raise CatalogueError(f"catalogue table not found: {where}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":  # nullable types: an int column with a null stays 42, not 42.0
+            table = pd.read_parquet(path, dtype_backend="numpy_nullable")
+            numbers = list(range(1, len(table) + 1))
+        elif suffix in (".jsonl", ".ndjson"):  # parsed here: pandas makes 42 "42.0" next to a null, skips blank lines
+            records, numbers = [], []
+            for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+                if line.strip():
+                    try:
+                        records.append(json.loads(line))
+                    except ValueError as error:
+                        raise CatalogueError(f"{where}, line {number}: not JSON ({error})") from None
+                    if not isinstance(records[-1], dict):
+                        raise CatalogueError(f"{where}, line {number}: not a JSON object {{\"column\": value}}")
+                    numbers.append(number)
+            table = pd.DataFrame(records, dtype=object)
+        else:  # CSV, and headerless lists such as train.txt ("path, class id, coarse id")
+            text = path.read_bytes().decode("utf-8-sig", errors="replace")  # -sig: Excel's byte-order mark
+            header, rows, numbers = _parse_csv(text, where, description.header, description.column_names,
+                                               description.free_text_column, report)
+            table = pd.DataFrame(rows, columns=header, dtype="string")
+    except CatalogueError:
+        raise
+    except (ValueError, OSError, ImportError) as error:  # pyarrow and pandas say what is wrong with the file
+        raise CatalogueError(f"{where} cannot be read as a {suffix or 'CSV'} table: {error}") from None
+    table.columns = [str(c) for c in table.columns]
     for column in table.columns:
-        if column not in ("id", "year"):
-            table[column] = table[column].fillna("").astype(str)
+        table[column] = table[column].astype("string").fillna("").astype(str)
+    return table, numbers
+
+
+def _require_columns(table: pd.DataFrame, columns: dict[str, str], where: str, description: CatalogueDescription
+                     ) -> None:
+    missing = {column: role for column, role in columns.items() if column not in table.columns}
+    if missing:
+        named = ", ".join(f"'{c}' ({role})" for c, role in missing.items())
+        raise CatalogueError(f"{where} has no column {named} that {description.source or 'the description'} names "
+                             f"(its columns: {', '.join(table.columns)})")
+
+
+def _join(table: pd.DataFrame, folder: Path, description: CatalogueDescription, report: CatalogueReport
+          ) -> pd.DataFrame:
+    for join in description.joins:
+        other_description = CatalogueDescription(header=join.header, column_names=join.column_names)
+        other, _ = read_table_file(_inside(folder, join.table, "joins.table", join.table), join.table,
+                                   other_description, CatalogueReport())
+        _require_columns(table, {c: "join key" for c in join.on}, description.tables[0].path, description)
+        _require_columns(other, {c: "join key" for c in join.on.values()} | {c: "joined column" for c in join.columns},
+                         join.table, description)
+        other = other[[*join.on.values(), *join.columns]].drop_duplicates(list(join.on.values()))
+        renamed = other.rename(columns={**{v: k for k, v in join.on.items()}, **join.columns})
+        table = table.merge(renamed, how="left", on=list(join.on), validate="many_to_one")
+        for column in join.columns.values():
+            table[column] = table[column].fillna("")
+    return table
+
+
+def _inside(folder: Path, relative: str, column: str, row: object) -> Path:
+    """``folder / relative``, refused when it leaves the folder (``..``, a link pointing out); a leading ``/``
+    is read as the catalogue's root (datasets write paths that way), never the machine's."""
+    path = folder / relative.lstrip("/\\")
+    root = os.path.realpath(folder)
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise CatalogueError(f"row {row}, column '{column}': the path {relative!r} leaves the catalogue folder "
+                             f"{folder}: photos and tables must be inside it")
+    return path
+
+
+def _table_layout(folder: Path, description: CatalogueDescription, report: CatalogueReport
+                  ) -> tuple[pd.DataFrame, list[tuple[str, int]], str]:
+    parts, numbers = [], []
+    for file in description.tables:
+        path = _inside(folder, file.path, "table", file.path)
+        table, lines = read_table_file(path, file.path, description, report)
+        table[SPLIT_GIVEN_COLUMN] = file.split or ""
+        parts.append(table)
+        numbers.extend((file.path, line) for line in lines)  # each row's file and line, for messages
+    # a column one file lacks (test.csv without labels) is "" there, like any empty value, not NaN
+    table = pd.concat(parts, ignore_index=True).fillna("") if len(parts) > 1 else parts[0]
+    where = description.tables[0].path
+    report.csv_rows = len(table)
     if table.empty:
-        raise CatalogueError(f"{csv_path} has a header but no usable rows")
-    return table.reset_index(drop=True), report
+        raise CatalogueError(f"{where} has no rows: a catalogue needs at least one item")
+    named: dict[str, str] = {}
+    if description.id:
+        named[description.id] = "id"
+    if description.split:
+        named[description.split] = "split"
+    for photo in description.photos:
+        for column in template_fields(photo) or [photo]:
+            named.setdefault(column, "photos")
+    table = _join(table, folder, description, report)
+    for role in ("labels", "attributes", "filters", "words", "card"):
+        for column in getattr(description, role):
+            named.setdefault(column, role)
+    if description.title:
+        named.setdefault(description.title, "title")
+    _require_columns(table, named, where, description)
+    report.extra_columns = [c for c in table.columns if c not in named and c != SPLIT_GIVEN_COLUMN]
+    if description.split:
+        values = table[description.split].str.strip()
+        given = values.map(lambda v: description.split_values.get(v, v if v in SPLIT_NAMES else ""))
+        table[SPLIT_GIVEN_COLUMN] = given
+    return table, numbers, where
 
 
-def load_catalogue(folder: str | Path, label_column: str = "articleType") -> tuple[pd.DataFrame, CatalogueReport]:
-    """Rows of ``styles.csv`` that have an image and a label, with an ``image_path`` column.
+def _lines_at(places: list[tuple[str, int]]) -> str:
+    """Where rows are, file by file: ``items.csv, lines 2, 4`` or ``train.txt, line 3; test.txt, line 2``."""
+    by_file: dict[str, list[int]] = {}
+    for file, line in places:
+        by_file.setdefault(file, []).append(line)
+    return "; ".join(f"{file}, line{'s' if len(lines) > 1 else ''} {', '.join(map(str, lines))}"
+                     for file, lines in by_file.items())
 
-    ``image_path`` is ``<folder>/images/<file>`` as given (relative stays relative). Image files of
-    0 bytes (real downloads have some) are listed in ``report.empty_images`` and their rows set aside:
-    a stat per file, nothing is decoded here (:func:`check_images` decodes).
+
+def _numbered_ids(table: pd.DataFrame, numbers: list[tuple[str, int]], description: CatalogueDescription,
+                  where: str, report: CatalogueReport) -> pd.DataFrame:
+    """``id`` int64 (and ``external_id`` when the catalogue's ids are not all decimal); duplicates refused."""
+    own = table[description.id].str.strip() if description.id else None
+    if own is not None:
+        empty = own == ""
+        if empty.any():
+            first = int(empty.to_numpy().nonzero()[0][0])
+            raise CatalogueError(f"{_lines_at([numbers[first]])}, column '{description.id}': the id is empty")
+        duplicated = own.duplicated(keep=False)
+        if duplicated.any():
+            rows = duplicated.to_numpy().nonzero()[0]
+            value = own.iloc[rows[0]]
+            places = [numbers[r] for r in rows if own.iloc[r] == value]
+            report.duplicate_ids = sorted(set(own[duplicated].tolist()))
+            raise CatalogueError(f"{_lines_at(places[:5])}, column '{description.id}': the id {value!r} is used "
+                                 f"{len(places)} times ({len(report.duplicate_ids)} duplicated ids in all): every "
+                                 "item needs its own id")
+        # no leading zero: "007" stays "007" (as int64 it would be 7, and "007" and "7" one id)
+        decimal = own.str.fullmatch(r"0|[1-9][0-9]{0,17}").all()
+        if decimal:
+            table = table.assign(id=own.astype("int64"))
+        else:
+            table = table.assign(**{EXTERNAL_ID_COLUMN: own}).assign(id=range(1, len(table) + 1))
+    else:
+        table = table.assign(id=range(1, len(table) + 1))
+    table["id"] = table["id"].astype("int64")
+    return table
+
+
+def _photos(table: pd.DataFrame, folder: Path, numbers: list[tuple[str, int]], description: CatalogueDescription,
+            where: str, report: CatalogueReport) -> pd.DataFrame:
+    """``image_path``: the item's first photo whose file exists (several photos: the first one found)."""
+    root = folder / description.photo_root
+    chosen, files_named = [], set()
+    records = table.to_dict("records")
+    if description.id == "id" and EXTERNAL_ID_COLUMN in table:  # photos name the catalogue's id, not its number
+        for record in records:
+            record["id"] = record[EXTERNAL_ID_COLUMN]
+    for position, record in enumerate(records):
+        found = ""
+        for photo in description.photos:
+            fields = template_fields(photo)
+            relative = photo.format(**{f: record[f] for f in fields}) if fields else record[photo]
+            if not relative.strip():
+                continue
+            file, line = numbers[position]
+            path = _inside(root, relative.strip(), photo, f"{line} of {file}")
+            files_named.add(os.path.normpath(path))
+            if not found and path.is_file():
+                found = str(path)
+        chosen.append(found)
+    table = table.assign(image_path=chosen)
+    id_of = table[EXTERNAL_ID_COLUMN] if EXTERNAL_ID_COLUMN in table else table["id"]
+    report.rows_without_image = sorted(id_of[table["image_path"] == ""].tolist())
+    table = table[table["image_path"] != ""]
+    # photo files no row names, folder by folder in order (a set's order changes with each process's str hashing)
+    for directory in sorted({os.path.dirname(p) for p in files_named}):
+        if os.path.isdir(directory):
+            for entry in sorted(os.scandir(directory), key=lambda e: e.name):
+                if entry.name.lower().endswith(IMAGE_EXTENSIONS) and os.path.normpath(entry.path) not in files_named:
+                    report.images_without_row.append(entry.name)
+                    if entry.stat().st_size == 0:
+                        report.empty_images.append(entry.name)
+    return table
+
+
+def photo_files(folder: Path) -> list[Path]:
+    """Every photo under ``folder``, in a stable order (hidden files and folders skipped)."""
+    found = []
+    for directory, subfolders, files in os.walk(folder):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        found.extend(Path(directory) / f for f in sorted(files)
+                     if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
+    return found
+
+
+def _folder_layout(folder: Path, description: CatalogueDescription, report: CatalogueReport) -> pd.DataFrame:
+    """One row per photo: its path, and for ``folders`` its folder (the class) and that folder's parent.
+    Top-level folders named train / val / test give the split and are not classes."""
+    rows = []
+    for path in photo_files(folder):
+        parts = path.relative_to(folder).parts
+        split = parts[0] if description.layout == "folders" and len(parts) > 1 and parts[0] in SPLIT_NAMES else ""
+        classes = parts[1 if split else 0:-1]
+        row = {PATH_COLUMN: str(path.relative_to(folder)), SPLIT_GIVEN_COLUMN: split}
+        if description.layout == "folders":
+            row[FOLDER_CLASS] = classes[-1] if classes else ""
+            row[FOLDER_PARENT] = classes[-2] if len(classes) > 1 else ""
+        rows.append(row)
+    report.csv_rows = len(rows)
+    if not rows:
+        raise CatalogueError(f"catalogue folder {folder} holds no photo ({', '.join(IMAGE_EXTENSIONS)})")
+    table = pd.DataFrame(rows)
+    table[EXTERNAL_ID_COLUMN] = table[PATH_COLUMN]
+    table["id"] = range(1, len(table) + 1)
+    table["image_path"] = [str(folder / p) for p in table[PATH_COLUMN]]
+    return table
+
+
+def load_catalogue(folder: str | Path, description: CatalogueDescription) -> tuple[pd.DataFrame, CatalogueReport]:
+    """Every item with a photo file (see the module docstring for what is refused, set aside or counted).
+
+    Nothing is decoded here (:func:`check_images` decodes); a 0-byte photo is set aside on a stat.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise CatalogueError(f"catalogue folder not found: {folder}")
-    images_dir = folder / "images"
-    if not images_dir.is_dir():
-        raise CatalogueError(f"catalogue folder {folder} has no images/ subfolder")
-    table, report = read_styles(folder / "styles.csv", label_column)
-    image_files: dict[int, str] = {}
-    for path in sorted(images_dir.iterdir()):
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            continue
-        stem = path.stem
-        if path.stat().st_size == 0:
-            report.empty_images.append(path.name)
-        if stem.isdigit() and int(stem) not in image_files:
-            image_files[int(stem)] = path.name
-        else:
-            report.images_without_row.append(path.name)
-    known_ids = set(table["id"].tolist())
-    report.images_without_row.extend(sorted(name for i, name in image_files.items() if i not in known_ids))
-    has_image = table["id"].isin(image_files.keys())
-    report.rows_without_image = sorted(int(i) for i in table.loc[~has_image, "id"])
-    table = table[has_image].copy()
-    empty = set(report.empty_images)
-    table = table[~table["id"].map(image_files).isin(empty)].copy()
-    has_label = table[label_column].str.strip() != ""
-    report.rows_without_label = sorted(int(i) for i in table.loc[~has_label, "id"])
-    table = table[has_label].copy()
-    table["image_path"] = [str(images_dir / image_files[i]) for i in table["id"]]
-    report.items = len(table)
+    report = CatalogueReport()
+    if description.layout == "table":
+        table, numbers, where = _table_layout(folder, description, report)
+        table = _numbered_ids(table, numbers, description, where, report)
+        table = _photos(table, folder, numbers, description, where, report)
+    else:
+        table = _folder_layout(folder, description, report)
+        where = str(folder)
+    sizes = table["image_path"].map(lambda p: os.stat(p).st_size)
+    empty = table["image_path"][sizes == 0].map(lambda p: Path(p).name).tolist()
+    report.empty_images = sorted(set(report.empty_images) | set(empty))
+    table = table[sizes != 0]
     if table.empty:
-        raise CatalogueError(f"no row of {folder / 'styles.csv'} has both an image and a '{label_column}' label")
+        raise CatalogueError(f"no item of {where} has a photo file that exists and is not empty "
+                             f"({report.summary()})")
+    if description.label:
+        has_label = ~table[description.label].str.strip().isin(MISSING_VALUES)
+        id_of = table[EXTERNAL_ID_COLUMN] if EXTERNAL_ID_COLUMN in table else table["id"]
+        report.rows_without_label = sorted(id_of[~has_label].tolist())
+    report.items = len(table)
     return table.reset_index(drop=True), report
 
 
@@ -211,8 +409,6 @@ def read_table(path: str | Path) -> pd.DataFrame:
     """Read a table this project wrote (subset, items), keeping text as text."""
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     table["id"] = table["id"].astype("int64")
-    if "year" in table:
-        table["year"] = pd.to_numeric(table["year"].replace("", pd.NA), errors="coerce").astype("Int64")
     return table
 
 
@@ -223,7 +419,15 @@ def write_table(table: pd.DataFrame) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def read_live_delta(folder: str | Path, label_column: str) -> tuple[pd.DataFrame, set[int], dict] | None:
+def delta_description(columns: list[str]) -> CatalogueDescription:
+    """How the live delta written by ``lookalike fold`` is read: its id, its photo under images/, its columns."""
+    return CatalogueDescription(tables=(TableFile(DELTA_TABLE),), id="id", photos=(DELTA_PHOTO_COLUMN,),
+                                photo_root="images", attributes=tuple(
+                                    c for c in columns if c not in ("id", DELTA_PHOTO_COLUMN)),
+                                source=f"the live delta's {DELTA_TABLE}")
+
+
+def read_live_delta(folder: str | Path) -> tuple[pd.DataFrame, set[int], dict] | None:
     """(items to add or replace, with image_path; catalogue ids to drop; the fold marker), or None
     when the folder holds no fold (then the catalogue is used exactly as it is)."""
     folder = Path(folder)
@@ -232,9 +436,10 @@ def read_live_delta(folder: str | Path, label_column: str) -> tuple[pd.DataFrame
     marker = json.loads((folder / FOLD_FILE).read_text())
     dropped = {int(line) for line in (folder / REMOVED_FILE).read_text().split()[1:]}
     if int(marker.get("items", 0)) == 0:
-        return pd.DataFrame(columns=["id", label_column, EXTERNAL_ID_COLUMN, "image_path"]), dropped, marker
-    items, report = load_catalogue(folder, label_column)
+        return pd.DataFrame(columns=["id", EXTERNAL_ID_COLUMN, "image_path"]), dropped, marker
+    header = (folder / DELTA_TABLE).read_text().split("\n", 1)[0]
+    items, report = load_catalogue(folder, delta_description(next(csv.reader([header]))))
     if report.items != int(marker["items"]):
         raise CatalogueError(f"the live delta in {folder} has {report.items} usable items but its {FOLD_FILE} "
                              f"says {marker['items']} ({report.summary()}): run lookalike fold again")
-    return items, dropped, marker
+    return items.drop(columns=[DELTA_PHOTO_COLUMN]), dropped, marker

@@ -1,7 +1,10 @@
-"""Seeded, label-stratified subset of a catalogue and its train / val / test split.
+"""Seeded, label-stratified subset of a catalogue and its train / val / test / gallery split.
 
-The test split is the query set: no test image is ever trained on or used to
-pick a model. The val split, carved from train, drives early stopping.
+Every item of the subset is embedded, indexed and can be found. The split only says what training and
+evaluation may use: the test split is the query set (never trained on, never used to pick a model), the
+val split (carved from train) drives early stopping, and ``gallery`` items (a label with fewer than
+``subset.min_per_class`` items, or none) are searched but neither trained on nor queries. A split the
+catalogue gives (the dataset's own lists) is honoured as it is.
 """
 
 from __future__ import annotations
@@ -9,7 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lookalike.catalogue.reading import MISSING_VALUES, SPLIT_GIVEN_COLUMN
+
 SPLITS = ("train", "val", "test")
+GALLERY_SPLIT = "gallery"  # indexed and found; neither trained on nor a query
 
 
 def _largest_remainder(shares: pd.Series, total: int) -> pd.Series:
@@ -22,51 +28,62 @@ def _largest_remainder(shares: pd.Series, total: int) -> pd.Series:
     return counts
 
 
-def stratified_subset(
-    table: pd.DataFrame, label_column: str, size: int, min_per_class: int, seed: int
-) -> tuple[pd.DataFrame, dict]:
-    """Up to ``size`` rows, label proportions kept, rare labels (< min_per_class) left out."""
-    counts = table[label_column].value_counts()
-    rare = counts[counts < min_per_class]
-    kept = table[~table[label_column].isin(rare.index)]
-    if kept.empty:
-        raise ValueError(f"no label has at least subset.min_per_class = {min_per_class} images")
-    report = {
-        "labels_left_out": {str(k): int(v) for k, v in rare.sort_index().items()},
-        "rows_left_out_rare_label": int(len(table) - len(kept)),
-    }
-    report["labels_dropped_by_sampling"] = {}
-    if size < len(kept):
-        available = kept[label_column].value_counts()
-        quota = _largest_remainder(available, size)
-        while (quota < 2).any() and (quota >= 2).sum() > 1:
-            # A label with one sampled image can be neither split into train and test nor a
-            # useful query: drop the smallest such label and share its images out again.
-            smallest = quota[quota < 2].sort_index().idxmin()
-            report["labels_dropped_by_sampling"][str(smallest)] = int(available[smallest])
-            available = available.drop(smallest)
-            quota = _largest_remainder(available, size)
-        rng = np.random.default_rng(seed)
-        picked = []
-        for label, group in kept[kept[label_column].isin(quota.index)].groupby(label_column, sort=True):
-            picked.append(group.iloc[np.sort(rng.choice(len(group), size=int(quota[label]), replace=False))])
-        kept = pd.concat(picked)
-    report["rows"] = int(len(kept))
-    return kept.sort_values("id").reset_index(drop=True), report
+def label_values(table: pd.DataFrame, label_column: str | None) -> pd.Series:
+    """Each row's label, "" where it has none (no label column, empty, NA)."""
+    if label_column is None:
+        return pd.Series("", index=table.index)
+    values = table[label_column].astype(str).str.strip()
+    return values.where(~values.isin(MISSING_VALUES), "")
 
 
-def split_train_val_test(
-    table: pd.DataFrame, label_column: str, test_fraction: float, val_fraction: float, seed: int
-) -> pd.Series:
-    """A ``split`` column, stratified per label: every label has >= 1 test and >= 1 train row."""
+def stratified_subset(table: pd.DataFrame, label_column: str | None, size: int, seed: int) -> pd.DataFrame:
+    """Up to ``size`` rows, label proportions kept (rows without a label are a group of their own)."""
+    if size >= len(table):
+        return table.sort_values("id").reset_index(drop=True)
+    labels = label_values(table, label_column)
+    quota = _largest_remainder(labels.value_counts(), size)
     rng = np.random.default_rng(seed)
-    split = pd.Series("train", index=table.index, dtype=object)
-    for _, group in table.groupby(label_column, sort=True):
-        order = group.index.to_numpy()[rng.permutation(len(group))]
+    picked = []
+    for label, group in table.groupby(labels, sort=True):
+        picked.append(group.iloc[np.sort(rng.choice(len(group), size=int(quota[label]), replace=False))])
+    return pd.concat(picked).sort_values("id").reset_index(drop=True)
+
+
+def split_train_val_test(table: pd.DataFrame, label_column: str | None, test_fraction: float, val_fraction: float,
+                         seed: int, min_per_class: int = 2) -> tuple[pd.Series, dict]:
+    """A ``split`` column and a report of what training and evaluation leave out, and why.
+
+    Labelled rows: stratified per label (every label with >= ``min_per_class`` rows has >= 1 test and >= 1
+    train row); rarer or missing labels go to the gallery. Without any label: a seeded random split (the
+    instance protocol's queries are altered copies of the test photos). A given split wins.
+    """
+    rng = np.random.default_rng(seed)
+    labels = label_values(table, label_column)
+    split = pd.Series(GALLERY_SPLIT, index=table.index, dtype=object)
+    counts = labels[labels != ""].value_counts()
+    rare = counts[counts < max(2, min_per_class)]
+    report = {"rows_without_label": int((labels == "").sum()) if label_column else 0,
+              "rows_rare_label": int(labels.isin(rare.index).sum()),
+              "labels_rare": {str(k): int(v) for k, v in rare.sort_index().items()}}
+    if label_column is None:
+        groups = [table.index.to_numpy()]
+    else:
+        kept = labels[(labels != "") & ~labels.isin(rare.index)]
+        groups = [group.index.to_numpy() for _, group in kept.groupby(kept, sort=True)]
+    for rows in groups:
+        order = rows[rng.permutation(len(rows))]
         n = len(order)
         n_test = min(max(1, round(n * test_fraction)), n - 1) if n >= 2 else 0
         n_train = n - n_test
         n_val = min(round(n_train * val_fraction), max(0, n_train - 2))
+        split[order] = "train"
         split[order[:n_test]] = "test"
-        split[order[n_test : n_test + n_val]] = "val"
-    return split
+        split[order[n_test: n_test + n_val]] = "val"
+    if SPLIT_GIVEN_COLUMN in table and (table[SPLIT_GIVEN_COLUMN] != "").any():
+        given = table[SPLIT_GIVEN_COLUMN]
+        split = given.where(given != "", GALLERY_SPLIT).astype(object)
+        report["split"] = "given by the catalogue"
+        if label_column is not None:  # a given split still trains and queries only labelled rows
+            split[labels == ""] = GALLERY_SPLIT
+    report["gallery_rows"] = int((split == GALLERY_SPLIT).sum())
+    return split, report

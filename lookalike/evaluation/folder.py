@@ -12,24 +12,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lookalike.catalogue.reading import load_catalogue
-from lookalike.evaluation.metrics import LOOK_COLUMNS, evaluate_retrieval, look_metrics, unit_rows
+from lookalike.catalogue.description import CatalogueDescription
+from lookalike.catalogue.reading import CatalogueError, load_catalogue
+from lookalike.evaluation.metrics import evaluate_retrieval, look_metrics, unit_rows
 from lookalike.model.colour import backbone_part
 from lookalike.model.runtime import EmbeddingRuntime, predict_paths
 from lookalike.search.engine import Searcher
 
 
-def evaluate_folder(searcher: Searcher, folder: str | Path, label_column: str | None = None,
+def evaluate_folder(searcher: Searcher, folder: str | Path, description: CatalogueDescription,
                     batch_size: int = 32, with_baseline: bool = False) -> dict:
-    """The pinned model on another catalogue folder: every image a query against all the others.
+    """The pinned model on another catalogue folder (read through ``description``): every image a query
+    against all the others, relevant = the same label.
 
     No retraining. Queries whose label has no other image in the folder cannot
     score and are left out (counted in the result). ``with_baseline`` also scores
-    the pinned model's pretrained backbone features without the head. Where the folder's table has
-    baseColour and gender, the look metrics (type+colour, type+gender) are reported beside the type ones.
+    the pinned model's pretrained backbone features without the head. Where the description names a colour
+    (and look columns), the look metrics (type+colour, type+<look>) are reported beside the type ones.
     """
-    label_column = label_column or searcher.manifest["params"]["label_column"]
-    table, report = load_catalogue(folder, label_column)
+    label_column = description.label or next(iter(description.attributes), None)
+    if label_column is None:
+        raise CatalogueError(f"{description.source}: names no label or attribute to score relevance by")
+    table, report = load_catalogue(folder, description)
     paths = table["image_path"].tolist()
     labels = table[label_column].to_numpy()
     counts = pd.Series(labels).value_counts()
@@ -38,15 +42,14 @@ def evaluate_folder(searcher: Searcher, folder: str | Path, label_column: str | 
     result = {"folder": str(folder), "images": len(table), "queries": len(queries),
               "queries_without_relevant": int(len(table) - len(queries)), "catalogue": report.summary(),
               "trained": evaluate_retrieval(embeddings, labels, queries)[0]}
-    with_look = all(column in table for column in LOOK_COLUMNS)
-    if with_look:
-        result["trained"].update(look_metrics(embeddings, table, queries, label_column))
+    result["trained"].update(look_metrics(embeddings, table, queries, label_column, description.colour,
+                                          description.look))
     if with_baseline:
         backbone = EmbeddingRuntime(searcher.folder / searcher.manifest["files"]["runtime_backbone"]["path"],
                                     searcher.model.threads)
         features = predict_paths(backbone, paths, searcher.spec, batch_size, description="backbone features")
         features = unit_rows(backbone_part(features, bool(searcher.manifest["params"].get("colour_descriptor"))))
         result["pretrained"] = evaluate_retrieval(features, labels, queries)[0]
-        if with_look:
-            result["pretrained"].update(look_metrics(features, table, queries, label_column))
+        result["pretrained"].update(look_metrics(features, table, queries, label_column, description.colour,
+                                                 description.look))
     return result

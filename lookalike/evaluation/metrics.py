@@ -121,9 +121,6 @@ def evaluate_retrieval(
     return retrieval_metrics(relevant, n_relevant), per_label_table(relevant, n_relevant, labels[query_rows])
 
 
-LOOK_COLUMNS = ("baseColour", "gender")
-
-
 def joint_labels(table: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """str (n,): the raw values of ``columns`` joined ("Shirts|Navy Blue"); no names merged, so "Navy Blue"
     and "Blue" stay different (the metric reports the catalogue's own labels)."""
@@ -134,20 +131,42 @@ def joint_labels(table: pd.DataFrame, columns: list[str]) -> np.ndarray:
 
 
 def look_metrics(embeddings: np.ndarray, table: pd.DataFrame, query_rows: np.ndarray, label_column: str,
+                 colour_column: str | None, pairs: tuple[str, ...] = (),
                  queries: np.ndarray | None = None) -> dict[str, float]:
-    """Beside the type metrics, whether results share the look: relevant = same type and same baseColour
-    (P@5, MAP@R), same type and gender (P@5), same baseColour alone (P@5), and the best type+colour P@5
-    any ranking could reach given the gallery (per query min(5, R) / 5, averaged). Exact search."""
+    """Beside the type metrics, whether results share the look: relevant = same label and same colour
+    (P@5, MAP@R), same colour alone (P@5), the best type+colour P@5 any ranking could reach given the gallery
+    (per query min(5, R) / 5, averaged), and for each column of ``pairs`` same label and same value of it
+    (``type_<column>_precision_at_5``). Exact search. Nothing without a colour column and pairs."""
     def score(columns: list[str]) -> dict[str, float]:
         return evaluate_retrieval(embeddings, joint_labels(table, columns), query_rows, queries=queries)[0]
 
-    type_colour = score([label_column, "baseColour"])
-    n_relevant = count_relevant(joint_labels(table, [label_column, "baseColour"])[query_rows],
-                                joint_labels(table, [label_column, "baseColour"]))
-    return {
-        "type_colour_precision_at_5": type_colour["precision_at_5"],
-        "type_colour_map_at_r": type_colour["map_at_r"],
-        "type_gender_precision_at_5": score([label_column, "gender"])["precision_at_5"],
-        "colour_precision_at_5": score(["baseColour"])["precision_at_5"],
-        "type_colour_precision_at_5_bound": float(np.mean(np.minimum(n_relevant, 5) / 5.0)),
-    }
+    found: dict[str, float] = {}
+    if colour_column is not None and colour_column in table:
+        type_colour = score([label_column, colour_column])
+        look = joint_labels(table, [label_column, colour_column])
+        n_relevant = count_relevant(look[query_rows], look)
+        found.update({"type_colour_precision_at_5": type_colour["precision_at_5"],
+                      "type_colour_map_at_r": type_colour["map_at_r"]})
+    for column in pairs:
+        if column in table:
+            found[f"type_{column.lower()}_precision_at_5"] = score([label_column, column])["precision_at_5"]
+    if colour_column is not None and colour_column in table:
+        found["colour_precision_at_5"] = score([colour_column])["precision_at_5"]
+        found["type_colour_precision_at_5_bound"] = float(np.mean(np.minimum(n_relevant, 5) / 5.0))
+    return found
+
+
+def column_metrics(embeddings: np.ndarray, table: pd.DataFrame, query_rows: np.ndarray, columns: tuple[str, ...],
+                   queries: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """Relevance by each column on its own (same value = relevant), for the columns with a value for every
+    query: column -> P@1, P@5, MAP@R. Exact search."""
+    found = {}
+    for column in columns:
+        if column not in table:
+            continue
+        values = table[column].astype("string").fillna("").to_numpy(dtype=str)
+        if (np.char.strip(values[query_rows]) == "").any() or len(set(values.tolist())) < 2:
+            continue
+        scores = evaluate_retrieval(embeddings, values, query_rows, queries=queries)[0]
+        found[column] = {k: scores[k] for k in ("precision_at_1", "precision_at_5", "map_at_r")}
+    return found

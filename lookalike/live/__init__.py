@@ -1,11 +1,15 @@
 """The live catalogue: a published build plus the shop's acknowledged changes, searchable at once.
 
     catalogue = LiveCatalogue.load()                    # published build + every change in live/live.db
-    catalogue.put("SKU-1", image_bytes, {"articleType": "Tshirts", ...})   # durable, then searchable
+    catalogue.put("SKU-1", image_bytes, {"class": "Granny-Smith", ...})    # durable, then searchable
     catalogue.remove("15970")                           # never in any result again
-    catalogue.search(image_bytes, k=5, filters={"gender": ["Men"]})
+    catalogue.search(image_bytes, k=5, filters={"coarse_class": ["Apple"]})
     catalogue.similar("SKU-1", k=5)
-    catalogue.browse_ids({"gender": ["Men"]})           # every item, live ones first (the page's grid)
+    catalogue.browse_ids({"coarse_class": ["Apple"]})   # every item, live ones first (the page's grid)
+
+Column names are the build's own: an item carries its catalogue's metadata columns, a search filters on its filter
+columns, a write must give its main label (``catalogue.roles``, read from the build's manifest; the examples above
+are a grocery catalogue's).
 
 One module per concern:
 
@@ -24,7 +28,6 @@ from lookalike.live.holder import CatalogueHolder
 from lookalike.live.records import (
     DB_ENV,
     DEFAULT_DB,
-    METADATA_FIELDS,
     Change,
     Hit,
     Item,
@@ -38,10 +41,11 @@ from lookalike.live.records import (
     resolve_db_path,
     validate_item_id,
     validate_metadata,
+    value_kinds,
 )
 from lookalike.live.store import Compaction, LiveStore
 
-__all__ = ["DB_ENV", "DEFAULT_DB", "METADATA_FIELDS", "CatalogueHolder", "Change", "Compaction", "Hit", "Item",
-           "LiveCatalogue", "LiveError", "LiveResponse", "LiveStore", "PutResult", "StaleDatabaseError",
-           "UnknownItemError", "manifest_build_id", "model_key", "resolve_db_path", "validate_item_id",
-           "validate_metadata"]
+__all__ = ["DB_ENV", "DEFAULT_DB", "CatalogueHolder", "Change", "Compaction", "Hit", "Item", "LiveCatalogue",
+           "LiveError", "LiveResponse", "LiveStore", "PutResult", "StaleDatabaseError", "UnknownItemError",
+           "manifest_build_id", "model_key", "resolve_db_path", "validate_item_id", "validate_metadata",
+           "value_kinds"]

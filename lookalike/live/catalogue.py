@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from lookalike.catalogue.description import CatalogueRoles
 from lookalike.catalogue.reading import EXTERNAL_ID_COLUMN
 from lookalike.live.records import (
     Change,
@@ -37,6 +38,7 @@ from lookalike.live.records import (
     resolve_db_path,
     validate_item_id,
     validate_metadata,
+    value_kinds,
 )
 from lookalike.live.state import LiveState
 from lookalike.live.store import LiveStore
@@ -65,6 +67,8 @@ class LiveCatalogue:
     skipped: list[int] = field(default_factory=list)  # seqs that could not be applied (logged)
     _write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _thumbnails: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _build_values: dict | None = field(default=None, repr=False)  # filter column -> the build's values
+    _kinds: dict | None = field(default=None, repr=False)  # metadata column -> "number" / "whole number"
 
     @classmethod
     def load(cls, artifacts_dir: str | Path | None = None, db: str | Path | None = None,
@@ -156,6 +160,34 @@ class LiveCatalogue:
     @property
     def near_duplicate_cosine(self) -> float:
         return float(self.rule["cosine"])
+
+    @property
+    def roles(self) -> CatalogueRoles:
+        """What the build's columns are for: the filters a search takes, the metadata an item carries, its title."""
+        return self.searcher.roles
+
+    def filter_values(self) -> dict[str, list[str]]:
+        """Each filter column of the build -> the values an item of the catalogue as served has in it (the build's,
+        plus any a live item brought), sorted: what a client may filter on, and with what."""
+        if self._build_values is None:
+            items = self.searcher.items
+            self._build_values = {c: {str(v) for v in items[c].dropna().unique() if str(v) != ""}
+                                  if c in items else set() for c in self.roles.filters}
+        values = {c: set(v) for c, v in self._build_values.items()}
+        with self.state.lock:
+            live = [entry.metadata for entry in self.state.live.values()]
+        for metadata in live:
+            for column, known in values.items():
+                if metadata.get(column):
+                    known.add(metadata[column])
+        return {c: sorted(v) for c, v in values.items()}
+
+    def value_kinds(self) -> dict[str, str]:
+        """The metadata columns whose every build value is a number (:func:`lookalike.live.records.value_kinds`)."""
+        if self._kinds is None:
+            items = self.searcher.items
+            self._kinds = value_kinds({c: items[c] for c in self.roles.metadata if c in items})
+        return self._kinds
 
     def build_row(self, item_id: str) -> int | None:
         """The searcher row of a build item still in the catalogue as built; None for a live item (added, or a
@@ -273,24 +305,26 @@ class LiveCatalogue:
         return hits
 
     def duplicate_report(self) -> pd.DataFrame:
-        """Every near-duplicate group of the catalogue as served (build + live), :data:`duplicates.OUTPUT_COLUMNS`."""
+        """Every near-duplicate group of the catalogue as served (build + live): :data:`duplicates.GROUP_COLUMNS`, then
+        the build's title and card columns (:func:`duplicates.report_columns`)."""
         vectors, ids, rows = self.state.vectors()
         metadata = [self.searcher.metadata(r) if r is not None else self.item(i).metadata
                     for i, r in zip(ids, rows, strict=True)]
-        items = pd.DataFrame({"id": ids, **{c: [m.get(c, "") for m in metadata]
-                                            for c in duplicates.OUTPUT_COLUMNS[5:]}})
+        columns = duplicates.report_columns(self.roles)
+        items = pd.DataFrame({"id": ids, **{c: [m.get(c, "") for m in metadata] for c in columns}})
         photos = [self.searcher.resolve_path(r) if r is not None else self.image(i)[0]
                   for i, r in zip(ids, rows, strict=True)]
         return duplicates.duplicate_groups(vectors, items, self.near_duplicate_cosine, photos,
-                                           self.rule["max_pixel_difference"])
+                                           self.rule["max_pixel_difference"], columns)
 
     # ---------------------------------------------------------------- writes
 
     def put(self, item_id: str, image: bytes, metadata: dict) -> PutResult:
         """Add or replace an item; returns once the change is on disk and searchable."""
         item_id = validate_item_id(item_id)
-        label = self.searcher.manifest["params"].get("label_column", "articleType")
-        metadata = validate_metadata(metadata, required=(label,))
+        roles = self.roles  # the build's own columns; its main label, when it has one, must be given
+        metadata = validate_metadata(metadata, roles.metadata, (roles.label,) if roles.label else (),
+                                     self.value_kinds())
         started = time.perf_counter()
         image = bytes(image)
         vector = self.searcher.embed_image(image)  # raises InvalidImageError for anything unusable
@@ -334,6 +368,7 @@ class LiveCatalogue:
                       "backbone": manifest["params"].get("backbone")},
             "near_duplicates": {**self.rule, "calibration": manifest.get("near_duplicates")},
             "similarity": self.searcher.similarity.describe() if self.searcher.similarity else {"overall": {}},
+            "catalogue": self.describe_columns(),
             "live": {"changes_since_build": self.store.count_after(self.folded_seq), "last_seq": applied,
                      "folded_through_seq": self.folded_seq, "live_items": live_items,
                      "build_items_removed_or_replaced": removed, "reembedded": self.reembedded,
@@ -341,6 +376,16 @@ class LiveCatalogue:
                      "last_fold_written": fold,
                      "fold_waiting_for_a_build": bool(fold and fold["through_seq"] > self.folded_seq)},
         }
+
+
+    def describe_columns(self) -> dict:
+        """The build's columns as a client uses them: the filters a search takes (by the column's own name) with
+        their values, the metadata fields an item carries and a write may set (``required`` must be given; a
+        column in ``numbers`` takes a number), the title and card columns."""
+        roles = self.roles
+        return {"filters": self.filter_values(), "metadata": list(roles.metadata),
+                "required": [roles.label] if roles.label else [], "numbers": self.value_kinds(),
+                "label": roles.label, "title": roles.title, "card": list(roles.card)}
 
 
 def _format_of_suffix(suffix: str) -> str:

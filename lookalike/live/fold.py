@@ -3,11 +3,12 @@
 ``lookalike fold`` writes the net effect of every live change (``live/live.db``) on the catalogue
 as a delta folder, ``data/live_delta/``, that the ``sample_subset`` stage reads:
 
-- ``styles.csv`` and ``images/<numeric id>.<ext>``: every item whose last change is a put (added or
-  replaced), in the Kaggle layout. A shop's id that is not a decimal number gets a numeric id,
+- ``items.csv`` (id, external_id, image, the build's metadata columns) and
+  ``images/<numeric id>.<ext>``: every item whose last change is a put (added or
+  replaced). A shop's id that is not a decimal number gets a numeric id,
   allocated once in the database and never reused, and keeps its own id in the ``external_id``
   column (the service and the page show that one);
-- ``removed.csv``: the catalogue ids to drop (removed, or replaced by a row of ``styles.csv``);
+- ``removed.csv``: the catalogue ids to drop (removed, or replaced by a row of ``items.csv``);
 - ``fold.json``: which database (``store_id``) and which changes (``through_seq``) it holds.
 
 Once ``dvc repro`` published the build that holds a fold (and the service swapped it in), ``lookalike
@@ -34,7 +35,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lookalike.artifacts import fsync_path, resolve_build
-from lookalike.catalogue.reading import EXPECTED_COLUMNS, EXTERNAL_ID_COLUMN, FOLD_FILE, REMOVED_FILE, read_table
+from lookalike.catalogue.description import CatalogueRoles
+from lookalike.catalogue.reading import (
+    DELTA_PHOTO_COLUMN,
+    DELTA_TABLE,
+    EXTERNAL_ID_COLUMN,
+    FOLD_FILE,
+    REMOVED_FILE,
+    read_table,
+)
 from lookalike.live import Compaction, LiveError, LiveStore
 
 FIRST_ALLOCATED_ID = 10**15  # numeric ids for shop ids that are not decimal numbers start here
@@ -78,16 +87,17 @@ def fold(store: LiveStore, artifacts_dir: str | Path, out: str | Path) -> FoldSu
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "images").mkdir(parents=True)
     rows = []
+    columns = [c for c in CatalogueRoles.from_manifest(manifest).metadata if c not in ("id", EXTERNAL_ID_COLUMN)]
     changes = {c.seq: c for c in store.changes_after(0) if c.seq in set(puts.values())}
     for item_id in sorted(puts, key=lambda i: numeric[i]):
         change = changes[puts[item_id]]
         image, content_type = store.image(change.seq)
-        (staging / "images" / f"{numeric[item_id]}{_EXTENSIONS.get(content_type, '.png')}").write_bytes(
-            image if content_type in _EXTENSIONS else _as_png(image))
+        photo = f"{numeric[item_id]}{_EXTENSIONS.get(content_type, '.png')}"
+        (staging / "images" / photo).write_bytes(image if content_type in _EXTENSIONS else _as_png(image))
         metadata = change.metadata or {}
-        rows.append([str(numeric[item_id]), *(metadata.get(c, "") for c in EXPECTED_COLUMNS[1:]),
-                     "" if _DECIMAL.fullmatch(item_id) else item_id])
-    _write_csv(staging / "styles.csv", [*EXPECTED_COLUMNS, EXTERNAL_ID_COLUMN], rows)
+        rows.append([str(numeric[item_id]), "" if _DECIMAL.fullmatch(item_id) else item_id, photo,
+                     *(metadata.get(c, "") for c in columns)])
+    _write_csv(staging / DELTA_TABLE, ["id", EXTERNAL_ID_COLUMN, DELTA_PHOTO_COLUMN, *columns], rows)
     _write_csv(staging / REMOVED_FILE, ["id"], [[str(i)] for i in removed])
     fold_id = f"{store.store_id}-{through}"
     marker = {"fold_id": fold_id, "store_id": store.store_id, "through_seq": through,

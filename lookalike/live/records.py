@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,9 +19,9 @@ from lookalike.params import PROJECT_ROOT
 DEFAULT_DB = Path("live/live.db")  # under the project root
 DB_ENV = "LOOKALIKE_LIVE_DB"
 ITEM_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-METADATA_FIELDS = ("productDisplayName", "articleType", "baseColour", "gender", "masterCategory", "subCategory",
-                   "season", "year", "usage")
 MAX_FIELD_CHARS = 200
+NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+WHOLE_NUMBER = re.compile(r"[+-]?\d+")
 
 
 class LiveError(ValueError):
@@ -46,12 +47,16 @@ def validate_item_id(item_id: object) -> str:
     return item_id
 
 
-def validate_metadata(metadata: dict, required: tuple[str, ...] = ("articleType",)) -> dict[str, str]:
-    """Known fields only, text without control characters, at most MAX_FIELD_CHARS each; ``required`` non-empty."""
-    unknown = sorted(set(metadata) - set(METADATA_FIELDS))
+def validate_metadata(metadata: dict, fields: Sequence[str], required: Sequence[str] = (),
+                      kinds: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The build's metadata columns only (``fields``: its ``roles.metadata``, so each catalogue takes its own),
+    text without control characters, at most MAX_FIELD_CHARS each, empty ones left out; ``required`` given; a
+    column of ``kinds`` ("number" or "whole number": every value the build holds is one, :func:`value_kinds`)
+    takes such a value only, so a live item cannot break a numeric column's sorting, folding or filtering."""
+    unknown = sorted(set(metadata) - set(fields))
     if unknown:
-        raise LiveError(f"unknown metadata field(s) {', '.join(map(repr, unknown))}; "
-                        f"known: {', '.join(METADATA_FIELDS)}")
+        known = ", ".join(fields) if fields else "none: this build carries no metadata"
+        raise LiveError(f"unknown metadata field(s) {', '.join(map(repr, unknown))}; known: {known}")
     clean = {}
     for name, value in metadata.items():
         if value is None:
@@ -63,13 +68,30 @@ def validate_metadata(metadata: dict, required: tuple[str, ...] = ("articleType"
             raise LiveError(f"metadata field {name!r} is {len(value)} characters; the limit is {MAX_FIELD_CHARS}")
         if any(ord(c) < 32 or ord(c) == 127 for c in value):
             raise LiveError(f"metadata field {name!r} contains control characters")
-        if name == "year" and value and not (value.isdigit() and len(value) == 4):
-            raise LiveError("metadata field 'year' must be a four-digit year")
-        clean[name] = value
+        kind = (kinds or {}).get(name)
+        pattern = WHOLE_NUMBER if kind == "whole number" else NUMBER if kind == "number" else None
+        if value and pattern is not None and not pattern.fullmatch(value):
+            raise LiveError(f"metadata field {name!r} must be a {kind}, as every one the catalogue holds is")
+        if value:  # an empty field is no field
+            clean[name] = value
     for name in required:
         if not clean.get(name):
             raise LiveError(f"metadata field {name!r} is required")
     return clean
+
+
+def value_kinds(columns: Mapping[str, Iterable[object]]) -> dict[str, str]:
+    """Column -> "whole number" or "number" for the columns whose every non-empty value is one (at least one
+    value): what :func:`validate_metadata` holds a new value of that column to. Other columns are free text."""
+    kinds = {}
+    for column, values in columns.items():
+        texts = [str(v).strip() for v in values]
+        texts = [t for t in texts if t and t.lower() not in ("nan", "na", "none")]
+        if texts and all(WHOLE_NUMBER.fullmatch(t) for t in texts):
+            kinds[column] = "whole number"
+        elif texts and all(NUMBER.fullmatch(t) for t in texts):
+            kinds[column] = "number"
+    return kinds
 
 
 def model_key(manifest: dict) -> str:

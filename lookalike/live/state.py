@@ -9,13 +9,14 @@ Every method is thread-safe (one re-entrant lock; searches copy what they need u
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from lookalike.live.records import Change, Hit, LiveError
 from lookalike.search import duplicates
-from lookalike.search.engine import FILTER_COLUMNS, Searcher
+from lookalike.search.engine import Searcher
 from lookalike.search.index import search as index_search
 
 
@@ -28,12 +29,14 @@ class LiveEntry:
     content_type: str
 
 
-def active_filters(filters: dict[str, list[str]] | None) -> dict[str, set[str]]:
-    """The non-empty filters as sets; LiveError for a column that cannot be filtered on."""
+def active_filters(filters: dict[str, list[str]] | None, columns: Sequence[str]) -> dict[str, set[str]]:
+    """The non-empty filters as sets; LiveError for a column that is not one of ``columns`` (the build's filter
+    columns, ``roles.filters``: what a catalogue may be filtered on is its description's to say)."""
     active = {c: set(v) for c, v in (filters or {}).items() if v}
     for column in active:
-        if column not in FILTER_COLUMNS:
-            raise LiveError(f"unknown filter {column!r}; filters: {', '.join(FILTER_COLUMNS)}")
+        if column not in columns:
+            known = ", ".join(columns) if columns else "none: this build has no filter columns"
+            raise LiveError(f"unknown filter {column!r}; filters: {known}")
     return active
 
 
@@ -50,6 +53,7 @@ class LiveState:
         dimension = searcher.embeddings.shape[1]
         self._matrix = np.zeros((16, dimension), np.float32)  # rows 0..len(live)-1 in use
         self._slot_ids: list[str] = []
+        self.filter_columns = searcher.roles.filters  # what searches and the browse listing may filter on
         self.lock = threading.RLock()
 
     # ---------------------------------------------------------------- changes
@@ -106,7 +110,7 @@ class LiveState:
         """Top-k of build + live items passing ``filters``, never ``exclude``; and how many were candidates."""
         if k < 1:
             raise LiveError("k must be at least 1")
-        active = active_filters(filters)
+        active = active_filters(filters, self.filter_columns)
         query = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         with self.lock:
             excluded = self.tombstone_rows
@@ -189,7 +193,7 @@ class LiveState:
     def browse(self, filters: dict[str, list[str]] | None = None) -> list[str]:
         """Every item passing ``filters``: live items first (latest change first), then the build's items in
         build order, without the removed or replaced ones."""
-        active = active_filters(filters)
+        active = active_filters(filters, self.filter_columns)
         allowed = self.searcher.allowed_rows({c: sorted(v) for c, v in active.items()})
         rows = np.arange(len(self.build_ids)) if allowed is None else allowed
         with self.lock:

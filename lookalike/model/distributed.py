@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from lookalike.artifacts import atomic_path, sha256_file, write_json
+from lookalike.catalogue.description import CatalogueDescription
 from lookalike.model.preprocessing import InvalidImageError, PreprocessSpec, image_to_input, load_image
 
 REPORT_NAME = "report.json"
@@ -130,11 +131,11 @@ class EmbedReport:
 # ------------------------------------------------------------------------------------------------ inputs
 
 
-def catalogue_table(folder: str | Path, label_column: str = "articleType") -> tuple[pd.DataFrame, dict]:
-    """A Kaggle-layout folder as the job's table (its rows sorted by id) and the catalogue report."""
+def catalogue_table(folder: str | Path, description: CatalogueDescription) -> tuple[pd.DataFrame, dict]:
+    """A catalogue folder read through its description as the job's table (rows sorted by id) and its report."""
     from lookalike.catalogue.reading import load_catalogue
 
-    table, report = load_catalogue(folder, label_column)
+    table, report = load_catalogue(folder, description)
     return table.sort_values("id", kind="mergesort").reset_index(drop=True), report.to_dict()
 
 

@@ -114,9 +114,27 @@ def proxy_softmax_loss(embeddings, labels, proxies, scale: float, margin: float)
     return tf.reduce_mean(tf.nn.softmax_cross_entropy_with_logits(onehot, logits))
 
 
+def info_nce_loss(embeddings, labels, temperature: float) -> tf.Tensor:
+    """Contrastive InfoNCE (NT-Xent, SimCLR: Chen et al. 2020): each anchor picks its positives (same label:
+    another view of the same photo) out of every other row of the batch by softmax over cosine / temperature.
+
+    Works without proxies, so it scales to one label per photo. With several positives per anchor their
+    log-probabilities are averaged (SupCon, Khosla et al. 2020); anchors without a positive do not count.
+    """
+    positives, _ = _masks(labels)
+    others = 1.0 - tf.eye(tf.shape(embeddings)[0])
+    logits = tf.matmul(embeddings, embeddings, transpose_b=True) / temperature - _BIG * (1.0 - others)
+    log_probability = logits - tf.reduce_logsumexp(logits, axis=1, keepdims=True)
+    n_positives = tf.reduce_sum(positives, 1)
+    per_anchor = -tf.reduce_sum(positives * log_probability, 1) / tf.maximum(n_positives, 1.0)
+    return _masked_mean(per_anchor, tf.cast(n_positives > 0, tf.float32))
+
+
 def metric_loss(embeddings, labels, loss: str, mining: str, margin: float, noise, proxies=None,
-                scale: float = 16.0) -> tf.Tensor:
-    """Dispatch on the ``train.loss`` / ``train.mining`` params."""
+                scale: float = 16.0, temperature: float = 0.1) -> tf.Tensor:
+    """Dispatch on the ``train.loss`` / ``train.mining`` params (``info_nce``: the instance sub-space's)."""
+    if loss == "info_nce":
+        return info_nce_loss(embeddings, labels, temperature)
     if loss == "multi_similarity":
         return multi_similarity_loss(embeddings, labels)
     if loss == "proxy_softmax":

@@ -3,6 +3,9 @@
 With a frozen backbone a training step is a few milliseconds on CPU, so the head
 trains for thousands of steps in seconds; a validation split carved from the
 train split (never the test queries) picks the step to keep.
+
+Without labels the head still learns (self-supervised): an instance sub-space (column ``@instance``)
+takes each photo as its own class and its augmented views as the positives, with a contrastive loss.
 """
 
 from __future__ import annotations
@@ -15,13 +18,16 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from lookalike.evaluation.metrics import evaluate_retrieval, unit_rows
-from lookalike.model.losses import metric_loss
+from lookalike.evaluation.metrics import count_relevant, evaluate_retrieval, relevance, retrieval_metrics, unit_rows
+from lookalike.model.losses import info_nce_loss, metric_loss
 from lookalike.model.network import CompiledModel, build_embedding_model, build_head
+from lookalike.params import INSTANCE_COLUMN
+from lookalike.search.index import build_index, search
 
 SELECTION_METRIC = "map_at_r"
 SELECTIONS = ("map_at_r", "look", "no_regression")
 MISSING = ""  # an attribute value that does not count (NaN, "NA", empty in styles.csv)
+INSTANCE_DEFAULTS = {"instance_rows": 64, "instance_views": 2, "instance_temperature": 0.1}  # train.* if unset
 
 
 @dataclass
@@ -31,7 +37,7 @@ class TrainResult:
     best_step: int
     best_validation: dict[str, float]
     seconds: float
-    proxies: np.ndarray  # (n_labels, dim) label proxies of proxy_softmax, in ``label_names`` order
+    proxies: np.ndarray  # (n_labels, dim) proxy_softmax proxies of the first label sub-space, ``label_names`` order
     label_names: np.ndarray
 
 
@@ -39,6 +45,45 @@ def rows_by_label(labels: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
     """Rows grouped by label, keeping only labels with at least two rows (a positive pair)."""
     groups = pd.Series(rows).groupby(labels[rows]).apply(lambda s: s.to_numpy())
     return [g for g in groups if len(g) >= 2]
+
+
+def instance_ids(n: int, items: np.ndarray | None = None) -> np.ndarray:
+    """int32 (n,): each row's identity for the instance sub-space: its item where ``items`` names one (photos
+    of one item are positives of each other), else the row itself."""
+    if items is None:
+        return np.arange(n, dtype=np.int32)
+    items = np.asarray(items).astype(str)
+    ids = pd.factorize(items)[0]
+    missing = items == MISSING
+    ids[missing] = ids.max(initial=0) + 1 + np.arange(missing.sum())  # no item: a class of its own
+    return ids.astype(np.int32)
+
+
+def rows_by_identity(ids: np.ndarray, rows: np.ndarray) -> list[np.ndarray]:
+    """``rows`` grouped by identity, singletons kept: a lone photo still has its augmented views."""
+    ordered = rows[np.argsort(ids[rows], kind="stable")]
+    starts = np.unique(ids[ordered], return_index=True)[1]
+    return np.split(ordered, starts[1:])
+
+
+def sample_instance_batch(rng: np.random.Generator, groups: list[np.ndarray], views: int, identities: int,
+                          per_identity: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, views): P identities x K (row, view) pairs each, so every anchor has K - 1 views of the same
+    photo (or item) as positives; pairs repeat only when an identity has fewer than K of them."""
+    chosen = rng.choice(len(groups), size=min(identities, len(groups)), replace=False)
+    rows, picked = [], []
+    for group in (groups[c] for c in chosen):
+        pairs = rng.choice(len(group) * views, size=per_identity, replace=len(group) * views < per_identity)
+        rows.append(group[pairs // views])
+        picked.append(pairs % views)
+    return np.concatenate(rows), np.concatenate(picked)
+
+
+def augmented_rows(split: np.ndarray, subspaces: dict[str, dict]) -> np.ndarray:
+    """Rows whose augmented views the features stage computes: the train split's, which training samples,
+    and the val split's too when a sub-space trains on instances (its validation queries with view 1)."""
+    instance = any(spec["column"] == INSTANCE_COLUMN for spec in subspaces.values())
+    return np.flatnonzero(np.isin(split, ["train", "val"] if instance else ["train"]))
 
 
 def sample_pk_batch(rng: np.random.Generator, groups: list[np.ndarray], classes: int, per_class: int) -> np.ndarray:
@@ -50,7 +95,10 @@ def sample_pk_batch(rng: np.random.Generator, groups: list[np.ndarray], classes:
 
 def attribute_labels(table: pd.DataFrame, column: str) -> np.ndarray:
     """str (n,): a sub-space's label per row; ``a+b`` joins columns (type and colour together: the look).
-    Missing values (empty, NaN, the literal NA) become MISSING, so they neither pull nor push."""
+    Missing values (empty, NaN, the literal NA) become MISSING, so they neither pull nor push.
+    INSTANCE_COLUMN names no column: all MISSING (``train_head`` labels those rows by identity)."""
+    if column == INSTANCE_COLUMN:
+        return np.full(len(table), MISSING)
     parts = []
     for name in column.split("+"):
         values = table[name].astype("string").fillna(MISSING).str.strip().to_numpy(dtype=object)
@@ -82,9 +130,21 @@ def embed_features(model: keras.Model | CompiledModel, features: np.ndarray, bat
     ]) if len(features) else np.zeros((0, *compiled.output_shape), np.float32)
 
 
+def instance_scores(gallery: np.ndarray, queries: np.ndarray, gallery_ids: np.ndarray,
+                    query_ids: np.ndarray) -> dict[str, float]:
+    """The retrieval metrics (MAP@R, P@1, ...) of ``queries`` (unit rows: augmented views) against
+    ``gallery`` (unit rows: plain photos, the queries' own among them): relevant = the same identity."""
+    n_relevant = count_relevant(query_ids, gallery_ids, self_in_gallery=False)
+    depth = int(max(5, n_relevant.max(initial=0)))
+    _, found = search(build_index(gallery, {"type": "flat"}), np.ascontiguousarray(queries, np.float32), depth)
+    ranked = np.full((len(queries), depth), -1, np.int64)  # -1 (never relevant) pads a gallery of fewer rows
+    ranked[:, : found.shape[1]] = found
+    return retrieval_metrics(relevance(ranked, query_ids, gallery_ids), n_relevant)
+
+
 def train_head(
     features: np.ndarray,
-    labels: np.ndarray,
+    labels: np.ndarray | None,
     train_rows: np.ndarray,
     val_rows: np.ndarray,
     model_params: dict,
@@ -93,6 +153,7 @@ def train_head(
     backbone_top: keras.Model | None = None,
     attributes: dict[str, np.ndarray] | None = None,
     look_labels: np.ndarray | None = None,
+    items: np.ndarray | None = None,
 ) -> TrainResult:
     """Train a head on ``features`` (views, n, ...); view 0 is the plain image.
 
@@ -105,12 +166,23 @@ def train_head(
     by ``look_labels``, type and colour together).
 
     ``attributes``: sub-space name -> label per row (``model.subspaces`` order; missing: MISSING); each
-    sub-space trains on its own label with its own proxies. None: one sub-space on ``labels``.
+    sub-space trains on its own label with its own proxies. None: one sub-space on ``labels``, or on the
+    photo itself when ``labels`` is None or all MISSING.
+
+    A sub-space whose column is INSTANCE_COLUMN learns without labels: its batch is ``train.instance_rows``
+    train rows (labelled or not) x ``train.instance_views`` views, under InfoNCE at
+    ``train.instance_temperature``; a row's positives are its other views and, with ``items`` (an item id
+    per row), its item's other photos. Label sub-spaces keep their P x K batch of labelled rows in the same
+    step. Validation adds the instance protocol (each val row's view 1 against view 0 of train + val;
+    relevant: the same row or item) as ``instance_map_at_r`` and ``instance_precision_at_1``; without
+    labelled val rows its metrics are the plain ``map_at_r``, ``precision_at_1``... the kept step is chosen on.
     """
     seed = int(train_params["seed"])
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
-    views = features.shape[0]
+    views, n = features.shape[0], features.shape[1]
+    labels = np.full(n, MISSING) if labels is None else np.asarray(labels).astype(str)
+    labelled_train, label_queries = (rows[labels[rows] != MISSING] for rows in (train_rows, val_rows))
     feature_dim = features.shape[-1] if backbone_top is None else int(backbone_top.output_shape[-1])
     subspaces = model_params.get("subspaces") if attributes else None
     head = build_head(feature_dim, model_params["hidden_dim"], model_params["embedding_dim"],
@@ -124,18 +196,47 @@ def train_head(
         keras.optimizers.schedules.CosineDecay(float(train_params["finetune_learning_rate"]), steps),
         weight_decay=train_params["weight_decay"]) if top_variables else None
     loss_name, mining, margin = train_params["loss"], train_params["mining"], float(train_params["margin"])
-    attributes = attributes or {"type": np.asarray(labels, dtype=str)}
-    codes = [label_codes(values, train_rows) for values in attributes.values()]
-    label_names = np.array(sorted(set(np.asarray(labels, dtype=str)[train_rows].tolist())))
-    # Proxies (one learned vector per label and sub-space) are used by proxy_softmax only; not part of the model.
-    shapes = head.output_shape[1:] if len(attributes) > 1 else [head.output_shape]  # one per sub-space
-    part_dims = [int(shape[-1]) for shape in shapes]
-    proxies = [tf.Variable(rng.normal(0.0, 0.01, (max(1, int(c.max()) + 1), dim)).astype(np.float32))
-               for c, dim in zip(codes, part_dims, strict=True)]
-    variables = head.trainable_variables + (proxies if loss_name == "proxy_softmax" else [])
-    scale = float(train_params["proxy_scale"])
+    specs = subspaces or {"type": {"column": INSTANCE_COLUMN if len(labelled_train) == 0 else "labels"}}
+    attributes = attributes or {"type": labels}
+    is_instance = [spec["column"] == INSTANCE_COLUMN for spec in specs.values()]
+    ids = instance_ids(n, items)
+    codes = [ids if instance else label_codes(attributes[name], train_rows)
+             for name, instance in zip(specs, is_instance, strict=True)]
+    label_names = np.array(sorted(set(labels[train_rows].tolist()) - {MISSING}))
 
-    def subspace_loss(embeddings, batch_codes, part_proxies, noise):
+    # One step = a P x K batch of labelled rows (label sub-spaces) then P' rows x K' views (instance sub-spaces).
+    def knob(name: str) -> float:
+        return train_params.get(name, INSTANCE_DEFAULTS[name])
+
+    groups = [] if all(is_instance) else rows_by_label(labels, labelled_train)
+    label_size = min(train_params["classes_per_batch"], len(groups)) * train_params["images_per_class"]
+    instance_groups = rows_by_identity(ids, train_rows) if any(is_instance) else []
+    instance_rows, instance_views = int(knob("instance_rows")), int(knob("instance_views"))
+    instance_size = min(instance_rows, len(instance_groups)) * instance_views
+    if not label_size and not instance_size:
+        raise ValueError(f"nothing to train on: no label has two train rows; a sub-space with column "
+                         f"{INSTANCE_COLUMN} trains without labels")
+    check_instance = any(is_instance) and len(val_rows) > 0
+    if any(is_instance) and views < 2:
+        raise ValueError("an instance sub-space needs augmented views (features.augmented_views >= 1)")
+    if check_instance:
+        copies = np.all((features[1, val_rows] == features[0, val_rows]).reshape(len(val_rows), -1), axis=1)
+        if copies.any():
+            raise ValueError(f"{copies.sum()} val rows have no augmented view (view 1 = view 0), which the instance "
+                             "validation queries with: rerun the features stage with the instance sub-space")
+
+    # Proxies (one learned vector per label and sub-space) are used by proxy_softmax only; not part of the model.
+    shapes = head.output_shape[1:] if len(specs) > 1 else [head.output_shape]  # one per sub-space
+    part_dims = [int(shape[-1]) for shape in shapes]
+    proxies = [tf.Variable(rng.normal(0.0, 0.01, (1 if instance else max(1, int(c.max()) + 1), dim))
+                           .astype(np.float32)) for c, dim, instance in zip(codes, part_dims, is_instance, strict=True)]
+    trained_proxies = [p for p, instance in zip(proxies, is_instance, strict=True) if not instance and label_size]
+    variables = head.trainable_variables + (trained_proxies if loss_name == "proxy_softmax" else [])
+    scale, temperature = float(train_params["proxy_scale"]), float(knob("instance_temperature"))
+
+    def subspace_loss(embeddings, batch_codes, part_proxies, noise, instance: bool):
+        if instance:  # thousands of one-photo classes: contrastive, no proxies
+            return info_nce_loss(embeddings, batch_codes, temperature)
         if loss_name == "proxy_softmax":  # rows without this attribute neither pull nor push
             keep = batch_codes >= 0
             return metric_loss(tf.boolean_mask(embeddings, keep), tf.boolean_mask(batch_codes, keep), loss_name,
@@ -150,36 +251,51 @@ def train_head(
         with tf.GradientTape() as tape:
             outputs = embedder(batch_features, training=True)
             parts = outputs[1:] if isinstance(outputs, (list, tuple)) else [outputs]
-            loss = tf.add_n([subspace_loss(part, part_codes, part_proxies, noise)
-                             for part, part_codes, part_proxies in zip(parts, batch_codes, proxies, strict=True)])
+            loss = tf.add_n([
+                subspace_loss(part[label_size:] if instance else part[:label_size], part_codes, part_proxies, noise,
+                              instance)
+                for part, part_codes, part_proxies, instance in zip(parts, batch_codes, proxies, is_instance,
+                                                                    strict=True)
+                if instance or label_size])
         gradients = tape.gradient(loss, variables + top_variables)
         optimizer.apply_gradients(zip(gradients[: len(variables)], variables, strict=True))
         if top_variables:
             top_optimizer.apply_gradients(zip(gradients[len(variables):], top_variables, strict=True))
         return loss
 
-    groups = rows_by_label(labels, train_rows)
     gallery_rows = np.sort(np.concatenate([train_rows, val_rows]))
-    val_positions = np.searchsorted(gallery_rows, val_rows)
+    label_positions = np.searchsorted(gallery_rows, label_queries)
+    validating = check_instance or len(label_queries) > 0
 
     compiled_embedder = CompiledModel(embedder)  # traced once; reads the live weights at every check
 
-    def validate() -> dict[str, float]:
-        embedded = embed_features(compiled_embedder, features[0, gallery_rows])
-        scores = evaluate_retrieval(embedded, labels[gallery_rows], val_positions)[0]
-        if look_labels is not None:
-            look = evaluate_retrieval(embedded, look_labels[gallery_rows], val_positions)[0]["map_at_r"]
-            scores["look_map_at_r"] = look
-            scores["look"] = (scores["map_at_r"] + look) / 2
+    def scores_of(gallery: np.ndarray, queries: np.ndarray | None) -> dict[str, float]:
+        """Val metrics of the gallery (view 0 of train + val) and the instance queries (view 1 of val)."""
+        scores: dict[str, float] = {}
+        if len(label_queries):
+            scores = evaluate_retrieval(gallery, labels[gallery_rows], label_positions)[0]
+            if look_labels is not None:
+                look = evaluate_retrieval(gallery, look_labels[gallery_rows], label_positions)[0]["map_at_r"]
+                scores["look_map_at_r"] = look
+                scores["look"] = (scores["map_at_r"] + look) / 2
+        if queries is not None:
+            found = instance_scores(gallery, queries, ids[gallery_rows], ids[val_rows])
+            scores = scores or dict(found)  # no labels: the instance protocol is the val metric
+            scores.update({f"instance_{name}": found[name] for name in ("map_at_r", "precision_at_1")})
         return scores
+
+    def validate() -> dict[str, float]:
+        queries = embed_features(compiled_embedder, features[1, val_rows]) if check_instance else None
+        return scores_of(embed_features(compiled_embedder, features[0, gallery_rows]), queries)
 
     # "no_regression": the kept step must match or beat the pretrained features on every val metric,
     # so training never makes search worse for the queries the head would otherwise lose.
     floor: dict[str, float] = {}
-    if train_params["selection"] == "no_regression" and len(val_rows):
+    if train_params["selection"] == "no_regression" and validating:
         if backbone_top is not None:
             raise ValueError("train.selection: no_regression needs pooled features; set train.finetune_blocks: 0")
-        floor = evaluate_retrieval(unit_rows(features[0, gallery_rows]), labels[gallery_rows], val_positions)[0]
+        floor = scores_of(unit_rows(features[0, gallery_rows]),
+                          unit_rows(features[1, val_rows]) if check_instance else None)
         floor.pop("look", None)
         log("pretrained features on val: " + ", ".join(f"{k} {v:.4f}" for k, v in floor.items()))
 
@@ -192,22 +308,28 @@ def train_head(
     history, best = [], (-3.0, 0, {}, embedder.get_weights())
     checks_without_gain, started = 0, time.perf_counter()
     for step_number in range(1, steps + 1):
-        rows = sample_pk_batch(rng, groups, train_params["classes_per_batch"], train_params["images_per_class"])
+        rows = sample_pk_batch(rng, groups, train_params["classes_per_batch"], train_params["images_per_class"]
+                               ) if label_size else np.zeros(0, np.int64)
         view = rng.integers(0, views, size=len(rows))
         noise = rng.random((len(rows), len(rows)), dtype=np.float32)
+        if instance_size:
+            more_rows, more_views = sample_instance_batch(rng, instance_groups, views, instance_rows, instance_views)
+            rows, view = np.concatenate([rows, more_rows]), np.concatenate([view, more_views])
         batch = tf.convert_to_tensor(features[view, rows], tf.float32)
-        loss = float(step(batch, [tf.constant(c[rows]) for c in codes], noise))
+        batch_codes = [tf.constant(c[rows[label_size:]] if instance else c[rows[:label_size]])
+                       for c, instance in zip(codes, is_instance, strict=True)]
+        loss = float(step(batch, batch_codes, noise))
         record = {"step": step_number, "loss": loss}
         if step_number % train_params["eval_every"] == 0 or step_number == steps:
-            scores = validate() if len(val_rows) else {SELECTION_METRIC: -loss}
+            scores = validate() if validating else {SELECTION_METRIC: -loss}
             record.update({f"val_{k}": v for k, v in scores.items()})
             if criterion(scores) > best[0]:
                 best, checks_without_gain = (criterion(scores), step_number, scores, embedder.get_weights()), 0
             else:
                 checks_without_gain += 1
-            log(f"step {step_number}: loss {loss:.4f}, val MAP@R {scores[SELECTION_METRIC]:.4f}"
-                + (f", look MAP@R {scores['look_map_at_r']:.4f} " if "look_map_at_r" in scores else " ")
-                +
+            others = "".join(f", {name} MAP@R {scores[f'{name}_map_at_r']:.4f}" for name in ("look", "instance")
+                             if f"{name}_map_at_r" in scores)
+            log(f"step {step_number}: loss {loss:.4f}, val MAP@R {scores[SELECTION_METRIC]:.4f}{others} "
                 f"(kept: step {best[1]}, {time.perf_counter() - started:.0f} s)")
         history.append(record)
         if checks_without_gain >= train_params["patience"]:
@@ -216,8 +338,10 @@ def train_head(
     if floor and best[0] < 0:
         log("warning: no checked step matched the pretrained features on every val metric; kept the best MAP@R")
     embedder.set_weights(best[3])
+    first_label = next((i for i, instance in enumerate(is_instance) if not instance), None)
+    kept_proxies = proxies[first_label].numpy() if first_label is not None else np.zeros((0, part_dims[0]), np.float32)
     return TrainResult(head, pd.DataFrame(history), best[1], best[2], time.perf_counter() - started,
-                       proxies[0].numpy(), label_names)
+                       kept_proxies, label_names)
 
 
 def maps_description(params: dict, shape: tuple[int, ...]) -> dict:

@@ -36,6 +36,7 @@ import pandas as pd
 from PIL import Image
 
 from lookalike.artifacts import ArtifactMismatchError, resolve_build
+from lookalike.catalogue.description import CatalogueRoles
 from lookalike.catalogue.reading import read_table
 from lookalike.model.preprocessing import ImageSource, InvalidImageError, load_image
 from lookalike.params import PROJECT_ROOT
@@ -54,8 +55,7 @@ CALIBRATION_SAMPLE = 200  # photos copied and re-embedded per build
 CALIBRATION_QUANTILE = 0.01  # the threshold keeps 99% of the copies ...
 DISTINCT_QUANTILE = 0.999  # ... unless that would flag more than 0.1% of photos beside their nearest other photo
 
-OUTPUT_COLUMNS = ("group", "group_size", "id", "closest_id", "max_cosine",
-                  "productDisplayName", "articleType", "baseColour", "gender")
+GROUP_COLUMNS = ("group", "group_size", "id", "closest_id", "max_cosine")  # then the item columns asked for
 # Scores one scan step may compute at most (query chunk x catalogue size), bounding memory.
 _MAX_RESULTS_PER_CALL = 1 << 24
 
@@ -185,19 +185,29 @@ def confirmed_pairs(embeddings: np.ndarray, threshold: float,
         yield left[keep], right[keep], scores[keep]
 
 
+def report_columns(roles: CatalogueRoles) -> tuple[str, ...]:
+    """The item columns a report shows after :data:`GROUP_COLUMNS`: the build's title and card columns (what a
+    person checks a group by) and its colour column (:func:`colour_differences` reads it), each once."""
+    return tuple(dict.fromkeys(c for c in (roles.title, *roles.card, roles.colour) if c))
+
+
 def duplicate_groups(embeddings: np.ndarray, items: pd.DataFrame, threshold: float = NEAR_DUPLICATE_COSINE,
                      photos: Sequence[ImageSource | None] | None = None,
-                     max_pixel_difference: float = MAX_PIXEL_DIFFERENCE) -> pd.DataFrame:
-    """Every near-duplicate group: one row per member, columns :data:`OUTPUT_COLUMNS`.
+                     max_pixel_difference: float = MAX_PIXEL_DIFFERENCE,
+                     columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every near-duplicate group: one row per member, columns :data:`GROUP_COLUMNS` then ``columns``.
 
-    ``items`` holds one row per embedding (same order) with at least ``id``; ``photos`` (one per row, optional)
-    turns on the pixel check. ``max_cosine`` is a member's highest cosine with another member and
-    ``closest_id`` that member. Groups are numbered from 1, largest first, then by their highest cosine, then by
-    smallest id; members in id order. No groups: an empty table with the same columns.
+    ``items`` holds one row per embedding (same order) with at least ``id``; ``columns``: which of its other
+    columns the report carries (a missing one is empty; None: all of them, in its order; a build's are
+    :func:`report_columns`). ``photos`` (one per row, optional) turns on the pixel check. ``max_cosine`` is a
+    member's highest cosine with another member and ``closest_id`` that member. Groups are numbered from 1,
+    largest first, then by their highest cosine, then by smallest id; members in id order. No groups: an empty
+    table with the same columns.
     """
     n = len(embeddings)
     if len(items) != n:
         raise ValueError(f"{len(items)} items for {n} embeddings")
+    extra = [c for c in dict.fromkeys(items.columns if columns is None else columns) if c not in GROUP_COLUMNS]
     parent = np.arange(n)
     best = np.full(n, -np.inf, dtype=np.float32)
     closest = np.full(n, -1, dtype=np.int64)
@@ -211,27 +221,31 @@ def duplicate_groups(embeddings: np.ndarray, items: pd.DataFrame, threshold: flo
                     best[u], closest[u] = score, v
     members = np.flatnonzero(closest >= 0)
     if len(members) == 0:
-        return pd.DataFrame(columns=list(OUTPUT_COLUMNS))
+        return pd.DataFrame(columns=[*GROUP_COLUMNS, *extra])
     roots = np.array([_find(parent, int(i)) for i in members])
     ids = items["id"].to_numpy()
     table = pd.DataFrame({"root": roots, "row": members, "id": ids[members], "closest_id": ids[closest[members]],
                           "max_cosine": np.round(np.minimum(best[members].astype(np.float64), 1.0), 6)})
-    for column in OUTPUT_COLUMNS[5:]:
-        table[column] = items[column].to_numpy()[members] if column in items else ""
     stats = table.groupby("root").agg(size=("row", "size"), top=("max_cosine", "max"), first=("id", "min"))
     stats = stats.sort_values(["size", "top", "first"], ascending=[False, False, True])
     stats["group"] = np.arange(1, len(stats) + 1)
     table["group"] = table["root"].map(stats["group"])
     table["group_size"] = table["root"].map(stats["size"])
-    table = table.sort_values(["group", "id"]).reset_index(drop=True)
-    return table[list(OUTPUT_COLUMNS)]
+    for column in extra:  # after the grouping: a catalogue column may be called anything, "root" too
+        table[column] = items[column].to_numpy()[members] if column in items else ""
+    order = table.sort_values(["group", "id"]).index
+    out = pd.DataFrame({c: table[c].to_numpy()[order] for c in GROUP_COLUMNS})
+    for column in extra:
+        out[column] = table[column].to_numpy()[order]
+    return out
 
 
-def colour_differences(table: pd.DataFrame) -> int:
-    """Members of a group whose baseColour differs from their closest member's: colourways the report flagged."""
-    if not len(table) or "baseColour" not in table:
+def colour_differences(table: pd.DataFrame, colour_column: str | None) -> int:
+    """Members of a group whose colour (the build's colour column, ``roles.colour``) differs from their closest
+    member's: colourways the report flagged. 0 without a colour column."""
+    if not len(table) or not colour_column or colour_column not in table:
         return 0
-    colour = dict(zip(table["id"], table["baseColour"], strict=True))
+    colour = dict(zip(table["id"], table[colour_column], strict=True))
     return int(sum(colour[i] != colour.get(c, colour[i]) for i, c in zip(table["id"], table["closest_id"],
                                                                           strict=True)))
 

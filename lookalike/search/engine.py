@@ -27,15 +27,13 @@ import pandas as pd
 from PIL import Image
 
 from lookalike.artifacts import ArtifactMismatchError, load_build
+from lookalike.catalogue.description import CatalogueRoles
 from lookalike.catalogue.reading import read_table
 from lookalike.model.preprocessing import DEFAULT_MAX_BYTES, ImageSource, PreprocessSpec, load_image, preprocess
 from lookalike.model.runtime import EmbeddingRuntime
 from lookalike.params import PROJECT_ROOT
 from lookalike.search.index import load_index, search
 from lookalike.search.similarity import Similarity
-
-FILTER_COLUMNS = ("gender", "masterCategory", "articleType", "baseColour")
-METADATA_COLUMNS = ("productDisplayName", "articleType", "baseColour", "gender", "masterCategory", "subCategory")
 
 
 @dataclass
@@ -128,7 +126,9 @@ class Searcher:
         searcher.similarity = Similarity.from_manifest(manifest)
         searcher._row_of_id = {int(i): row for row, i in enumerate(items["id"])}
         searcher._item_ids = items["id"].to_numpy()
-        searcher._metadata_columns = {c: items[c].to_numpy(dtype=object) for c in METADATA_COLUMNS if c in items}
+        # the columns a result carries are the build's own (its catalogue description), never a fixed list
+        searcher._metadata_columns = {c: items[c].to_numpy(dtype=object)
+                                      for c in CatalogueRoles.from_manifest(manifest).metadata if c in items}
         searcher.model(np.zeros((1, spec.image_size, spec.image_size, 3), np.float32))  # allocate once, up front
         return searcher
 
@@ -142,8 +142,14 @@ class Searcher:
         except (KeyError, ValueError, TypeError):
             raise KeyError(f"no catalogue item with id {item_id!r}") from None
 
+    @property
+    def roles(self) -> CatalogueRoles:
+        """What the build's columns are for (filters, title, card lines, metadata): readers ask this, never a
+        column name of their own, so any catalogue is served."""
+        return CatalogueRoles.from_manifest(self.manifest)
+
     def metadata(self, row: int) -> dict[str, str]:
-        """Display fields of the item at ``row`` (text as in styles.csv; "NA" stays "NA")."""
+        """The build's metadata columns of the item at ``row`` (text as in its table; "NA" stays "NA")."""
         return {c: str(values[row]) for c, values in self._metadata_columns.items()}
 
     def item(self, item_id: int) -> Match:

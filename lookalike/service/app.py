@@ -209,6 +209,8 @@ def create_app(settings: Settings | None = None, catalogue: LiveCatalogue | None
     app = FastAPI(title="lookalike", version="1", lifespan=lifespan,
                   form_limits={"max_fields": 64, "max_files": 1, "max_part_size": 16 * 1024},
                   description="Visual similarity search and 'more like this' over a live product catalogue. "
+                              "Filters and an item's metadata fields are the columns of the catalogue being "
+                              "served, by their own names (GET /v1/stats lists them under catalogue). "
                               "Errors are JSON {error, detail}. Writes need the API key (X-API-Key).")
     app.state.holder = holder
     app.state.metrics = metrics

@@ -1,17 +1,39 @@
 """What the routes share: the catalogue served now, the API key, the id in the path, the JSON shapes of hits,
-items and responses, and the filters a request asks for."""
+items and responses, and what a request asks for in the build's own columns (its filters, an item's metadata).
 
-from typing import Annotated
+A build's columns are its catalogue's (``roles`` in its manifest: :class:`lookalike.catalogue.description.
+CatalogueRoles`), so the filter and metadata parameters cannot be declared in the route signatures: they are read
+from the query string or the form here, by the column's own name, and a name that is neither one of them nor a
+parameter of the route is refused (422), never silently dropped.
+"""
 
+from collections.abc import Iterable
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
 from fastapi import Path as PathParam
-from fastapi import Request
+from fastapi.dependencies.models import Dependant
 
 from lookalike.live import CatalogueHolder, Hit, Item, LiveCatalogue, LiveError, LiveResponse
 from lookalike.live import validate_item_id as _validate_item_id
-from lookalike.search.engine import FILTER_COLUMNS
 from lookalike.service.settings import ServiceError, check_api_key
 
 RETRY = {"Retry-After": "5"}
+MAX_FILTER_VALUES = 100
+MAX_FILTER_CHARS = 200
+FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")  # the bodies whose fields may be filters
+FILTERS_HELP = ("Filters: each of the build's filter columns, by the column's own name, repeatable "
+                "(GET /v1/stats lists them and their values under catalogue.filters). Values of one column are "
+                "alternatives, columns must all match: ?coarse_class=Apple&coarse_class=Pear&class=Granny-Smith. "
+                f"At most {MAX_FILTER_VALUES} values of {MAX_FILTER_CHARS} characters per column; a parameter that "
+                "is neither a filter column nor one of the route's is refused (422).")
+# OpenAPI for a GET route's filters: free-form query parameters (the build's columns are not known up front)
+FILTER_QUERY_OPENAPI = {"parameters": [{
+    "name": "filters", "in": "query", "required": False, "style": "form", "explode": True,
+    "description": FILTERS_HELP,
+    "schema": {"type": "object", "additionalProperties": {
+        "type": "array", "maxItems": MAX_FILTER_VALUES, "items": {"type": "string", "maxLength": MAX_FILTER_CHARS}}},
+}]}
 
 
 def holder_of(request: Request) -> CatalogueHolder:
@@ -67,12 +89,74 @@ def item_json(item: Item) -> dict:
             "image_url": _image_url(item, item.seq)}
 
 
-def filters_of(gender: list[str], masterCategory: list[str], articleType: list[str],  # noqa: N803 - API names
-             baseColour: list[str]) -> dict[str, list[str]]:
-    filters = dict(zip(FILTER_COLUMNS, (gender, masterCategory, articleType, baseColour), strict=True))
+# ------------------------------------------------------------------------------ the build's columns
+
+
+def _declared(dependant: Dependant) -> set[str]:
+    """The parameter names a route (and its dependencies) declares itself: they are never filters."""
+    names = {p.alias for p in (*dependant.query_params, *dependant.body_params, *dependant.path_params)}
+    for sub in dependant.dependencies:
+        names |= _declared(sub)
+    return names
+
+
+def _route_parameters(request: Request) -> set[str]:
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    return _declared(dependant) if dependant is not None else set()
+
+
+async def _given(request: Request, query: bool = True) -> list[tuple[str, Any]]:
+    """Every (name, value) of the query string (``query``) and, for a form request, of the form (FastAPI parsed
+    it already for the route's own form fields: Starlette keeps it)."""
+    given: list[tuple[str, Any]] = list(request.query_params.multi_items()) if query else []
+    if request.method != "GET" and request.headers.get("content-type", "").startswith(FORMS):
+        given += list((await request.form()).multi_items())
+    return given
+
+
+def check_filters(filters: dict[str, list[str]], columns: Iterable[str]) -> dict[str, list[str]]:
+    """The non-empty filters, each a filter column (``columns``: the build's) within the limits; else a 422."""
+    columns = tuple(columns)
     for column, values in filters.items():
-        if len(values) > 100 or any(len(v) > 200 for v in values):
-            raise ServiceError(422, "invalid_request", f"filter {column!r}: at most 100 values of 200 characters")
+        if column not in columns:
+            known = ", ".join(columns) if columns else "none: this build has no filter columns"
+            raise ServiceError(422, "invalid_request", f"unknown parameter {column!r}: not a filter of this build "
+                                                       f"(filters: {known})")
+        if len(values) > MAX_FILTER_VALUES or any(len(v) > MAX_FILTER_CHARS for v in values):
+            raise ServiceError(422, "invalid_request", f"filter {column!r}: at most {MAX_FILTER_VALUES} values of "
+                                                       f"{MAX_FILTER_CHARS} characters")
     return {c: v for c, v in filters.items() if v}
 
 
+async def filters_of(request: Request, catalogue: Annotated[LiveCatalogue, Depends(catalogue_of)]
+                     ) -> dict[str, list[str]]:
+    """The filters a search asks for: every parameter that is not the route's own, by column name
+    (:data:`FILTERS_HELP`), checked against the filter columns of the build being served."""
+    own = _route_parameters(request)
+    filters: dict[str, list[str]] = {}
+    for name, value in await _given(request):
+        if name in own:
+            continue
+        if not isinstance(value, str):
+            raise ServiceError(422, "invalid_request", f"filter {name!r} must be text")
+        filters.setdefault(name, []).append(value)
+    return check_filters(filters, catalogue.roles.filters)
+
+
+async def metadata_of(request: Request) -> dict[str, str]:
+    """An item's metadata from a write's form: every field but the route's own, by column name, each given once.
+    Whether each is a metadata column of the build and the required one is there, the write itself checks
+    (:meth:`lookalike.live.LiveCatalogue.put`, against the build it writes to; GET /v1/stats lists them under
+    catalogue.metadata and catalogue.required)."""
+    own = _route_parameters(request)
+    metadata: dict[str, str] = {}
+    for name, value in await _given(request, query=False):
+        if name in own:
+            continue
+        if not isinstance(value, str):
+            raise ServiceError(422, "invalid_request", f"metadata field {name!r} must be text")
+        if name in metadata:
+            raise ServiceError(422, "invalid_request", f"metadata field {name!r} is given more than once")
+        metadata[name] = value
+    return metadata

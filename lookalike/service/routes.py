@@ -14,8 +14,11 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
-from lookalike.live import METADATA_FIELDS, CatalogueHolder, LiveCatalogue
+from lookalike.live import CatalogueHolder, LiveCatalogue
+from lookalike.live.records import MAX_FIELD_CHARS
 from lookalike.service.deps import (
+    FILTER_QUERY_OPENAPI,
+    FILTERS_HELP,
     RETRY,
     catalogue_of,
     filters_of,
@@ -23,6 +26,7 @@ from lookalike.service.deps import (
     holder_of,
     item_id_of,
     item_json,
+    metadata_of,
     require_api_key,
     response_json,
 )
@@ -85,9 +89,11 @@ def api_router(max_k: int, default_k: int, max_upload_bytes: int) -> APIRouter:
              "weights over the build's sub-spaces such as 'type:1,colour:0.5' (GET /v1/stats lists them)")
     SimilarityQuery = Annotated[str | None, Query(max_length=200, description=alike)]  # noqa: N806
     SimilarityForm = Annotated[str | None, Form(max_length=200, description=alike)]  # noqa: N806
+    Filters = Annotated[dict[str, list[str]], Depends(filters_of)]  # noqa: N806 - the build's filter columns
 
     @router.get("/stats", tags=["operations"],
-                summary="Catalogue size, build (id, model, index, near-duplicate threshold), live changes, swaps")
+                summary="Catalogue size, build (id, model, index, near-duplicate threshold), its columns (filters "
+                        "and their values, metadata fields), live changes, swaps")
     async def stats(catalogue: Catalogue, holder: Holder) -> dict:
         return {**await run_in_threadpool(catalogue.stats), "serving": holder.status()}
 
@@ -102,17 +108,13 @@ def api_router(max_k: int, default_k: int, max_upload_bytes: int) -> APIRouter:
         return {"swapped": swapped, "build_id": current.build_id if current else None, **holder.status()}
 
     @router.post("/search", tags=["search"],
-                 summary="The k items most like an uploaded photo, words, items, or a weighted mix of them")
-    async def search(catalogue: Catalogue,
+                 summary="The k items most like an uploaded photo, words, items, or a weighted mix of them",
+                 description=f"Multipart form. {FILTERS_HELP} Here the filters are form fields.")
+    async def search(catalogue: Catalogue, filters: Filters,
                      image: Annotated[UploadFile | None, File(description="JPEG, PNG, WebP, ...")] = None,
                      words: Annotated[TextForm, Depends(text_form)] = None,  # text, item_ids, weights: text_routes
                      k: KForm = default_k,
-                     similarity: SimilarityForm = None,
-                     gender: Annotated[list[str], Form()] = [],  # noqa: B006 - FastAPI copies defaults
-                     masterCategory: Annotated[list[str], Form()] = [],  # noqa: B006, N803
-                     articleType: Annotated[list[str], Form()] = [],  # noqa: B006, N803
-                     baseColour: Annotated[list[str], Form()] = []) -> dict:  # noqa: B006, N803
-        filters = filters_of(gender, masterCategory, articleType, baseColour)
+                     similarity: SimilarityForm = None) -> dict:
         data = await _read_upload(image, max_upload_bytes) if image is not None else None
         if words is not None and words.asked():
             response = await run_in_threadpool(run_text_query, catalogue, words.query(data), k, filters)
@@ -137,34 +139,26 @@ def api_router(max_k: int, default_k: int, max_upload_bytes: int) -> APIRouter:
             raise ServiceError(404, "not_found", f"the photo of item {item_id!r} is missing on the server")
         return FileResponse(source, media_type=content_type, headers=headers)
 
-    @router.get("/items/{item_id}/similar", tags=["search"], summary="'More like this': never the item itself")
-    async def similar(catalogue: Catalogue, item_id: ItemId, k: K = default_k, similarity: SimilarityQuery = None,
-                      gender: Annotated[list[str], Query()] = [],  # noqa: B006
-                      masterCategory: Annotated[list[str], Query()] = [],  # noqa: B006, N803
-                      articleType: Annotated[list[str], Query()] = [],  # noqa: B006, N803
-                      baseColour: Annotated[list[str], Query()] = []) -> dict:  # noqa: B006, N803
-        filters = filters_of(gender, masterCategory, articleType, baseColour)
+    @router.get("/items/{item_id}/similar", tags=["search"], summary="'More like this': never the item itself",
+                description=FILTERS_HELP, openapi_extra=FILTER_QUERY_OPENAPI)
+    async def similar(catalogue: Catalogue, item_id: ItemId, filters: Filters, k: K = default_k,
+                      similarity: SimilarityQuery = None) -> dict:
         response = await run_in_threadpool(catalogue.similar, item_id, k, filters, similarity)
         return {"id": item_id, **response_json(response, k, filters)}
 
     @router.put("/items/{item_id}", tags=["items"], status_code=200, dependencies=[Depends(require_api_key)],
                 summary="Add or replace an item (API key): photo + metadata; durable when answered",
+                description="Multipart form: the photo (`image`) and the item's metadata, one form field per "
+                            "metadata column of the build, by the column's own name (GET /v1/stats lists them "
+                            "under catalogue.metadata; catalogue.required must be given, a column in "
+                            f"catalogue.numbers takes a number), at most {MAX_FIELD_CHARS} characters each. "
+                            "Another field is refused (422).",
                 responses={201: {"description": "added"}, 200: {"description": "replaced"}})
     async def put_item(catalogue: Catalogue, holder: Holder, item_id: ItemId,
-                       image: Annotated[UploadFile, File(description="the item's photo")],
-                       articleType: Annotated[str, Form(max_length=200)],  # noqa: N803
-                       productDisplayName: Annotated[str | None, Form(max_length=200)] = None,  # noqa: N803
-                       baseColour: Annotated[str | None, Form(max_length=200)] = None,  # noqa: N803
-                       gender: Annotated[str | None, Form(max_length=200)] = None,
-                       masterCategory: Annotated[str | None, Form(max_length=200)] = None,  # noqa: N803
-                       subCategory: Annotated[str | None, Form(max_length=200)] = None,  # noqa: N803
-                       season: Annotated[str | None, Form(max_length=200)] = None,
-                       year: Annotated[str | None, Form(max_length=200)] = None,
-                       usage: Annotated[str | None, Form(max_length=200)] = None) -> JSONResponse:
-        given = dict(zip(METADATA_FIELDS, (productDisplayName, articleType, baseColour, gender, masterCategory,
-                                           subCategory, season, year, usage), strict=True))
+                       metadata: Annotated[dict[str, str], Depends(metadata_of)],
+                       image: Annotated[UploadFile, File(description="the item's photo")]) -> JSONResponse:
         data = await _read_upload(image, max_upload_bytes)
-        result = await run_in_threadpool(holder.put, item_id, data, {k: v for k, v in given.items() if v})
+        result = await run_in_threadpool(holder.put, item_id, data, metadata)
         body = {**item_json(result.item), "created": result.created,
                 "near_duplicates": [hit_json(h) for h in result.near_duplicates],
                 "near_duplicate_cosine": catalogue.near_duplicate_cosine,

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lookalike.artifacts import ArtifactMismatchError
 from lookalike.live import LiveCatalogue
-from lookalike.service.deps import catalogue_of, filters_of, response_json
+from lookalike.service.deps import FILTER_QUERY_OPENAPI, FILTERS_HELP, catalogue_of, filters_of, response_json
 from lookalike.service.settings import ServiceError
 from lookalike.text.search import MAX_ITEMS, LiveTextSearch, text_search_for
 from lookalike.text.search import Query as TextQuery
@@ -85,18 +85,15 @@ def text_router(max_k: int, default_k: int) -> APIRouter:
     Items = Annotated[list[str], Query(max_length=MAX_ITEMS)]  # noqa: N806
 
     @router.get("/search", tags=["search"],
-                summary="The k items best matching words (BM25 over the items' words and the text tower, fused)")
+                summary="The k items best matching words (BM25 over the items' words and the text tower, fused)",
+                description=FILTERS_HELP, openapi_extra=FILTER_QUERY_OPENAPI)
     async def search_words(catalogue: Catalogue, q: Words,
+                           filters: Annotated[dict[str, list[str]], Depends(filters_of)],
                            k: Annotated[int, Query(ge=1, le=max_k, description="how many results")] = default_k,
                            negative: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS,
                                                                  description="words to move away from")] = None,
                            like: Items = [],  # noqa: B006 - FastAPI copies defaults
-                           unlike: Items = [],  # noqa: B006
-                           gender: Annotated[list[str], Query()] = [],  # noqa: B006
-                           masterCategory: Annotated[list[str], Query()] = [],  # noqa: B006, N803
-                           articleType: Annotated[list[str], Query()] = [],  # noqa: B006, N803
-                           baseColour: Annotated[list[str], Query()] = []) -> dict:  # noqa: B006, N803
-        filters = filters_of(gender, masterCategory, articleType, baseColour)
+                           unlike: Items = []) -> dict:  # noqa: B006
         query = TextQuery(text=q, negative_text=negative, item_ids=like, negative_item_ids=unlike)
         response = await run_in_threadpool(run_text_query, catalogue, query, k, filters)
         return {"query": q, **response_json(response, k, filters)}

@@ -3,7 +3,8 @@
 A shopper typing a brand or an exact name expects it found: BM25 over the title and attribute
 phrases does that, stemmed (porter) and without diacritics, the query's words OR-ed so a word the
 catalogue never uses does not empty the result. It finds only items with words; the learned tower
-finds photos. :func:`reciprocal_rank_fusion` merges the two rankings.
+finds photos. :func:`fuse` merges the two rankings: the one fusion the service runs and the evaluation
+scores, so a metric measures what a shopper gets.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import json
 import math
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from lookalike.text.tower import words
 
 TOKENIZER = "porter unicode61 remove_diacritics 2"
+FUSIONS = ("coverage", "score", "rrf")  # text.fusion: how :func:`fuse` merges the lexical and learned rankings
 
 
 class LexicalIndex:
@@ -168,3 +170,30 @@ def score_fusion(lexical_rows: np.ndarray, lexical_scores: np.ndarray, candidate
     fused = np.asarray(cosines, dtype=np.float64) + bonus
     order = np.argsort(-fused, kind="stable")[:k]
     return np.asarray(candidate_rows, dtype=np.int64)[order], fused[order]
+
+
+def fuse(lexical_rows: np.ndarray, lexical_scores: np.ndarray, learned_rows: np.ndarray,
+         cosine_of: Callable[[np.ndarray], np.ndarray], coverage_of: Callable[[np.ndarray], np.ndarray],
+         fusion: dict, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The hybrid ranking of one query, top-k (rows, scores), by ``fusion['fusion']``: ``coverage`` (cosine +
+    ``lexical_weight`` * the share of the query's words the item holds), ``score`` (cosine + weight * BM25 / the
+    query's best BM25) or ``rrf`` (reciprocal rank fusion, ``rrf_constant``).
+
+    The one home of the fusion: the service (build and live items) and the evaluation both call it, so the
+    metrics score the ranking a shopper gets. Rows are any non-negative int keys (gallery rows, or positions in
+    a list of item ids); the candidates are the learned rows, then the lexical rows the tower did not find.
+    ``cosine_of(rows)``: the query vector's cosine to those rows; ``coverage_of(rows)``: their share of the
+    query's words (:meth:`LexicalIndex.coverage`), asked only by ``coverage``.
+    """
+    lexical_rows = np.asarray(lexical_rows, dtype=np.int64)
+    learned_rows = np.asarray(learned_rows, dtype=np.int64)
+    weight = float(fusion["lexical_weight"])
+    if fusion["fusion"] == "rrf":
+        return reciprocal_rank_fusion([lexical_rows, learned_rows], [weight, 1.0], k, float(fusion["rrf_constant"]))
+    candidates = np.concatenate([learned_rows, lexical_rows[~np.isin(lexical_rows, learned_rows)]])
+    cosines = np.asarray(cosine_of(candidates), dtype=np.float64)
+    if fusion["fusion"] == "coverage":
+        return coverage_fusion(candidates, cosines, coverage_of(candidates), weight, k)
+    if fusion["fusion"] == "score":
+        return score_fusion(lexical_rows, np.asarray(lexical_scores, dtype=np.float64), candidates, cosines, weight, k)
+    raise ValueError(f"unknown fusion {fusion['fusion']!r}: one of {', '.join(FUSIONS)}")

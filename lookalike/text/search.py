@@ -10,6 +10,8 @@ the unit vectors of the positive parts minus the weighted negative parts, renorm
 are also ranked lexically (BM25 over the items' words) and the two rankings fused, so an exact name
 or brand is found while photos without words are still found by the tower. Negative words also
 remove the items whose own words contain all of them. Numpy, FAISS and SQLite only: no TensorFlow.
+The words of an item are the columns the build's manifest names as ``words`` (the catalogue's roles), the
+same the text stage trained and scored on; the fusion is the evaluation's (:func:`lookalike.text.lexical.fuse`).
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lookalike.artifacts import ArtifactMismatchError
+from lookalike.catalogue.description import CatalogueRoles
 from lookalike.model.preprocessing import ImageSource
 from lookalike.search.engine import Match, Searcher, SearchResponse
 from lookalike.search.index import search as index_search
-from lookalike.text.evaluation import fuse
-from lookalike.text.lexical import LexicalIndex, coverage_fusion, reciprocal_rank_fusion, score_fusion
-from lookalike.text.tower import TextQueryError, TextTower, check_query, item_text, unit
+from lookalike.text.lexical import LexicalIndex, fuse
+from lookalike.text.tower import TextQueryError, TextTower, check_query, item_text, unit, word_columns
 
 MAX_ITEMS = 20  # item ids per query, positive or negative
 MAX_WEIGHT = 10.0
@@ -74,19 +76,25 @@ class Query:
 
 @dataclass
 class TextSearch:
-    """A build's text tower and lexical index beside its :class:`~lookalike.search.engine.Searcher`; thread-safe."""
+    """A build's text tower and lexical index beside its :class:`~lookalike.search.engine.Searcher`; thread-safe.
+
+    ``words``: the columns of an item's words; None reads them from the build's manifest (its catalogue's
+    roles; a build from before roles names none, and is ranked by the tower alone)."""
 
     searcher: Searcher
     tower: TextTower
     fusion: dict = field(default_factory=lambda: dict(DEFAULT_FUSION))
     lexical: LexicalIndex | None = None
+    words: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.tower.dimension != self.searcher.embeddings.shape[1]:
             raise ArtifactMismatchError(f"the text tower's output dimension {self.tower.dimension} is not the "
                                         f"build's {self.searcher.embeddings.shape[1]}: rebuild with dvc repro")
+        if self.words is None:
+            self.words = word_columns(CatalogueRoles.from_manifest(self.searcher.manifest))
         if self.lexical is None:
-            self.lexical = LexicalIndex([item_text(r) for r in self.searcher.items.to_dict("records")])
+            self.lexical = LexicalIndex([item_text(r, self.words) for r in self.searcher.items.to_dict("records")])
 
     @classmethod
     def load(cls, searcher: Searcher) -> TextSearch:
@@ -170,7 +178,7 @@ class TextSearch:
             keep = ~np.isin(lexical_rows, list(excluded))
             lexical_rows, bm25 = lexical_rows[keep], bm25[keep]
             rows, scores = fuse(lexical_rows, bm25, learned_rows, lambda r: self.searcher.embeddings[r] @ vector,
-                                self.fusion, k, self.lexical, query.text)
+                                lambda r: self.lexical.coverage(query.text, r), self.fusion, k)
         else:
             rows, scores = learned_rows[:k], learned_scores[:k]
         matches = [Match(rank, int(self.searcher._item_ids[row]), float(score),
@@ -202,7 +210,7 @@ class LiveTextSearch:
         items = {i: self.catalogue.item(i) for i in ids}
         key = tuple((i, items[i].seq) for i in ids)
         if key != self._live_key:
-            lexical = LexicalIndex([item_text(items[i].metadata) for i in ids])
+            lexical = LexicalIndex([item_text(items[i].metadata, self.text.words) for i in ids])
             self._live_ids, self._live_lexical, self._live_key = ids, lexical, key
         return self._live_ids, self._live_lexical
 
@@ -291,26 +299,14 @@ class LiveTextSearch:
             lexical = {i: s for i, s in self._lexical(query.text, depth + len(excluded), filters).items()
                        if i not in excluded}
             lexical_ids = sorted(lexical, key=lambda i: -lexical[i])
-            candidates = learned_ids + [i for i in lexical_ids if i not in hits]
-            position = {i: n for n, i in enumerate(candidates)}
-            fusion = self.text.fusion
-            if fusion["fusion"] == "rrf":
-                order, scores = reciprocal_rank_fusion(
-                    [np.array([position[i] for i in lexical_ids], np.int64), np.arange(len(learned_ids))],
-                    [float(fusion["lexical_weight"]), 1.0], k, float(fusion["rrf_constant"]))
-            else:
-                cosines = np.array([float(self.catalogue.vector(i) @ vector) for i in candidates])
-                if fusion["fusion"] == "coverage":
-                    order, scores = coverage_fusion(np.arange(len(candidates)), cosines,
-                                                    self._coverage(query.text, candidates),
-                                                    float(fusion["lexical_weight"]), k)
-                else:
-                    order, scores = score_fusion(np.array([position[i] for i in lexical_ids], np.int64),
-                                                 np.array([lexical[i] for i in lexical_ids]),
-                                                 np.arange(len(candidates)), cosines,
-                                                 float(fusion["lexical_weight"]), k)
-            chosen = [(candidates[n], float(score)) for n, score in zip(order.tolist(), scores.tolist(),
-                                                                         strict=True)]
+            keys = list(dict.fromkeys([*learned_ids, *lexical_ids]))  # the fusion ranks int keys: key n is keys[n]
+            key_of = {i: n for n, i in enumerate(keys)}
+            order, scores = fuse(
+                np.array([key_of[i] for i in lexical_ids], np.int64), np.array([lexical[i] for i in lexical_ids]),
+                np.arange(len(learned_ids), dtype=np.int64),
+                lambda found: np.array([float(self.catalogue.vector(keys[n]) @ vector) for n in found.tolist()]),
+                lambda found: self._coverage(query.text, [keys[n] for n in found.tolist()]), self.text.fusion, k)
+            chosen = [(keys[n], float(score)) for n, score in zip(order.tolist(), scores.tolist(), strict=True)]
         else:
             chosen = [(i, hits[i].score) for i in learned_ids[:k]]
         matches = []

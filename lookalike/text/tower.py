@@ -1,10 +1,10 @@
 """Words -> a unit vector in the image embedding's space: tokenisation and the text tower's query path.
 
-A catalogue item's words are its title and attribute phrases (:data:`WORD_FIELDS`). The tower
-reads two bags of tokens: the catalogue's own words (a vocabulary from the train split, trained
-from scratch) and, optionally, pretrained static token embeddings (wordllama's bundled table and
-tokenizer, frozen), each pooled by a learned per-token weight (an attention pool), then a small
-MLP with a linear skip maps them to the image embedding's dimension. Training lives in
+A catalogue item's words are the columns its catalogue's description names as ``words`` (:func:`word_columns`:
+the title first), never columns named here. The tower reads two bags of tokens: the catalogue's own words
+(a vocabulary from the train split, trained from scratch) and, optionally, pretrained static token embeddings
+(wordllama's bundled table and tokenizer, frozen), each pooled by a learned per-token weight (an attention
+pool), then a small MLP with a linear skip maps them to the image embedding's dimension. Training lives in
 :mod:`lookalike.text.training` (TensorFlow); this module is numpy only, so a query imports no
 TensorFlow and takes well under a millisecond to embed.
 """
@@ -17,11 +17,13 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-WORD_FIELDS = ("productDisplayName", "articleType", "baseColour", "gender", "usage", "season")
+if TYPE_CHECKING:
+    from lookalike.catalogue.description import CatalogueDescription, CatalogueRoles
+
 MAX_QUERY_CHARS = 500  # a query longer than this is refused, not truncated silently
 MAX_TOKENS = 64  # per channel: more words than a title ever has are cut off
 MISSING = {"", "na", "nan", "none", "null"}  # field values that carry no words
@@ -57,13 +59,23 @@ def field_value(value: Any) -> str:
     return "" if text.lower() in MISSING else text
 
 
-def item_phrases(row: Any, fields: Sequence[str] = WORD_FIELDS) -> list[str]:
+def word_columns(roles: CatalogueRoles | CatalogueDescription) -> tuple[str, ...]:
+    """The columns an item's words come from: the roles' ``words``, the title first when it is one of them (the
+    stage reads them from the description, a query from the build's manifest, so both index the same words;
+    training treats the first as the title)."""
+    columns = tuple(dict.fromkeys(roles.words))
+    if roles.title in columns:
+        columns = (roles.title, *(c for c in columns if c != roles.title))
+    return columns
+
+
+def item_phrases(row: Any, fields: Sequence[str]) -> list[str]:
     """The item's non-empty word fields, in ``fields`` order (a Series, dict or namedtuple row)."""
     get = row.get if hasattr(row, "get") else lambda name, default="": getattr(row, name, default)
     return [text for name in fields if (text := field_value(get(name, "")))]
 
 
-def item_text(row: Any, fields: Sequence[str] = WORD_FIELDS) -> str:
+def item_text(row: Any, fields: Sequence[str]) -> str:
     """All of an item's words as one string (what the lexical index and the tower read)."""
     return " ".join(item_phrases(row, fields))
 

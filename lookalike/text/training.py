@@ -7,11 +7,14 @@ are trained for as well as full titles. The loss is InfoNCE with a learned tempe
 is right about every red dress in the batch, not only its own, so those are not pushed away as negatives.
 The negatives are the batch (``negatives: batch``) or every train photo (``negatives: all``; the image
 side is fixed, so this costs one matrix product). The val split picks the epoch (early stopping).
+Which columns are the words, the title and the val queries comes from the catalogue's roles
+(:class:`lookalike.text.evaluation.TextColumns`).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lookalike.text.evaluation import ATTRIBUTES, attribute_queries, precision_at, relevant_mask, title_metrics
+from lookalike.text.evaluation import TextColumns, attribute_queries, precision_at, relevant_mask, title_metrics
 from lookalike.text.tower import (
-    WORD_FIELDS,
     PretrainedTokenizer,
     TextTower,
     build_vocabulary,
@@ -31,9 +33,6 @@ from lookalike.text.tower import (
     unit,
     words,
 )
-
-TITLE = WORD_FIELDS[0]
-ATTRIBUTE_FIELDS = WORD_FIELDS[1:]
 
 
 @dataclass
@@ -45,10 +44,10 @@ class Views:
     asserts: np.ndarray  # bool (v, fields): the view claims the item's value of that field
 
 
-def field_codes(items: pd.DataFrame) -> np.ndarray:
+def field_codes(items: pd.DataFrame, fields: Sequence[str]) -> np.ndarray:
     """int64 (n, fields): one code per distinct normalised value of each word field, 0 where it is missing."""
-    codes = np.zeros((len(items), len(WORD_FIELDS)), dtype=np.int64)
-    for f, name in enumerate(WORD_FIELDS):
+    codes = np.zeros((len(items), len(fields)), dtype=np.int64)
+    for f, name in enumerate(fields):
         values = [field_value(v).lower() if name in items else "" for v in
                   (items[name] if name in items else [""] * len(items))]
         lookup: dict[str, int] = {}
@@ -56,27 +55,31 @@ def field_codes(items: pd.DataFrame) -> np.ndarray:
     return codes
 
 
-def make_views(items: pd.DataFrame, rows: np.ndarray, per_item: int, seed: int) -> Views:
-    """``per_item`` views of each of ``rows``: all words, the title, then random attribute subsets and
-    title word dropout (seeded)."""
+def make_views(items: pd.DataFrame, rows: np.ndarray, per_item: int, seed: int, fields: Sequence[str],
+               title: str | None = None) -> Views:
+    """``per_item`` views of each of ``rows`` over the word ``fields``: all words, the title, then random
+    subsets of the other fields' phrases and title word dropout (seeded). ``title``: the field that is an
+    item's name (a view of it asserts the title alone); None, or not among ``fields``: no title views."""
+    fields = list(fields)
+    at = fields.index(title) if title in fields else None
     rng = np.random.default_rng(seed)
     texts, owners, asserts = [], [], []
     for row in rows:
         record = items.iloc[int(row)]
-        title = field_value(record.get(TITLE, ""))
-        attrs = [(f + 1, field_value(record.get(name, ""))) for f, name in enumerate(ATTRIBUTE_FIELDS)]
+        name = field_value(record.get(title, "")) if at is not None else ""
+        attrs = [(f, field_value(record.get(column, ""))) for f, column in enumerate(fields) if f != at]
         attrs = [(f, v) for f, v in attrs if v]
         candidates = []
-        everything = [(0, title)] * bool(title) + attrs
+        everything = [(at, name)] * bool(name) + attrs
         candidates.append(everything)
-        if title:
-            candidates.append([(0, title)])
+        if name:
+            candidates.append([(at, name)])
         for _ in range(max(0, per_item - len(candidates))):
-            if title and rng.random() < 0.35:
-                title_words = title.split()
+            if name and rng.random() < 0.35:
+                title_words = name.split()
                 keep = [w for w in title_words if rng.random() < 0.6] or [title_words[rng.integers(len(title_words))]]
                 # a title with words dropped still asserts only the title: its own item (and exact twins)
-                candidates.append([(0, " ".join(keep))])
+                candidates.append([(at, " ".join(keep))])
             elif attrs:
                 size = int(rng.integers(1, min(3, len(attrs)) + 1))
                 picked = sorted(rng.choice(len(attrs), size=size, replace=False).tolist())
@@ -84,13 +87,13 @@ def make_views(items: pd.DataFrame, rows: np.ndarray, per_item: int, seed: int) 
         for view in candidates[:per_item]:
             if not view:
                 continue
-            flags = np.zeros(len(WORD_FIELDS), dtype=bool)
+            flags = np.zeros(len(fields), dtype=bool)
             flags[[f for f, _ in view]] = True
             texts.append(" ".join(v for _, v in view))
             owners.append(int(row))
             asserts.append(flags)
     return Views(texts, np.array(owners, dtype=np.int64),
-                 np.array(asserts, dtype=bool).reshape(-1, len(WORD_FIELDS)))
+                 np.array(asserts, dtype=bool).reshape(-1, len(fields)))
 
 
 def match_matrix(view_codes: np.ndarray, view_asserts: np.ndarray, item_codes: np.ndarray,
@@ -110,11 +113,18 @@ def _pretrained() -> tuple[np.ndarray, Path]:
 
 
 def train_text_tower(items: pd.DataFrame, image_embeddings: np.ndarray, config: dict[str, Any],
-                     seed: int = 0, log=print) -> tuple[TextTower, dict[str, Any]]:
+                     columns: TextColumns, seed: int = 0,
+                     log: Callable[[str], object] = print) -> tuple[TextTower, dict[str, Any]]:
     """Train on the train split, select the epoch on val; returns the tower and a training report.
 
     ``items`` carries a ``split`` column; row i of ``items`` is row i of ``image_embeddings`` (unit vectors).
+    ``columns`` (:func:`lookalike.text.evaluation.text_columns`): the word columns, the title, the val queries.
     """
+    fields = list(columns.words)
+    missing = [c for c in fields if c not in items]
+    if not fields or len(missing) == len(fields):
+        raise ValueError("the catalogue's description names no word columns the items carry (words: "
+                         f"{', '.join(fields) or 'none'}): the text tower has nothing to learn from")
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(seed)
@@ -123,11 +133,11 @@ def train_text_tower(items: pd.DataFrame, image_embeddings: np.ndarray, config: 
     val_rows = np.flatnonzero(split == "val")
     images = unit(image_embeddings)
     dim = images.shape[1]
-    codes = field_codes(items)
-    texts_all = [" ".join(field_value(items.iloc[r].get(f, "")) for f in WORD_FIELDS) for r in train_rows]
+    codes = field_codes(items, fields)
+    texts_all = [" ".join(field_value(items.iloc[r].get(f, "")) for f in fields) for r in train_rows]
     vocab = build_vocabulary(texts_all, int(config["min_count"]))
     index = {w: i + 1 for i, w in enumerate(vocab)}
-    views = make_views(items, train_rows, int(config["views_per_item"]), seed)
+    views = make_views(items, train_rows, int(config["views_per_item"]), seed, fields, columns.title)
     word_ids = pad_ids([[index[w] for w in words(t) if w in index] for t in views.texts])
     use_pre = config["pretrained"] == "wordllama"
     tokenizer = None
@@ -235,7 +245,7 @@ def train_text_tower(items: pd.DataFrame, image_embeddings: np.ndarray, config: 
                                      tf.constant(positions))))
         tower = TextTower(snapshot(), tokenizer)
         val = validation_scores(tower, items, images, val_rows, np.flatnonzero(split != "test"),
-                                int(config["val_min_relevant"]))
+                                int(config["val_min_relevant"]), columns)
         score = val["score"]
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), **val,
                         "temperature": float(1 / np.exp(variables["log_scale"].numpy()))})
@@ -256,11 +266,13 @@ def train_text_tower(items: pd.DataFrame, image_embeddings: np.ndarray, config: 
 
 
 def validation_scores(tower: TextTower, items: pd.DataFrame, images: np.ndarray, val_rows: np.ndarray,
-                      gallery_rows: np.ndarray, min_relevant: int) -> dict[str, float]:
+                      gallery_rows: np.ndarray, min_relevant: int, columns: TextColumns) -> dict[str, float]:
     """Selection score on the val split, never touching test: val titles against the train+val photos
-    (own photo relevant), and attribute queries against the val photos alone; score = their mean."""
+    (own photo relevant), and the one-column attribute queries (``columns.single``) against the val photos
+    alone; score = the mean of the parts the catalogue has."""
     gallery = images[gallery_rows]
-    titles = [field_value(t) for t in items[TITLE].iloc[val_rows]]
+    asks_titles = columns.title_queries and columns.title in items
+    titles = [field_value(t) for t in items[columns.title].iloc[val_rows]] if asks_titles else []
     keep = [i for i, t in enumerate(titles) if t]
     result = {"title_mrr": 0.0, "attribute_precision_at_10": 0.0}
     if keep:
@@ -269,15 +281,18 @@ def validation_scores(tower: TextTower, items: pd.DataFrame, images: np.ndarray,
         result["title_mrr"] = title_metrics(ranked, val_rows[keep])["title_mrr"]
     val_items = items.iloc[val_rows].reset_index(drop=True)
     precisions = []
-    for name in ("colour", "subcategory", "articletype"):
-        queries = attribute_queries(val_items, ATTRIBUTES[name], min_relevant)
+    for name in columns.single:
+        asked = columns.attributes[name]
+        if not all(c in items for c in asked):
+            continue
+        queries = attribute_queries(val_items, asked, min_relevant)
         if not queries:
             continue
         scores = tower.encode([q for q, _ in queries]) @ images[val_rows].T
         ranked = np.argsort(-scores, axis=1, kind="stable")[:, :10]
-        masks = [relevant_mask(val_items, ATTRIBUTES[name], values) for _, values in queries]
+        masks = [relevant_mask(val_items, asked, values) for _, values in queries]
         precisions.append(precision_at(ranked, masks, 10))
     result["attribute_precision_at_10"] = float(np.mean(precisions)) if precisions else 0.0
-    parts = [result["title_mrr"]] + ([result["attribute_precision_at_10"]] if precisions else [])
-    result["score"] = float(np.mean(parts))
+    parts = ([result["title_mrr"]] if keep else []) + ([result["attribute_precision_at_10"]] if precisions else [])
+    result["score"] = float(np.mean(parts)) if parts else 0.0
     return result
