@@ -43,8 +43,9 @@ def main() -> None:
         ("model", "model.keras"), ("embeddings", "embeddings.npy"), ("image_paths", "image_paths.npy"),
         ("items", "items.csv"), ("index", "faiss.index"),
         ("runtime_model", "model.tflite"), ("runtime_backbone", "backbone.tflite"))}
+    has_words = (artifacts / "text_tower.npz").is_file() and (artifacts / "text_tower.npz").stat().st_size > 0
     for name, file in (("text_tower", "text_tower.npz"), ("text_tokenizer", "text_tokenizer.json")):
-        if (artifacts / file).is_file():  # stage text's outputs (lookalike/text/tower.py): words in this space
+        if has_words:  # stage text's outputs (lookalike/text/tower.py); empty: no words, no text search
             files[name] = artifacts / file
     manifest = make_manifest(files, {"count": int(len(embeddings)), "dimension": int(embeddings.shape[1])}, {
         "preprocess": {"image_size": spec.image_size, "resize_mode": spec.resize_mode,

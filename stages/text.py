@@ -4,7 +4,8 @@ Trains the tower into the image embedding space (lookalike/text/training.py; the
 early stopping), writes artifacts/text_tower.npz (plain numpy arrays: no TensorFlow at query time) and,
 when it reads pretrained token embeddings, artifacts/text_tokenizer.json (copied from the pinned wordllama
 wheel); the index stage pins both in the build's manifest. Then scores lexical, learned and hybrid
-rankings on the test split (lookalike/text/evaluation.py) into metrics/text.json. Which columns are an
+rankings on the test split (lookalike/text/evaluation.py) into metrics/text.json. A catalogue whose
+description names no words (a folder of photos) gets empty files: its build has no text search. Which columns are an
 item's words, its title and each attribute query set comes from the catalogue's description
 (``data.catalogue``; :func:`lookalike.text.evaluation.text_columns`), the same roles the index stage writes
 into the build's manifest for text search at query time.
@@ -40,12 +41,18 @@ def main() -> None:
     if len(items) != len(embeddings):
         raise SystemExit(f"{len(items)} items but {len(embeddings)} embeddings: rerun embed (dvc repro)")
     columns = text_columns(description, items)
+    tokenizer = artifacts / TOKENIZER_FILE
+    if not columns.words:  # a folder of photos: nothing to read words from; the build answers photos only
+        for file in (artifacts / TOWER_FILE, tokenizer):  # DVC wants every declared output: empty says "none"
+            write_with(file, lambda tmp: tmp.write_bytes(b""))
+        write_json(PROJECT_ROOT / "metrics/text.json", {"skipped": "the catalogue's description names no words"})
+        print("no text tower: the catalogue's description names no words")
+        return
     print(f"words: {', '.join(columns.words) or 'none'}; title queries: "
           f"{columns.title if columns.title_queries else 'none'}; attribute queries: "
           + ", ".join(f"{name} ({' + '.join(asked)})" for name, asked in columns.attributes.items()), flush=True)
     tower, report = train_text_tower(items, embeddings, config, columns, seed=int(config["seed"]))
     tower.save(artifacts / TOWER_FILE)
-    tokenizer = artifacts / TOKENIZER_FILE
     if tower.uses_pretrained:
         write_with(tokenizer, lambda tmp: shutil.copyfile(pretrained_files()[1], tmp))
     else:  # DVC wants every declared output: an empty file says "no pretrained channel"

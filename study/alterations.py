@@ -8,7 +8,7 @@ query's own row excluded, as in the evaluate
 stage); only the query photo changes. Each alteration is seeded per query, so reruns give the same numbers.
 The trained model and the pretrained features see the same altered photo (one backbone pass; the head on top).
 
-    python -m study.alterations --project /tmp/lookalike-19k --out metrics/fashion-19k/alterations.csv
+    python -m study.alterations --project /tmp/lookalike-fashion-19k --out metrics/fashion-19k/alterations.csv
     python -m study.alterations --project /tmp/lookalike-5k  --out metrics/alterations.csv
 
 Alterations (photo = the catalogue's 60x80 JPEG):

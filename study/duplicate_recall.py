@@ -2,8 +2,8 @@
 photos with the same bytes, and what else it flags (pairs that are not byte-identical, and how many of those
 carry another baseColour: colourways would be among them).
 
-    lookalike duplicates --artifacts /tmp/lookalike-19k/artifacts --build-only --out /tmp/dups19k.csv
-    python -m study.duplicate_recall /tmp/dups19k.csv /tmp/lookalike-19k
+    lookalike duplicates --artifacts /tmp/lookalike-fashion-19k/artifacts --build-only --out /tmp/dups19k.csv
+    python -m study.duplicate_recall /tmp/dups19k.csv /tmp/lookalike-fashion-19k
 """
 
 from __future__ import annotations

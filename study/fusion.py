@@ -6,7 +6,7 @@ excluded, as the train stage's early stopping does) and on the test queries (aga
 the evaluate stage does). The configuration is *chosen on the validation split only*: the highest val P@5
 among those with no val metric below the pretrained features' val metrics; the test column reports it.
 
-    python -m study.fusion --project /tmp/lookalike-19k --out metrics/fashion-19k/fusion.csv
+    python -m study.fusion --project /tmp/lookalike-fashion-19k --out metrics/fashion-19k/fusion.csv
     python -m study.fusion --project .  --out metrics/fusion.csv          # the pinned 5k build
 
 Configurations (T: the trained head's unit embedding; P: the unit pretrained features):

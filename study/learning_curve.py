@@ -5,7 +5,8 @@ excluded, as the evaluate stage does); the head trains on growing, seeded, label
 the run's train split with the run's params, early-stopped on the run's whole val split. The pretrained
 features do not train, so their row is the same at every size (drawn as a line for reference).
 
-    python -m study.learning_curve --project /tmp/lookalike-19k   # after bash study/run_catalogue.sh params-19k.yaml fashion-19k
+    python -m study.learning_curve --project /tmp/lookalike-fashion-19k
+    # after bash study/run_catalogue.sh params-19k.yaml fashion-19k
 
 Writes metrics/fashion-19k/learning_curve.csv (a DVC plot, see dvc.yaml) and docs/learning_curve_19k.png.
 """
@@ -71,8 +72,9 @@ def title(params: dict, queries: int, photos: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--project", type=Path, default=Path("/tmp/lookalike-19k"),
-                        help="a project that ran the pipeline (study/run_catalogue.sh params-19k.yaml fashion-19k's scratch copy)")
+    parser.add_argument("--project", type=Path, default=Path("/tmp/lookalike-fashion-19k"),
+                        help="a project that ran the pipeline (the scratch copy of study/run_catalogue.sh "
+                             "params-19k.yaml fashion-19k)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000, 3500, 7000, 10**9],
                         help="training photos per point; at or above the train split: all of it")
     parser.add_argument("--seed", type=int, default=0, help="which photos make each part")

@@ -6,8 +6,8 @@ backbone features, ``model.colour_descriptor: true``), each row trains a head wi
 catalogue: the type metrics, type+colour P@5 and MAP@R, type+gender P@5, colour P@5 (colour alone), and
 the same queries asked "same colour" (the colour sub-space alone) where the row has one.
 
-    python -m study.looks --project /tmp/lookalike-19k --out metrics/fashion-19k/looks.csv
-    python -m study.looks --project /tmp/lookalike-19k --table metrics/fashion-19k/looks.csv
+    python -m study.looks --project /tmp/lookalike-fashion-19k --out metrics/fashion-19k/looks.csv
+    python -m study.looks --project /tmp/lookalike-fashion-19k --table metrics/fashion-19k/looks.csv
     python -m study.looks --project . --confusions 20    # the build's "same colour" misses, by colour pair
 
 Rows (the project's params.yaml gives everything not named):

@@ -121,10 +121,10 @@ def test_a_decimal_shop_id_never_collides_with_an_allocated_one(tiny_project: Pa
         str(np.load(tiny_project / "artifacts/image_paths.npy")[0])).read_bytes())
     store.append("put", "SKU-A", "b", "m", vector, META, image, "image/png")
     fold(store, tiny_project / "artifacts", tmp_path / "delta")
-    allocated = read_table(tmp_path / "delta/styles.csv")
+    allocated = read_table(tmp_path / "delta/items.csv")
     assert allocated["id"].tolist() == [FIRST_ALLOCATED_ID]
     store.append("put", str(FIRST_ALLOCATED_ID), "b", "m", vector, META, image, "image/png")
     fold(store, tiny_project / "artifacts", tmp_path / "delta")
-    table = read_table(tmp_path / "delta/styles.csv")
+    table = read_table(tmp_path / "delta/items.csv")
     assert table["id"].is_unique and len(table) == 2
     assert sorted(table["external_id"].astype(str)) == sorted(["SKU-A", str(FIRST_ALLOCATED_ID)])
