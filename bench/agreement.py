@@ -19,6 +19,7 @@ import numpy as np
 
 from bench.common import print_table, write_results
 from lookalike.artifacts import resolve_build
+from lookalike.catalogue.description import CatalogueRoles
 from lookalike.catalogue.reading import read_table
 from lookalike.evaluation.metrics import evaluate_retrieval
 from lookalike.model.preprocessing import PreprocessSpec
@@ -34,11 +35,14 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     folder, manifest = resolve_build(args.artifacts)
+    label = CatalogueRoles.from_manifest(manifest).label
+    if label is None:
+        raise SystemExit(f"{folder}: the build's catalogue has no label to score the retrieval metrics by")
     file = {name: folder / entry["path"] for name, entry in manifest["files"].items()}
     spec = PreprocessSpec(**manifest["params"]["preprocess"])
     items = read_table(file["items"])
     paths = [str(PROJECT_ROOT / p) for p in np.load(file["image_paths"])]
-    labels = items[manifest["params"]["label_column"]].to_numpy()
+    labels = items[label].to_numpy()
     queries = np.flatnonzero(items["split"].to_numpy() == "test")
 
     from lookalike.model.network import CompiledModel, load_embedding_model

@@ -141,12 +141,22 @@ class EmbeddingSampler:
         self.within_class_norm = float(np.linalg.norm(residuals, axis=1).mean())
 
     @classmethod
-    def from_artifacts(cls, artifacts: Path = ROOT / "artifacts", label_column: str = "articleType",
+    def from_artifacts(cls, artifacts: Path = ROOT / "artifacts", label_column: str | None = None,
                        noise_scale: float = 0.5) -> EmbeddingSampler:
+        """From an artifacts folder's embeddings, the classes by ``label_column`` (default: the build's label,
+        from its manifest; a build without one is one class)."""
         import pandas as pd
 
+        from lookalike.catalogue.description import CatalogueRoles
+
         embeddings = np.load(artifacts / "embeddings.npy")
-        labels = pd.read_csv(artifacts / "items.csv", usecols=[label_column])[label_column].to_numpy()
+        if label_column is None:
+            label_column = CatalogueRoles.from_manifest(json.loads((artifacts / "manifest.json").read_text())).label
+        if label_column is None:
+            labels = np.zeros(len(embeddings), dtype=np.int64)
+        else:
+            labels = pd.read_csv(artifacts / "items.csv", usecols=[label_column], dtype=str, keep_default_na=False
+                                 )[label_column].to_numpy()
         return cls(embeddings, labels, noise_scale)
 
     def sample(self, n: int, seed: int, chunk: int = 100_000) -> np.ndarray:

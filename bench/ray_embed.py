@@ -7,6 +7,9 @@ driver. The vectors of every Ray run are compared with the single-process ones (
 
     python -m bench.ray_embed --artifacts /path/to/project/artifacts     # every photo of the build's catalogue
     python -m bench.ray_embed --quick                                    # 256 photos
+
+The catalogue folder is read through the project's catalogue description (``data.catalogue`` of the
+params.yaml beside the artifacts folder), or the one --description names.
 """
 
 from __future__ import annotations
@@ -20,10 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import psutil
+import yaml
 
 from bench.common import ROOT, machine, print_table, versions, write_results
+from lookalike.catalogue.description import load_description
 from lookalike.model.distributed import catalogue_table, embed_table, model_from_build, ray_session, read_embeddings
 from lookalike.model.runtime import EmbeddingRuntime, predict_paths
+from lookalike.params import catalogue_description
 
 COLUMNS = ["engine", "workers", "threads", "images", "seconds", "images_per_s", "vs_single", "ray_start_s",
            "actor_peak_mb", "decode_peak_mb", "max_abs_diff", "load_1m"]
@@ -69,6 +75,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--artifacts", default=str(ROOT / "artifacts"), help="a build with model.tflite")
     parser.add_argument("--catalogue", help="catalogue folder (default: the build's catalogue_dir)")
+    parser.add_argument("--description", help="the catalogue folder's description (default: data.catalogue of the "
+                                              "project's params.yaml)")
     parser.add_argument("--limit", type=int, help="first N photos by id (default: all)")
     parser.add_argument("--quick", action="store_true", help="256 photos")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -79,7 +87,9 @@ def main() -> None:
     catalogue = args.catalogue or resolve_build(args.artifacts)[1]["params"]["catalogue_dir"]
     project = Path(args.artifacts).resolve().parent  # a relative catalogue_dir is relative to the project
     catalogue_path = Path(catalogue) if Path(catalogue).is_absolute() else project / catalogue
-    table, _ = catalogue_table(catalogue_path)
+    description = load_description(args.description) if args.description else catalogue_description(
+        yaml.safe_load((project / "params.yaml").read_text()), project)
+    table, _ = catalogue_table(catalogue_path, description)
     limit = 256 if args.quick else args.limit
     if limit:
         table = table.iloc[:limit].reset_index(drop=True)

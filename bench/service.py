@@ -43,8 +43,22 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 KEY = "bench-key-0123456789abcdef"
-META = {"articleType": "Tshirts", "gender": "Men", "baseColour": "Blue", "masterCategory": "Apparel",
-        "productDisplayName": "Bench tee"}
+
+
+def item_metadata(searcher) -> dict[str, str]:
+    """The metadata fields the benchmark's adds send: the build's own columns (any catalogue's), with the
+    values of its first item that has a label (a write must give it), missing values left out, titled
+    "Bench item"."""
+    from lookalike.catalogue.reading import MISSING_VALUES
+
+    roles = searcher.roles
+    for row in range(len(searcher.items)):
+        metadata = {c: v for c, v in searcher.metadata(row).items() if v.strip() not in MISSING_VALUES}
+        if roles.label is None or roles.label in metadata:
+            break
+    if roles.title:
+        metadata[roles.title] = "Bench item"
+    return metadata
 
 
 def percentiles(seconds: list[float]) -> dict:
@@ -252,12 +266,12 @@ def ratios(rows: list[dict]) -> list[dict]:
              "ratios": [round(x, 3) for x in each]} for (what, level, where), each in rounds.items()]
 
 
-def adds(server: Server, photos: list[bytes], timed: int, bulk: int) -> dict:
+def adds(server: Server, photos: list[bytes], meta: dict[str, str], timed: int, bulk: int) -> dict:
     client = httpx.Client(base_url=server.url, timeout=60, headers={"X-API-Key": KEY})
 
     def add(item_id: str, i: int) -> float:
         started = time.perf_counter()
-        r = client.put(f"/v1/items/{item_id}", files={"image": ("p.jpg", photos[i % len(photos)])}, data=META)
+        r = client.put(f"/v1/items/{item_id}", files={"image": ("p.jpg", photos[i % len(photos)])}, data=meta)
         if r.status_code not in (200, 201):
             raise SystemExit(f"add failed: {r.status_code} {r.text}")
         return time.perf_counter() - started
@@ -283,7 +297,8 @@ def adds(server: Server, photos: list[bytes], timed: int, bulk: int) -> dict:
     return result
 
 
-def load(server: Server, photos: list[bytes], ids: list[str], seconds: float, clients: int) -> dict:
+def load(server: Server, photos: list[bytes], ids: list[str], meta: dict[str, str], seconds: float, clients: int
+         ) -> dict:
     """Mixed load for a fixed time: 60% search, 25% more-like-this, 10% add, 5% remove (of its own adds)."""
     end = time.monotonic() + seconds
     counts, errors, acked, removed = {}, [], {}, set()
@@ -310,7 +325,7 @@ def load(server: Server, photos: list[bytes], ids: list[str], seconds: float, cl
             elif roll < 0.95 or not mine:
                 item_id = f"LOAD-{index}-{n}"
                 kind, r = "add", http.put(f"/v1/items/{item_id}", files={"image": ("p.jpg", rng.choice(photos))},
-                                          data=META)
+                                          data=meta)
                 if r.status_code in (200, 201):
                     mine.append(item_id)
                     with lock:
@@ -416,8 +431,9 @@ def main() -> int:
         report["http_vs_in_process"] = ratios(report["throughput"])
         for row in report["http_vs_in_process"]:
             print(json.dumps(row), flush=True)
-        report["adds"] = adds(server, photos, 200 if not quick else 10, 10_000 if not quick else 50)
-        report["load"] = load(server, photos, ids, 300 if not quick else 8, 8 if not quick else 3)
+        meta = item_metadata(catalogue.searcher)
+        report["adds"] = adds(server, photos, meta, 200 if not quick else 10, 10_000 if not quick else 50)
+        report["load"] = load(server, photos, ids, meta, 300 if not quick else 8, 8 if not quick else 3)
     finally:
         server.stop()
     out = Path(args.out if not quick else args.out.replace(".json", "-quick.json"))

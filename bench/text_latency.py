@@ -2,7 +2,9 @@
 
 Queries: test-split titles, attribute words ("navy blue", "tshirts"), an item plus words ("like this, but red"),
 and photo queries (Searcher.search on catalogue paths) in the same run, interleaved. A breakdown pass times each
-step of a words-only query: the tower's encoding, the learned (FAISS) search, BM25 and the fusion.
+step of a words-only query: the tower's encoding, the learned (FAISS) search, BM25 and the fusion. The title and
+attribute columns are the build's roles (attribute words: the values of the columns text evaluation asks one at a
+time, lookalike.text.evaluation.text_columns: baseColour, subCategory and articleType for fashion).
 
     python -m bench.text_latency            # 200 titles, 100 attribute words, 100 item+words, 100 photos
     python -m bench.text_latency --quick    # 20 of each
@@ -16,8 +18,10 @@ import time
 import numpy as np
 
 from bench.common import print_table, summary_ms, timed, write_results
+from lookalike.catalogue.description import CatalogueDescription
 from lookalike.search.engine import Searcher
 from lookalike.search.index import search as index_search
+from lookalike.text.evaluation import text_columns
 from lookalike.text.search import Query, TextSearch
 from lookalike.text.tower import field_value
 
@@ -37,10 +41,15 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     items = searcher.items
     test = np.flatnonzero(items["split"].to_numpy() == "test") if "split" in items else np.arange(len(items))
-    titles = [t for t in (field_value(v) for v in items["productDisplayName"].to_numpy()[test]) if t]
+    roles = searcher.roles
+    if roles.title is None:
+        raise SystemExit("the build's catalogue names no title column: no title queries to time")
+    columns = text_columns(CatalogueDescription(labels=roles.labels, attributes=roles.attributes, colour=roles.colour,
+                                                words=roles.words, title=roles.title), items)
+    attribute_columns = sorted({c for name in columns.single for c in columns.attributes[name]})
+    titles = [t for t in (field_value(v) for v in items[roles.title].to_numpy()[test]) if t]
     titles = [titles[i] for i in rng.choice(len(titles), min(2 * n, len(titles)), replace=False)]
-    labels = sorted({field_value(v).lower() for c in ("baseColour", "articleType", "subCategory")
-                     for v in items[c]} - {""})
+    labels = sorted({field_value(v).lower() for c in attribute_columns for v in items[c]} - {""})
     attributes = [labels[i] for i in rng.choice(len(labels), n)]
     anchors = items["id"].to_numpy()[rng.choice(len(items), n, replace=False)]
     colours = ["red", "black", "white", "blue", "green"]

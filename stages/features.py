@@ -3,8 +3,8 @@
 artifacts/features.npy: float32 (1 + augmented_views, n_images, feature_dim) pooled
 features in data/subset.csv row order, followed by the colour descriptor (lookalike/model/colour.py)
 with ``model.colour_descriptor``; view 0 is the plain image, the others are augmented views of
-train images (copies of view 0 elsewhere, never sampled; val images get them too when a sub-space
-trains on instances, column ``@instance``, whose validation queries with view 1): flip, crop, jitter and, with
+train and val images (copies of view 0 elsewhere, never sampled; an instance sub-space, column ``@instance``,
+asks val images' view 1 as its validation queries): flip, crop, jitter and, with
 ``features.shopper_alterations``, one of the alterations a shopper's photo brings (blur, a coloured
 background, phone JPEG: lookalike/model/alterations.py).
 
@@ -70,7 +70,7 @@ def main() -> None:
     subset = read_table(PROJECT_ROOT / "data/subset.csv")
     spec = preprocess_spec(params)
     paths = subset["image_path"].tolist()
-    augmented = augmented_rows(subset["split"].to_numpy(), params["model"]["subspaces"])
+    augmented = augmented_rows(subset["split"].to_numpy())
     backbone = new_backbone(backbone_params["name"], spec.image_size, backbone_params["weights"])
     exported = time.perf_counter()
     photos = check_images(paths, spec)

@@ -17,7 +17,14 @@ from lookalike.artifacts import write_bytes, write_json, write_with
 from lookalike.catalogue.reading import read_table
 from lookalike.model.backbones import split_backbone
 from lookalike.model.network import build_embedding_model, new_backbone
-from lookalike.model.training import MISSING, attribute_labels, freeze_for_finetuning, maps_description, train_head
+from lookalike.model.training import (
+    MISSING,
+    attribute_labels,
+    freeze_for_finetuning,
+    maps_description,
+    neighbour_groups,
+    train_head,
+)
 from lookalike.params import PROJECT_ROOT, catalogue_description, load_params, preprocess_spec
 
 
@@ -49,8 +56,12 @@ def main() -> None:
     subspaces = params["model"]["subspaces"]
     attributes = {name: attribute_labels(subset, spec["column"]) for name, spec in subspaces.items()}
     look = attribute_labels(subset, f"{label}+{description.colour}") if label and description.colour else None
+    groups = int(params["train"].get("neighbour_groups", 0))  # look-alike photos as instance positives: no label
+    items = neighbour_groups(features[0], np.concatenate([train_rows, val_rows]), groups,
+                             int(params["train"]["seed"])) if groups and not finetune_blocks else None
     result = train_head(features if finetune_blocks else np.asarray(features), labels, train_rows, val_rows,
-                        params["model"], params["train"], backbone_top=top, attributes=attributes, look_labels=look)
+                        params["model"], params["train"], backbone_top=top, attributes=attributes, look_labels=look,
+                        items=items)
     print(f"trained in {result.seconds:.1f} s; kept step {result.best_step} "
           f"(val MAP@R {result.best_validation.get('map_at_r', float('nan')):.4f})")
     colour = preprocess_spec(params).normalisation if params["model"]["colour_descriptor"] else None

@@ -1,6 +1,7 @@
 """What a shopper's photo does to search: P@5 of the test queries when each query photo is altered the way
 a phone upload differs from a catalogue photo, beside the clean figure; and P@5 where relevant means the
-same label AND the same baseColour ("the same thing in the same colour").
+same label AND the same colour (the description's colour column, baseColour for fashion: "the same thing in
+the same colour").
 
 Both are reported under every alteration: type P@5 and type+colour P@5 (over the sampled queries that have
 another item of the same label and colour). The gallery stays the build's clean catalogue embeddings (the
@@ -29,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from lookalike.catalogue.reading import read_table
 from lookalike.evaluation.metrics import unit_rows
@@ -37,6 +37,7 @@ from lookalike.model.alterations import ALTERATIONS
 from lookalike.model.colour import backbone_part
 from lookalike.model.preprocessing import image_to_input, load_image
 from lookalike.params import preprocess_spec
+from study import project_catalogue
 
 
 def precision_at_5(queries: np.ndarray, query_rows: np.ndarray, gallery: np.ndarray, relevant_to) -> float:
@@ -58,11 +59,12 @@ def main() -> None:
     from lookalike.model.network import CompiledModel, build_feature_model, load_embedding_model, new_backbone
     from lookalike.model.training import embed_features
 
-    params = yaml.safe_load((args.project / "params.yaml").read_text())
-    label = params["data"]["label_column"]
+    params, description = project_catalogue(args.project)
+    if description.colour is None:
+        raise SystemExit(f"{description.source} names no colour column: the label-and-colour P@5 needs one")
     items = read_table(args.project / "artifacts/items.csv")
     paths = np.load(args.project / "artifacts/image_paths.npy")
-    labels, colours = items[label].to_numpy(), items["baseColour"].to_numpy()
+    labels, colours = items[description.label].to_numpy(), items[description.colour].to_numpy()
     rng = np.random.default_rng(args.seed)
     test = np.flatnonzero(items["split"].to_numpy() == "test")
     query_rows = np.sort(rng.choice(test, size=min(args.queries, len(test)), replace=False))

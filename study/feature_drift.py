@@ -18,11 +18,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from lookalike.catalogue.reading import read_table
 from lookalike.evaluation.metrics import evaluate_retrieval
 from lookalike.model.training import embed_features, train_head
+from study import project_catalogue
 
 
 def main() -> None:
@@ -33,9 +33,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     args = parser.parse_args()
     project = Path(args.project)
-    params = yaml.safe_load((project / "params.yaml").read_text())
+    params, description = project_catalogue(project)
     subset = read_table(project / "data/subset.csv")
-    labels = subset[params["data"]["label_column"]].to_numpy()
+    labels = subset[description.label].to_numpy()
     split = subset["split"].to_numpy()
     train_rows, val_rows = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
     queries = np.flatnonzero(split == "test")

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from lookalike.catalogue.reading import read_table
 from lookalike.evaluation.metrics import METRIC_NAMES, count_relevant, retrieval_metrics, unit_rows
 from lookalike.model.colour import backbone_part
+from study import project_catalogue
 
 ScoreFn = Callable[[np.ndarray], np.ndarray]  # query positions (into the query list) -> (c, n_gallery) scores
 
@@ -183,16 +183,17 @@ def main() -> None:
         return
     if args.project is None or args.out is None:
         parser.error("--project and --out are needed (or --table)")
-    params = yaml.safe_load((args.project / "params.yaml").read_text())
+    params, description = project_catalogue(args.project)
     items = read_table(args.project / "artifacts/items.csv")
-    labels = items[params["data"]["label_column"]].to_numpy()
+    labels = items[description.label].to_numpy()
     split = items["split"].to_numpy()
     trained = np.load(args.project / "artifacts/embeddings.npy")
     pretrained = backbone_part(np.load(args.project / "artifacts/features.npy", mmap_mode="r")[0],
                                bool(params["model"].get("colour_descriptor")))
     everything = np.arange(len(items))
     protocols = {  # queries, gallery, rows that may be DBA neighbours (never a query of that protocol)
-        "val": (np.flatnonzero(split == "val"), np.flatnonzero(split != "test"), np.flatnonzero(split == "train")),
+        "val": (np.flatnonzero(split == "val"), np.flatnonzero(np.isin(split, ("train", "val"))),
+                np.flatnonzero(split == "train")),
         "test": (np.flatnonzero(split == "test"), everything, np.flatnonzero(split != "test")),
     }
     records = []

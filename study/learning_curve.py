@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from lookalike.catalogue.reading import read_table
 from lookalike.catalogue.subset import stratified_subset
 from lookalike.evaluation.metrics import METRIC_NAMES, evaluate_retrieval, unit_rows
 from lookalike.model.training import embed_features, train_head
+from study import project_catalogue
 
 PLOTTED = (("precision_at_1", "P@1"), ("precision_at_5", "P@5"), ("top5_accuracy", "top-5 accuracy"),
            ("map_at_r", "MAP@R"))
@@ -39,7 +39,7 @@ def train_subsets(subset: pd.DataFrame, label: str, sizes: list[int], seed: int)
         if size >= len(train):
             chosen[len(train)] = train["row"].to_numpy()
         else:
-            part, _ = stratified_subset(train, label, size, min_per_class=2, seed=seed)
+            part = stratified_subset(train, label, size, seed=seed)
             chosen[size] = np.sort(part["row"].to_numpy())
     return chosen
 
@@ -81,8 +81,8 @@ def main() -> None:
     parser.add_argument("--csv", type=Path, default=Path("metrics/fashion-19k/learning_curve.csv"))
     parser.add_argument("--png", type=Path, default=Path("docs/learning_curve_19k.png"))
     args = parser.parse_args()
-    params = yaml.safe_load((args.project / "params.yaml").read_text())
-    label = params["data"]["label_column"]
+    params, description = project_catalogue(args.project)
+    label = description.label
     subset = read_table(args.project / "data/subset.csv")
     features = np.load(args.project / "artifacts/features.npy")
     labels = subset[label].to_numpy()

@@ -4,7 +4,8 @@ On a project whose pipeline has run (its cached features hold the colour descrip
 backbone features, ``model.colour_descriptor: true``), each row trains a head with lookalike.model.training
 (the pipeline's own loop, early stopping on the val split) and scores the test queries against the whole
 catalogue: the type metrics, type+colour P@5 and MAP@R, type+gender P@5, colour P@5 (colour alone), and
-the same queries asked "same colour" (the colour sub-space alone) where the row has one.
+the same queries asked "same colour" (the colour sub-space alone) where the row has one. The label, the colour
+and the look columns (gender for fashion) are the roles the project's catalogue description gives them.
 
     python -m study.looks --project /tmp/lookalike-fashion-19k --out metrics/fashion-19k/looks.csv
     python -m study.looks --project /tmp/lookalike-fashion-19k --table metrics/fashion-19k/looks.csv
@@ -31,38 +32,46 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from lookalike.catalogue.description import CatalogueDescription
 from lookalike.catalogue.reading import read_table
 from lookalike.evaluation.metrics import evaluate_retrieval, look_metrics, unit_rows
 from lookalike.model.colour import COLOUR_BINS, COLOUR_FEATURES
 from lookalike.search.similarity import Similarity
+from study import project_catalogue
 
-TYPE_ONLY = {"type": {"column": "articleType", "dim": 256, "weight": 1.0}}
+
+def type_only(label: str) -> dict:
+    """One 256-d sub-space on the catalogue's label (the previous default head)."""
+    return {"type": {"column": label, "dim": 256, "weight": 1.0}}
+
+
 MIXES = {"mix_type_only": {"type": 1.0}, "mix_light_colour": {"type": 1.0, "colour": 0.2, "look": 0.5},
          "mix_heavy_colour": {"type": 1.0, "colour": 1.0, "look": 2.0, "gender": 0.2, "usage": 0.1}}
 
 
-def score(embeddings: np.ndarray, items: pd.DataFrame, queries: np.ndarray, label: str,
+def score(embeddings: np.ndarray, items: pd.DataFrame, queries: np.ndarray, description: CatalogueDescription,
           asked: np.ndarray | None = None) -> dict[str, float]:
     """The type metrics and the look metrics of ``queries`` (rows of ``embeddings``; ``asked``: their query
     vectors when a mode re-weights them) against the whole catalogue, own row excluded."""
-    labels = items[label].to_numpy()
-    scores = evaluate_retrieval(embeddings, labels, queries, queries=asked)[0]
-    return {**scores, **look_metrics(embeddings, items, queries, label, queries=asked)}
+    label = description.label
+    scores = evaluate_retrieval(embeddings, items[label].to_numpy(), queries, queries=asked)[0]
+    return {**scores, **look_metrics(embeddings, items, queries, label, description.colour, description.look,
+                                     queries=asked)}
 
 
-def train_row(features: np.ndarray, items: pd.DataFrame, params: dict, subspaces: dict
-              ) -> tuple[np.ndarray, float, Similarity]:
+def train_row(features: np.ndarray, items: pd.DataFrame, params: dict, description: CatalogueDescription,
+              subspaces: dict) -> tuple[np.ndarray, float, Similarity]:
     """Train one head on ``features`` (views, n, dim) with ``subspaces``: the catalogue's embeddings, the
     training seconds and the row's sub-space layout."""
     from lookalike.model.training import attribute_labels, embed_features, train_head
 
-    label = params["data"]["label_column"]
+    label, colour = description.label, description.colour
     model = {**params["model"], "subspaces": subspaces, "embedding_dim": sum(s["dim"] for s in subspaces.values())}
     split = items["split"].to_numpy()
-    result = train_head(features, items[label].to_numpy(), np.flatnonzero(split == "train"),
+    result = train_head(features, attribute_labels(items, label), np.flatnonzero(split == "train"),
                         np.flatnonzero(split == "val"), model, params["train"], log=lambda _: None,
                         attributes={name: attribute_labels(items, spec["column"]) for name, spec in subspaces.items()},
-                        look_labels=attribute_labels(items, f"{label}+baseColour"))
+                        look_labels=attribute_labels(items, f"{label}+{colour}") if colour else None)
     return embed_features(result.head, features[0]), result.seconds, Similarity.from_params(model)
 
 
@@ -81,10 +90,11 @@ def main() -> None:
     if args.confusions:
         print(colour_confusions(args.project, args.confusions).to_string())
         return
-    params = yaml.safe_load((args.project / "params.yaml").read_text())
+    params, description = project_catalogue(args.project)
     if not params["model"].get("colour_descriptor"):
         raise SystemExit("the project's features hold no colour descriptor: set model.colour_descriptor: true")
-    label = params["data"]["label_column"]
+    if description.colour is None:
+        raise SystemExit(f"{description.source} names no colour column: the look metrics need one")
     items = read_table(args.project / "artifacts/items.csv")
     features = np.load(args.project / "artifacts/features.npy")
     queries = np.flatnonzero(items["split"].to_numpy() == "test")
@@ -92,8 +102,8 @@ def main() -> None:
     global_only = features[..., : features.shape[-1] - COLOUR_FEATURES + COLOUR_BINS]
     default = params["model"]["subspaces"]
     rows = {
-        "type_head": (backbone, TYPE_ONLY),
-        "type_head_colour_in": (features, TYPE_ONLY),
+        "type_head": (backbone, type_only(description.label)),
+        "type_head_colour_in": (features, type_only(description.label)),
         "subspaces_no_colour": (backbone, default),
         "subspaces_global": (global_only, default),
         "subspaces": (features, default),
@@ -110,7 +120,7 @@ def main() -> None:
               flush=True)
 
     if not args.rows or "pretrained" in args.rows:
-        record("pretrained", score(unit_rows(backbone[0]), items, queries, label))
+        record("pretrained", score(unit_rows(backbone[0]), items, queries, description))
     for name, (inputs, subspaces) in rows.items():
         if args.rows and name not in args.rows and not (name == "subspaces" and any(
                 r.startswith("mix_") for r in args.rows)):
@@ -121,18 +131,18 @@ def main() -> None:
             similarity = Similarity.from_params(params["model"], params.get("similarity"))
             seconds = float(yaml.safe_load((args.project / "metrics/train.json").read_text())["train_seconds"])
         else:
-            embeddings, seconds, similarity = train_row(inputs, items, params, subspaces)
+            embeddings, seconds, similarity = train_row(inputs, items, params, description, subspaces)
         print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
         colour_mode = {}
         if "colour" in similarity.names:
             asked = np.stack([similarity.query_vector(v, {"colour": 1.0}) for v in embeddings[queries]])
             colour_mode = {"colour_mode_colour_precision_at_5": round(
-                score(embeddings, items, queries, label, asked)["colour_precision_at_5"], 4)}
-        record(name, score(embeddings, items, queries, label), seconds, **colour_mode)
+                score(embeddings, items, queries, description, asked)["colour_precision_at_5"], 4)}
+        record(name, score(embeddings, items, queries, description), seconds, **colour_mode)
         if name == "subspaces":
             for mix, weights in MIXES.items():
                 asked = np.stack([similarity.query_vector(v, weights) for v in embeddings[queries]])
-                record(mix, score(embeddings, items, queries, label, asked))
+                record(mix, score(embeddings, items, queries, description, asked))
     if args.out:
         print(f"wrote {args.out}")
 
@@ -149,7 +159,10 @@ def colour_confusions(project: Path, top: int) -> pd.Series:
     scores = asked @ searcher.embeddings.T
     scores[np.arange(len(queries)), queries] = -np.inf
     top5 = np.argsort(-scores, axis=1, kind="stable")[:, :5]
-    colours = items["baseColour"].astype(str).to_numpy()
+    colour = searcher.roles.colour
+    if colour is None:
+        raise SystemExit("the build's catalogue names no colour column")
+    colours = items[colour].astype(str).to_numpy()
     pairs = pd.Series([f"{colours[q]} -> {colours[r]}" for q, row in zip(queries, top5, strict=True) for r in row
                        if colours[q] != colours[r]])
     print(f"{len(pairs)} of {top5.size} results have another colour name than their query")
@@ -157,9 +170,10 @@ def colour_confusions(project: Path, top: int) -> pd.Series:
 
 
 def markdown(table: pd.DataFrame) -> str:
+    pairs = [c for c in table if c.startswith("type_") and c.endswith("_precision_at_5")
+             and c != "type_colour_precision_at_5"]  # type+<look column>, type_gender_precision_at_5 for fashion
     columns = ["row", "precision_at_1", "precision_at_5", "top5_accuracy", "map_at_r", "type_colour_precision_at_5",
-               "type_colour_map_at_r", "type_gender_precision_at_5", "colour_precision_at_5",
-               "colour_mode_colour_precision_at_5"]
+               "type_colour_map_at_r", *pairs, "colour_precision_at_5", "colour_mode_colour_precision_at_5"]
     columns = [c for c in columns if c in table]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for _, row in table.iterrows():

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from lookalike.catalogue.reading import read_table
 from lookalike.evaluation.metrics import exclude_self, unit_rows
 from lookalike.model.colour import backbone_part
-from lookalike.params import PROJECT_ROOT, load_params
+from lookalike.params import PROJECT_ROOT, catalogue_description, load_params
 from lookalike.search.index import build_index, search
 
 
@@ -51,9 +51,12 @@ def main() -> None:
     parser.add_argument("--sheet", type=Path, help="write a contact sheet of the first 40 double misses here")
     args = parser.parse_args()
     params = load_params()
+    label = catalogue_description(params).label
+    if label is None:
+        raise SystemExit(f"{params['data']['catalogue']} names no label: the misses are same-label misses")
     artifacts = PROJECT_ROOT / "artifacts"
     items = read_table(artifacts / "items.csv")
-    labels = items[params["data"]["label_column"]].to_numpy()
+    labels = items[label].to_numpy()
     queries = np.flatnonzero(items["split"].to_numpy() == "test")
     trained = top_k(np.load(artifacts / "embeddings.npy"), queries)
     features = backbone_part(np.load(artifacts / "features.npy", mmap_mode="r")[0],

@@ -3,39 +3,66 @@ subset, against the same evaluation on a folder of its own test-split photos of 
 
     python -m study.unseen_folder --project . --catalogue ../shared/data/fashion-19k --out /tmp/unseen-5k
 
-It writes two folders in the Kaggle layout (symbolic links; styles.csv keeps the catalogue's original
-lines): ``<out>/own-test`` (the build's test split) and ``<out>/unseen`` (for each type, as many photos as the
-test split has, drawn seeded from the catalogue's photos outside the build's subset), then scores both as
-``lookalike evaluate-folder --baseline`` does: every photo a query against the rest of its folder, queries
-whose type has no other photo there left out, the trained model and the pretrained features.
+It writes two folders in the catalogue's own layout (hard links to its photos, copies across file systems;
+the table keeps the catalogue's original lines): ``<out>/own-test`` (the build's test split) and ``<out>/unseen``
+(for each type, as many photos as the test split has, drawn seeded from the catalogue's photos outside the
+build's subset), then scores both as ``lookalike evaluate-folder --baseline`` does: every photo a query against
+the rest of its folder, queries whose type has no other photo there left out, the trained model and the
+pretrained features. Both the catalogue and the folders are read through the project's catalogue description
+(``data.catalogue``), which must be one CSV table with a header whose first column is the id (the Kaggle
+layout: styles.csv).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from lookalike.catalogue.description import CatalogueDescription
 from lookalike.catalogue.reading import load_catalogue, read_table
 from lookalike.evaluation.metrics import evaluate_retrieval, look_metrics, unit_rows
 from lookalike.model.colour import backbone_part
 from lookalike.model.views import iter_input_batches
 from lookalike.params import preprocess_spec
+from study import project_catalogue
 
 
-def write_folder(out: Path, catalogue: Path, table: pd.DataFrame) -> None:
+def table_file(description: CatalogueDescription) -> str:
+    """The catalogue's one CSV table, whose lines :func:`write_folder` copies by the id in their first field."""
+    if (description.layout != "table" or len(description.tables) != 1 or description.joins or not description.header
+            or Path(description.tables[0].path).suffix.lower() != ".csv" or description.id is None):
+        raise SystemExit(f"{description.source}: this study copies the lines of one CSV table with a header and an "
+                         "id column (the Kaggle layout); this catalogue is described otherwise")
+    return description.tables[0].path
+
+
+def write_folder(out: Path, catalogue: Path, table: pd.DataFrame, description: CatalogueDescription) -> None:
+    """The rows of ``table`` as a catalogue folder ``description`` reads: the table's original lines, the
+    photos hard-linked (copied across file systems) at the same places: the catalogue reader refuses a symbolic
+    link pointing out of the folder."""
+    name = table_file(description)
     wanted = set(table["id"].tolist())
-    lines = (catalogue / "styles.csv").read_text(encoding="utf-8").splitlines()
+    lines = (catalogue / name).read_text(encoding="utf-8").splitlines()
+    if lines[0].split(",", 1)[0].strip() != description.id:
+        raise SystemExit(f"{catalogue / name}: the first column is not the id column {description.id!r}")
     kept = [lines[0]] + [line for line in lines[1:] if line.split(",", 1)[0].isdigit()
                          and int(line.split(",", 1)[0]) in wanted]
-    (out / "images").mkdir(parents=True, exist_ok=False)
-    (out / "styles.csv").write_text("\n".join(kept) + "\n", encoding="utf-8")
+    out.mkdir(parents=True, exist_ok=False)
+    (out / name).parent.mkdir(parents=True, exist_ok=True)
+    (out / name).write_text("\n".join(kept) + "\n", encoding="utf-8")
     for path in table["image_path"]:
-        (out / "images" / Path(path).name).symlink_to(Path(path).resolve())
+        link = out / os.path.relpath(path, catalogue)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(Path(path).resolve(), link)
+        except OSError:  # another file system
+            shutil.copy(path, link)
 
 
 def unseen_like(pool: pd.DataFrame, counts: pd.Series, label: str, seed: int) -> pd.DataFrame:
@@ -48,10 +75,11 @@ def unseen_like(pool: pd.DataFrame, counts: pd.Series, label: str, seed: int) ->
     return pd.concat(parts).sort_values("id").reset_index(drop=True)
 
 
-def score(folder: Path, label: str, spec, backbone, head, with_colour: bool = False) -> dict:
+def score(folder: Path, description: CatalogueDescription, spec, backbone, head, with_colour: bool = False) -> dict:
     from lookalike.model.training import embed_features
 
-    table, _ = load_catalogue(folder, label)
+    label, colour, look = description.label, description.colour, description.look
+    table, _ = load_catalogue(folder, description)
     labels = table[label].to_numpy()
     counts = pd.Series(labels).value_counts()
     queries = np.flatnonzero(pd.Series(labels).map(counts).to_numpy() >= 2)
@@ -60,9 +88,9 @@ def score(folder: Path, label: str, spec, backbone, head, with_colour: bool = Fa
     trained, pretrained = embed_features(head, features), unit_rows(backbone_part(features, with_colour))
     return {"images": len(table), "queries": len(queries),
             "trained": {**evaluate_retrieval(trained, labels, queries)[0],
-                        **look_metrics(trained, table, queries, label)},
+                        **look_metrics(trained, table, queries, label, colour, look)},
             "pretrained": {**evaluate_retrieval(pretrained, labels, queries)[0],
-                           **look_metrics(pretrained, table, queries, label)}}
+                           **look_metrics(pretrained, table, queries, label, colour, look)}}
 
 
 def main() -> None:
@@ -75,23 +103,25 @@ def main() -> None:
     args = parser.parse_args()
     from lookalike.model.network import CompiledModel, build_feature_model, load_embedding_model, new_backbone
 
-    params = yaml.safe_load((args.project / "params.yaml").read_text())
-    label = params["data"]["label_column"]
+    params, description = project_catalogue(args.project)
+    label = description.label
+    table_file(description)  # before any work: the folders are written in the catalogue's own layout
     items = read_table(args.project / "artifacts/items.csv")
     test = items[items["split"] == "test"]
-    catalogue, _ = load_catalogue(args.catalogue, label)
+    catalogue, _ = load_catalogue(args.catalogue, description)
     test_table = catalogue[catalogue["id"].isin(set(test["id"]))]
     pool = catalogue[~catalogue["id"].isin(set(items["id"]))]
     unseen = unseen_like(pool, test[label].value_counts(), label, args.seed)
-    write_folder(args.out / "own-test", args.catalogue, test_table)
-    write_folder(args.out / "unseen", args.catalogue, unseen)
+    write_folder(args.out / "own-test", args.catalogue, test_table, description)
+    write_folder(args.out / "unseen", args.catalogue, unseen, description)
     spec = preprocess_spec(params)
     with_colour = bool(params["model"].get("colour_descriptor"))
     backbone = CompiledModel(build_feature_model(new_backbone(params["backbone"]["name"], spec.image_size,
                                                               params["backbone"]["weights"]),
                                                  spec.normalisation if with_colour else None))
     head = load_embedding_model(args.project / "artifacts/model.keras").get_layer("head")
-    result = {name: score(args.out / name, label, spec, backbone, head, with_colour) for name in ("own-test", "unseen")}
+    result = {name: score(args.out / name, description, spec, backbone, head, with_colour)
+              for name in ("own-test", "unseen")}
     print(json.dumps(result, indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

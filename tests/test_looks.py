@@ -142,7 +142,7 @@ def test_look_metrics_by_hand() -> None:
     # row 3 (Shirts Red, Women), row 5
     angles = np.array([0.0, 0.2, 0.1, 0.4, 0.3, 0.5])
     embeddings = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
-    scores = look_metrics(embeddings, table, np.array([0]), "articleType")
+    scores = look_metrics(embeddings, table, np.array([0]), "articleType", "baseColour", ("gender",))
     # type+colour relevant: rows 1 and 3 (R = 2), at ranks 2 and 4 of [2, 1, 4, 3, 5]
     assert scores["type_colour_precision_at_5"] == pytest.approx(2 / 5)
     assert scores["type_colour_map_at_r"] == pytest.approx((1 / 2) / 2)  # only rank 2 is within R = 2

@@ -41,7 +41,8 @@ def test_every_output_exists_and_agrees(tiny_project: Path) -> None:
 def test_subset_report_counts_quirks(tiny_project: Path) -> None:
     report = json.loads((tiny_project / "data/subset_report.json").read_text())
     assert report["catalogue"]["n_rows_without_image"] == 1
-    assert report["subset"]["splits"] == {"train": 42, "val": 6, "test": 12}  # per label: 2 test, 1 val, 7 train
+    # per label: 2 test, 1 val, 7 train; no label is rare, so nothing is only in the gallery
+    assert report["subset"]["splits"] == {"train": 42, "val": 6, "test": 12, "gallery": 0}
 
 
 def test_metrics_are_in_range_and_above_chance(tiny_project: Path) -> None:
@@ -107,12 +108,14 @@ def test_second_repro_runs_nothing_and_index_param_reruns_only_index_and_evaluat
 
 
 def test_evaluate_folder_scores_another_catalogue_without_retraining(tiny_project: Path) -> None:
+    from lookalike.catalogue.description import load_description
     from lookalike.evaluation.folder import evaluate_folder
     from lookalike.search.engine import Searcher
 
     searcher = Searcher.load(tiny_project / "artifacts", root=tiny_project)
     model_before = (tiny_project / "artifacts/model.keras").read_bytes()
-    result = evaluate_folder(searcher, tiny_project.parent / "catalogue", with_baseline=True)
+    result = evaluate_folder(searcher, tiny_project.parent / "catalogue",
+                             load_description(tiny_project / "catalogues/kaggle-fashion.yaml"), with_baseline=True)
     assert result["images"] == 60 and result["queries"] == 60 and result["queries_without_relevant"] == 0
     chance = (PER_LABEL - 1) / (60 - 1)
     for model in ("trained", "pretrained"):

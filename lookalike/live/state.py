@@ -17,7 +17,6 @@ import numpy as np
 from lookalike.live.records import Change, Hit, LiveError
 from lookalike.search import duplicates
 from lookalike.search.engine import Searcher
-from lookalike.search.index import search as index_search
 
 
 @dataclass
@@ -122,12 +121,10 @@ class LiveState:
         build_candidates = (len(self.build_ids) - len(excluded) if allowed is None
                             else len(allowed) - int(np.isin(excluded, allowed).sum()))
         if allowed is None or len(allowed):
-            scores, rows = index_search(self.searcher.index, query, k, allowed, excluded)
-            for score, found in zip(scores[0], rows[0], strict=True):
-                if found >= 0:
-                    found = int(found)
-                    hits.append(Hit(0, self.build_ids[found], float(score), self.searcher.metadata(found), "build",
-                                    str(self.searcher.resolve_path(found))))
+            rows, scores = self.searcher.top_rows(query[0], k, allowed, excluded)
+            for score, found in zip(scores.tolist(), rows.tolist(), strict=True):
+                hits.append(Hit(0, self.build_ids[found], float(score), self.searcher.metadata(found), "build",
+                                str(self.searcher.resolve_path(found))))
         # by score; on a tie build items first, then by id: a deterministic order
         hits.sort(key=lambda h: (-h.score, h.source != "build", h.id))
         matches = hits[:k]

@@ -79,11 +79,26 @@ def sample_instance_batch(rng: np.random.Generator, groups: list[np.ndarray], vi
     return np.concatenate(rows), np.concatenate(picked)
 
 
-def augmented_rows(split: np.ndarray, subspaces: dict[str, dict]) -> np.ndarray:
-    """Rows whose augmented views the features stage computes: the train split's, which training samples,
-    and the val split's too when a sub-space trains on instances (its validation queries with view 1)."""
-    instance = any(spec["column"] == INSTANCE_COLUMN for spec in subspaces.values())
-    return np.flatnonzero(np.isin(split, ["train", "val"] if instance else ["train"]))
+def neighbour_groups(features: np.ndarray, rows: np.ndarray, groups: int, seed: int = 0) -> np.ndarray:
+    """str (n,): a pseudo-item per row of ``rows`` (MISSING elsewhere): k-means of their unit pretrained features
+    into ``groups`` clusters (DeepCluster's pseudo-labels). Given to :func:`train_head` as ``items``, photos of
+    one cluster are each other's positives: the instance signal widened to look-alike photos, with no label."""
+    import faiss
+
+    vectors = np.ascontiguousarray(unit_rows(np.asarray(features[rows], np.float32)))
+    kmeans = faiss.Kmeans(vectors.shape[1], int(min(groups, len(rows))), niter=20, seed=seed, spherical=True)
+    kmeans.train(vectors)
+    _, assigned = kmeans.index.search(vectors, 1)
+    out = np.full(len(features), MISSING, dtype=object)
+    out[rows] = [f"cluster-{c}" for c in assigned[:, 0]]
+    return out.astype(str)
+
+
+def augmented_rows(split: np.ndarray) -> np.ndarray:
+    """Rows whose augmented views the features stage computes: the train split's, which training samples, then
+    the val split's (an instance sub-space's validation queries are their view 1). Train rows come first so
+    that their views, seeded by position, are the same whether or not val rows follow."""
+    return np.concatenate([np.flatnonzero(split == "train"), np.flatnonzero(split == "val")])
 
 
 def sample_pk_batch(rng: np.random.Generator, groups: list[np.ndarray], classes: int, per_class: int) -> np.ndarray:

@@ -188,6 +188,20 @@ class Searcher:
         layout = self.similarity or Similarity.from_manifest(self.manifest)
         return layout.query_vector(vector, similarity)
 
+    def top_rows(self, vector: np.ndarray, k: int, allowed: np.ndarray | None = None,
+                 excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The one top-k of the build every search ends in (photo, item, words, the live catalogue's build part):
+        rows int64 (<= k,) and their inner products float32 with ``vector``, best first, among ``allowed`` rows
+        (None: all) and never an ``excluded`` one (:func:`lookalike.search.index.search`)."""
+        scores, rows = search(self.index, np.asarray(vector, np.float32)[None], k, allowed,
+                              None if excluded is None or not len(excluded) else np.asarray(excluded, np.int64))
+        keep = rows[0] >= 0
+        return rows[0][keep], scores[0][keep]
+
+    def match(self, rank: int, row: int, score: float) -> Match:
+        """The result at ``row`` of the build."""
+        return Match(rank, int(self._item_ids[row]), float(score), str(self.resolve_path(row)), self.metadata(row))
+
     def search_vector(self, vector: np.ndarray, k: int, filters: dict | None = None,
                       exclude_rows: tuple[int, ...] = (), similarity: str | dict | None = None) -> SearchResponse:
         """Top-k among the items passing ``filters``, never any of ``exclude_rows``, by ``similarity``."""
@@ -196,22 +210,14 @@ class Searcher:
         started = time.perf_counter()
         vector = self.query_vector(vector, similarity)
         allowed = self.allowed_rows(filters)
-        excluded = {int(r) for r in exclude_rows}
-        if allowed is not None and excluded:
-            allowed = np.setdiff1d(allowed, np.fromiter(excluded, dtype=np.int64))
-        candidates = len(self.items) - len(excluded) if allowed is None else len(allowed)
+        excluded = np.unique(np.asarray(exclude_rows, dtype=np.int64))
+        candidates = len(self.items) - len(excluded) if allowed is None else \
+            len(allowed) - int(np.isin(excluded, allowed).sum())
         if candidates == 0:
             return SearchResponse([], candidates=0)
-        depth = k + (len(excluded) if allowed is None else 0)
-        scores, rows = search(self.index, vector[None], depth, allowed)
-        matches = []
-        for score, row in zip(scores[0], rows[0], strict=True):
-            if row < 0 or int(row) in excluded:
-                continue
-            matches.append(Match(len(matches) + 1, int(self._item_ids[int(row)]), float(score),
-                                 str(self.resolve_path(int(row))), self.metadata(int(row))))
-            if len(matches) == k:
-                break
+        rows, scores = self.top_rows(vector, k, allowed, excluded)
+        matches = [self.match(rank, int(row), score)
+                   for rank, (row, score) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True), start=1)]
         return SearchResponse(matches, search_ms=(time.perf_counter() - started) * 1e3, candidates=candidates)
 
     def search(self, source: ImageSource | Image.Image, k: int = 5, filters: dict | None = None,

@@ -27,8 +27,7 @@ import numpy as np
 from lookalike.artifacts import ArtifactMismatchError
 from lookalike.catalogue.description import CatalogueRoles
 from lookalike.model.preprocessing import ImageSource
-from lookalike.search.engine import Match, Searcher, SearchResponse
-from lookalike.search.index import search as index_search
+from lookalike.search.engine import Searcher, SearchResponse
 from lookalike.text.lexical import LexicalIndex, fuse
 from lookalike.text.tower import TextQueryError, TextTower, check_query, item_text, unit, word_columns
 
@@ -169,10 +168,8 @@ class TextSearch:
         candidates = len(self.searcher.items) - len(excluded) if allowed is None else len(allowed)
         if candidates == 0:
             return SearchResponse([], candidates=0)
-        cosines, found = index_search(self.searcher.index, vector[None], depth, allowed,
-                                      np.fromiter(excluded, dtype=np.int64) if allowed is None and excluded else None)
-        keep = found[0] >= 0
-        learned_rows, learned_scores = found[0][keep], cosines[0][keep]
+        learned_rows, learned_scores = self.searcher.top_rows(
+            vector, depth, allowed, np.fromiter(excluded, dtype=np.int64) if allowed is None and excluded else None)
         if query.words_only() and query.text and query.text.strip():
             lexical_rows, bm25 = self.lexical.search(query.text, depth + len(excluded), allowed)
             keep = ~np.isin(lexical_rows, list(excluded))
@@ -181,8 +178,7 @@ class TextSearch:
                                 lambda r: self.lexical.coverage(query.text, r), self.fusion, k)
         else:
             rows, scores = learned_rows[:k], learned_scores[:k]
-        matches = [Match(rank, int(self.searcher._item_ids[row]), float(score),
-                         str(self.searcher.resolve_path(int(row))), self.searcher.metadata(int(row)))
+        matches = [self.searcher.match(rank, int(row), score)
                    for rank, (row, score) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True), start=1)]
         total = time.perf_counter() - started
         return SearchResponse(matches, embed_ms=(embedded - started) * 1e3, search_ms=(total - (embedded - started))
