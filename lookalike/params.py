@@ -82,6 +82,15 @@ def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
     _int_at_least(params, "train.steps", 1)
     _int_at_least(params, "train.eval_every", 1)
     _int_at_least(params, "train.patience", 1)
+    for name, minimum in (("instance_rows", 2), ("instance_views", 2), ("neighbour_groups", 0)):
+        if name in params["train"]:  # optional: lookalike/model/training.py has the defaults
+            _int_at_least(params, f"train.{name}", minimum)
+    if "instance_temperature" in params["train"]:
+        value = params["train"]["instance_temperature"]
+        _check(isinstance(value, (int, float)) and value > 0, "train.instance_temperature", "must be > 0", value)
+    if "transductive" in params["train"]:
+        _check(isinstance(params["train"]["transductive"], bool), "train.transductive", "must be true or false",
+               params["train"]["transductive"])
     _choice(params, "train.selection", ("map_at_r", "look", "no_regression"))
     _int_at_least(params, "train.finetune_blocks", 0)
     _int_at_least(params, "train.finetune_steps", 0)

@@ -19,13 +19,14 @@ from lookalike.catalogue.reading import EXTERNAL_ID_COLUMN as EXTERNAL_ID
 from lookalike.catalogue.reading import (
     LIVE_DELTA_DIR,
     LIVE_SPLIT,
+    CatalogueError,
     check_images,
     load_catalogue,
     read_live_delta,
     write_table,
 )
 from lookalike.catalogue.subset import GALLERY_SPLIT, SPLITS, split_train_val_test, stratified_subset
-from lookalike.params import PROJECT_ROOT, catalogue_description, load_params
+from lookalike.params import PROJECT_ROOT, ParamsError, catalogue_description, load_params
 
 
 def main() -> None:
@@ -70,4 +71,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (CatalogueError, ParamsError) as error:  # a bad catalogue or description: one line, nothing written
+        raise SystemExit(f"error: {error}") from None

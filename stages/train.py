@@ -42,6 +42,8 @@ def main() -> None:
     labels = attribute_labels(subset, label) if label else np.full(len(subset), MISSING)
     split = subset["split"].to_numpy()
     train_rows, val_rows = np.flatnonzero(split == "train"), np.flatnonzero(split == "val")
+    if label is None and params["train"].get("transductive"):  # no label to leak: every photo but val's
+        train_rows = np.flatnonzero(split != "val")
     backbone_params = params["backbone"]
     backbone = new_backbone(backbone_params["name"], backbone_params["image_size"], backbone_params["weights"])
     top = None
@@ -57,7 +59,7 @@ def main() -> None:
     attributes = {name: attribute_labels(subset, spec["column"]) for name, spec in subspaces.items()}
     look = attribute_labels(subset, f"{label}+{description.colour}") if label and description.colour else None
     groups = int(params["train"].get("neighbour_groups", 0))  # look-alike photos as instance positives: no label
-    items = neighbour_groups(features[0], np.concatenate([train_rows, val_rows]), groups,
+    items = neighbour_groups(features[0], np.sort(np.concatenate([train_rows, val_rows])), groups,
                              int(params["train"]["seed"])) if groups and not finetune_blocks else None
     result = train_head(features if finetune_blocks else np.asarray(features), labels, train_rows, val_rows,
                         params["model"], params["train"], backbone_top=top, attributes=attributes, look_labels=look,

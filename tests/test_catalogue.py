@@ -395,3 +395,31 @@ def test_sample_subset_stage_sets_aside_an_empty_and_a_corrupt_image_and_says_so
     counts, line = images_set_aside(project / "data/subset_report.json")
     assert counts == {"empty_image_files": 1, "unreadable_images": 1}
     assert line.startswith("skipped 1 empty image files and 1 unreadable images")
+
+
+def test_sample_subset_stage_refuses_a_bad_catalogue_in_one_line_and_writes_nothing(tmp_path):
+    """Duplicate ids: the stage exits non-zero with the message naming file, lines and column, no traceback,
+    and no subset or report is written (nothing half-built)."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    project = tmp_path / "project"
+    for name in ("lookalike", "stages", "catalogues"):
+        shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    catalogue = make_image_catalogue(tmp_path / "cat", 6, empty=set(), corrupt=set())
+    lines = (catalogue / "styles.csv").read_text().splitlines()
+    (catalogue / "styles.csv").write_text("\n".join([*lines, lines[2]]) + "\n")  # id 2 twice
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["catalogue_dir"] = str(catalogue)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    (project / "data").mkdir()
+    result = subprocess.run([sys.executable, "-m", "stages.sample_subset"], cwd=project, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("error: styles.csv, lines 3, 8, column 'id'"), error
+    assert not (project / "data/subset.csv").exists() and not (project / "data/subset_report.json").exists()

@@ -18,6 +18,7 @@ from lookalike.model.training import (
     embed_features,
     instance_ids,
     instance_scores,
+    neighbour_groups,
     rows_by_identity,
     sample_instance_batch,
     train_head,
@@ -154,3 +155,16 @@ def test_instance_training_refuses_val_rows_without_augmented_views(params) -> N
         train_head(features, None, train_rows, val_rows, model, train, log=lambda _: None)
     with pytest.raises(ValueError, match="augmented views"):
         train_head(features[:1], None, train_rows, val_rows, model, train, log=lambda _: None)
+
+
+def test_neighbour_groups_put_look_alike_photos_in_one_pseudo_item_and_leave_other_rows_out() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16)).astype(np.float32) * 10
+    features = np.concatenate([c + rng.normal(scale=0.1, size=(6, 16)) for c in centres]).astype(np.float32)
+    rows = np.arange(0, 18, dtype=np.int64)[np.arange(18) % 6 != 5]  # the last photo of each blob is not given
+    groups = neighbour_groups(features, rows, 3, seed=0)
+    assert (groups[[5, 11, 17]] == MISSING).all()
+    for blob in range(3):
+        members = [r for r in rows if r // 6 == blob]
+        assert len(set(groups[members])) == 1  # one pseudo-item per blob
+    assert len({groups[0], groups[6], groups[12]}) == 3

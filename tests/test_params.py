@@ -167,3 +167,17 @@ def test_preprocess_spec_follows_the_backbone(params):
 def test_image_size_beyond_the_preprocessing_limit_raises(params):
     with raises_naming("backbone.image_size"):
         validate(set_value(params, "backbone.image_size", 2048))
+
+
+@pytest.mark.parametrize(("dotted", "value"), [("train.instance_views", 1), ("train.instance_rows", 0),
+                                               ("train.neighbour_groups", -1), ("train.instance_temperature", 0),
+                                               ("train.transductive", "yes")])
+def test_instance_training_knobs_are_checked(params, dotted, value):
+    with raises_naming(dotted):
+        validate(set_value(params, dotted, value))
+
+
+def test_a_missing_catalogue_description_is_named(params):
+    params["data"]["catalogue"] = "catalogues/no-such-catalogue.yaml"
+    with raises_naming("data.catalogue"):
+        validate(params)
