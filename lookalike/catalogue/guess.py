@@ -27,7 +27,7 @@ from lookalike.catalogue.reading import (
 )
 
 TABLE_SUFFIXES = (".csv", ".parquet", ".jsonl", ".ndjson", ".tsv")
-LABEL_NAMES = re.compile(r"(type|category|class|label|kind|genre|department|group)", re.I)
+LABEL_WORDS = ("type", "class", "label", "category", "kind", "genre", "department", "group")  # most telling first
 COLOUR_NAMES = re.compile(r"colou?r", re.I)
 ID_NAMES = re.compile(r"^(id|sku|item_?id|product_?id|article(_?number)?|ean|upc|code)$", re.I)
 TITLE_NAMES = re.compile(r"(name|title)", re.I)
@@ -64,7 +64,8 @@ def _photo_rule(folder: Path, table: pd.DataFrame, columns: dict[str, pd.Series]
 def guess_table(folder: Path, path: Path) -> tuple[CatalogueDescription, list[str]]:
     """A table layout's description from the table's columns and values, and the reasons, one per guess."""
     probe = CatalogueDescription(tables=(TableFile(path.name),))
-    table, _ = read_table_file(path, path.name, probe, CatalogueReport())
+    probe_report = CatalogueReport()
+    table, _ = read_table_file(path, path.name, probe, probe_report)
     if table.empty:
         raise CatalogueError(f"{path} has no rows to guess from")
     table = table.head(SAMPLE_ROWS)
@@ -81,7 +82,7 @@ def guess_table(folder: Path, path: Path) -> tuple[CatalogueDescription, list[st
     categorical = [c for c in free if 2 <= columns[c].nunique() <= max(2, min(500, n // 2))
                    and columns[c].str.len().mean() <= 40]
     texts = [c for c in free if c not in categorical and columns[c].str.len().mean() > 10]
-    label = next((c for c in categorical if LABEL_NAMES.search(c)), None)
+    label = next((c for word in LABEL_WORDS for c in categorical if word in c.lower()), None)
     label = label or (min(categorical, key=lambda c: abs(columns[c].nunique() - n ** 0.5)) if categorical else None)
     notes.append(f"labels: [{label}] ({columns[label].nunique()} values, named or sized like a type)" if label else
                  "labels: none (no short-text column with repeated values): trained without labels")
@@ -92,11 +93,17 @@ def guess_table(folder: Path, path: Path) -> tuple[CatalogueDescription, list[st
     if title:
         notes.append(f"title: {title!r} (the longest mostly-different text)")
     attributes = [c for c in categorical if c != label]
-    raw = {"layout": "table", "table": path.name, "photos": [photo] if photo else [],
+    free_text = None
+    if probe_report.malformed_lines and table.columns[-1] in texts:  # Kaggle's unquoted commas in the last column
+        free_text = table.columns[-1]
+        notes.append(f"free_text_column: {free_text!r} ({len(probe_report.malformed_lines)} lines have more fields "
+                     "than the header: the rest of such a line is this last, free-text column)")
+    raw = {"layout": "table", "table": path.name, **({"free_text_column": free_text} if free_text else {}),
+           "photos": [photo] if photo else [],
            **({"id": id_column} if id_column else {}), "labels": [label] if label else [],
            "attributes": attributes, **({"colour": colour} if colour else {}),
-           "filters": [c for c in [label, *attributes] if c][:6], "words": [c for c in [title, label, *attributes]
-                                                                          if c],
+           "filters": [c for c in [label, *attributes] if c][:6],
+           "words": [c for c in [title, label, *attributes] if c and not columns[c].str.fullmatch(r"[\d.]*").all()],
            **({"title": title} if title else {}), "card": [c for c in [label, colour] if c]}
     if not photo:
         raw["photos"] = ["PHOTO_COLUMN_OR_TEMPLATE"]
