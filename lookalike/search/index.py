@@ -24,13 +24,7 @@ def build_index(embeddings: np.ndarray, params: dict[str, Any], seed: int = 0) -
         index = faiss.IndexFlatIP(dim)
     elif kind in ("ivf_flat", "ivf_pq"):
         nlist = min(int(params["nlist"]), max(1, n // 39))  # FAISS wants >= 39 training points per list
-        quantizer = faiss.IndexFlatIP(dim)
-        if kind == "ivf_flat":
-            index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        else:
-            index = faiss.IndexIVFPQ(quantizer, dim, nlist, int(params["pq_m"]), int(params["pq_bits"]),
-                                     faiss.METRIC_INNER_PRODUCT)
-        index.cp.seed = seed
+        index = untrained_ivf(kind, dim, nlist, params, seed)
         index.train(embeddings)
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, int(params["hnsw_m"]), faiss.METRIC_INNER_PRODUCT)
@@ -39,6 +33,18 @@ def build_index(embeddings: np.ndarray, params: dict[str, Any], seed: int = 0) -
         raise ValueError(f"unknown index.type {kind!r}; choose one of {', '.join(INDEX_TYPES)}")
     index.add(embeddings)
     configure_search(index, params)
+    return index
+
+
+def untrained_ivf(kind: str, dim: int, nlist: int, params: dict[str, Any], seed: int = 0) -> faiss.Index:
+    """An inner-product IVF index (``ivf_flat`` or ``ivf_pq``) with ``nlist`` lists, to train; seeded k-means."""
+    quantizer = faiss.IndexFlatIP(dim)
+    if kind == "ivf_flat":
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    else:
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, int(params["pq_m"]), int(params["pq_bits"]),
+                                 faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
     return index
 
 

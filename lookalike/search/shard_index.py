@@ -29,6 +29,7 @@ import faiss
 import numpy as np
 
 from lookalike.artifacts import write_with
+from lookalike.search.index import untrained_ivf
 
 SHARDED_TYPES = ("ivf_flat", "ivf_pq")  # merging on disk needs inverted lists
 TRAINED_NAME = "trained.index"
@@ -67,13 +68,7 @@ def train_index(sample: np.ndarray, params: dict[str, Any], seed: int = 0) -> fa
     sample = np.ascontiguousarray(sample, np.float32)
     dim = sample.shape[1]
     nlist = min(int(params["nlist"]), max(1, len(sample) // MIN_POINTS_PER_LIST))
-    quantizer = faiss.IndexFlatIP(dim)
-    if kind == "ivf_flat":
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    else:
-        index = faiss.IndexIVFPQ(quantizer, dim, nlist, int(params["pq_m"]), int(params["pq_bits"]),
-                                 faiss.METRIC_INNER_PRODUCT)
-    index.cp.seed = seed
+    index = untrained_ivf(kind, dim, nlist, params, seed)
     index.train(sample)
     return index
 
