@@ -1,9 +1,12 @@
 """Stage evaluate: test-split queries against the whole index, self excluded.
 
-Writes metrics/metrics.json (the trained model and, beside it, the pretrained
-backbone features without the head: the type metrics and the look metrics, type+colour and type+gender;
-and each similarity mode of the build asked of the same queries) and metrics/per_label.csv, and logs the
-run to MLflow.
+Writes metrics/metrics.json (the trained model and, beside it, the pretrained backbone features without the
+head) and metrics/per_label.csv, and logs the run to MLflow. Relevance is the catalogue's main label (for a
+catalogue trained without one, its first attribute: read only to score): P@1 ... MAP@R, the look metrics
+(label+colour, label+each ``look`` column, colour), relevance by each label and attribute column on its own
+(``by_column``), and each similarity mode of the build asked of the same queries. A catalogue with neither
+label nor attribute is scored by the instance protocol (lookalike/evaluation/instance.py). Items of the
+``gallery`` split (a rare or missing label) are searched but never queries.
 """
 
 from __future__ import annotations

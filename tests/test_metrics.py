@@ -193,3 +193,24 @@ def test_evaluate_retrieval_all_queries_perfect_clusters():
     # P@5 is capped by R: (6 queries * 2/5 + 2 queries * 1/5) / 8
     assert metrics["precision_at_5"] == pytest.approx((6 * 0.4 + 2 * 0.2) / 8)
     assert table["queries"].sum() == 8
+
+
+def test_relevance_by_column_agrees_with_and_without_map_at_r_and_skips_columns_that_cannot_score():
+    import pandas as pd
+
+    from lookalike.evaluation.metrics import column_metrics
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(300, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    table = pd.DataFrame({"two": rng.choice(["x", "y"], 300), "ten": rng.choice(list("abcdefghij"), 300),
+                          "one": "same", "holes": [""] * 150 + ["v"] * 150})
+    queries = np.arange(0, 300, 7)
+    full = column_metrics(vectors, table, queries, ("two", "ten", "one", "holes", "absent"))
+    capped = column_metrics(vectors, table, queries, ("two", "ten"), max_map_r=10)
+    assert set(full) == {"two", "ten"}  # one value, a query without a value, no such column: nothing to score
+    for column in ("two", "ten"):
+        assert "map_at_r" in full[column] and "map_at_r" not in capped[column]
+        for name in ("precision_at_1", "precision_at_5"):
+            assert capped[column][name] == pytest.approx(full[column][name])
+    assert full["two"]["precision_at_5"] > full["ten"]["precision_at_5"]  # two values: half the gallery relevant

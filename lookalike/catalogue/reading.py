@@ -91,7 +91,7 @@ class CatalogueReport:
 def _parse_csv(text: str, where: str, header_line: bool, names: tuple[str, ...], free_text: str | None,
                report: CatalogueReport) -> tuple[list[str], list[list[str]], list[int]]:
     """Header, rows and their 1-based line numbers. ``free_text``: the last column may hold unquoted commas
-    (Kaggle's productDisplayName): a line with too many fields keeps them in it."""
+    (Kaggle's product names): a line with too many fields keeps them in it."""
     lines = text.splitlines()
     if header_line:
         if not lines or not lines[0].strip():

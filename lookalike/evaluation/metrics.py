@@ -157,16 +157,26 @@ def look_metrics(embeddings: np.ndarray, table: pd.DataFrame, query_rows: np.nda
 
 
 def column_metrics(embeddings: np.ndarray, table: pd.DataFrame, query_rows: np.ndarray, columns: tuple[str, ...],
-                   queries: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+                   queries: np.ndarray | None = None, max_map_r: int = 1000) -> dict[str, dict[str, float]]:
     """Relevance by each column on its own (same value = relevant), for the columns with a value for every
-    query: column -> P@1, P@5, MAP@R. Exact search."""
+    query: column -> P@1, P@5, and MAP@R where no query has more than ``max_map_r`` relevant items (a column
+    such as gender has thousands: its MAP@R would rank the whole catalogue per query). Exact search."""
     found = {}
+    index = None
     for column in columns:
         if column not in table:
             continue
         values = table[column].astype("string").fillna("").to_numpy(dtype=str)
         if (np.char.strip(values[query_rows]) == "").any() or len(set(values.tolist())) < 2:
             continue
-        scores = evaluate_retrieval(embeddings, values, query_rows, queries=queries)[0]
-        found[column] = {k: scores[k] for k in ("precision_at_1", "precision_at_5", "map_at_r")}
+        if count_relevant(values[query_rows], values).max(initial=0) <= max_map_r:
+            scores = evaluate_retrieval(embeddings, values, query_rows, queries=queries)[0]
+            found[column] = {k: scores[k] for k in ("precision_at_1", "precision_at_5", "map_at_r")}
+            continue
+        index = index if index is not None else build_index(embeddings, {"type": "flat"})
+        _, neighbours = search(index, embeddings[query_rows] if queries is None else queries, 6)
+        relevant = relevance(exclude_self(neighbours, np.asarray(query_rows, np.int64), 5), values[query_rows],
+                             values)
+        found[column] = {"precision_at_1": float(relevant[:, 0].mean()),
+                         "precision_at_5": float(relevant[:, :5].mean())}
     return found

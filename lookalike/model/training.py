@@ -26,7 +26,7 @@ from lookalike.search.index import build_index, search
 
 SELECTION_METRIC = "map_at_r"
 SELECTIONS = ("map_at_r", "look", "no_regression")
-MISSING = ""  # an attribute value that does not count (NaN, "NA", empty in styles.csv)
+MISSING = ""  # an attribute value that does not count (NaN, "NA", empty in the catalogue table)
 INSTANCE_DEFAULTS = {"instance_rows": 64, "instance_views": 2, "instance_temperature": 0.1}  # train.* if unset
 
 

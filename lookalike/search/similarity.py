@@ -1,7 +1,7 @@
 """What "alike" means, chosen per query: one index, several questions.
 
-A build's vectors are concatenated unit sub-vectors, one per attribute (type, colour, look, gender,
-usage: ``model.subspaces``), each scaled by the root of its stored weight w_i and the whole
+A build's vectors are concatenated unit sub-vectors, one per attribute (the fashion build's: type, colour,
+look, and two more: ``model.subspaces``), each scaled by the root of its stored weight w_i and the whole
 renormalised (:func:`lookalike.model.network.build_head`). The inner product of two stored vectors is then
 sum_i w_i cos_i / sum_i w_i. A query asks another question by re-weighting only its own sub-vectors:
 its sub-vector i is sqrt(w_i) u_i / Z like any stored one, so scaling it by v_i / w_i makes the inner
