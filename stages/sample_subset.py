@@ -15,7 +15,6 @@ import os
 import pandas as pd
 
 from lookalike.artifacts import write_bytes, write_json
-from lookalike.catalogue.reading import EXTERNAL_ID_COLUMN as EXTERNAL_ID
 from lookalike.catalogue.reading import (
     LIVE_DELTA_DIR,
     LIVE_SPLIT,
@@ -52,8 +51,6 @@ def main() -> None:
                                                          subset["min_per_class"])
     if delta is not None and len(live_items):
         chosen = pd.concat([chosen, live_items.assign(split=LIVE_SPLIT)], ignore_index=True).fillna("")
-        if EXTERNAL_ID in chosen:
-            chosen[EXTERNAL_ID] = chosen[EXTERNAL_ID].fillna("")
     names = (*SPLITS, GALLERY_SPLIT, *((LIVE_SPLIT,) if delta is not None else ()))
     counts = chosen["split"].value_counts().reindex(names, fill_value=0)
     labels = chosen[label].nunique() if label else 0

@@ -271,6 +271,11 @@ def _numbered_ids(table: pd.DataFrame, numbers: list[tuple[str, int]], descripti
     return table
 
 
+def own_ids(table: pd.DataFrame) -> pd.Series:
+    """Each row's id as the catalogue gives it (its ``external_id`` where the ids are not decimal), for reports."""
+    return table[EXTERNAL_ID_COLUMN] if EXTERNAL_ID_COLUMN in table else table["id"]
+
+
 def _photos(table: pd.DataFrame, folder: Path, numbers: list[tuple[str, int]], description: CatalogueDescription,
             where: str, report: CatalogueReport) -> pd.DataFrame:
     """``image_path``: the item's first photo whose file exists (several photos: the first one found)."""
@@ -294,8 +299,7 @@ def _photos(table: pd.DataFrame, folder: Path, numbers: list[tuple[str, int]], d
                 found = str(path)
         chosen.append(found)
     table = table.assign(image_path=chosen)
-    id_of = table[EXTERNAL_ID_COLUMN] if EXTERNAL_ID_COLUMN in table else table["id"]
-    report.rows_without_image = sorted(id_of[table["image_path"] == ""].tolist())
+    report.rows_without_image = sorted(own_ids(table)[table["image_path"] == ""].tolist())
     table = table[table["image_path"] != ""]
     # photo files no row names, folder by folder in order (a set's order changes with each process's str hashing)
     for directory in sorted({os.path.dirname(p) for p in files_named}):
@@ -366,8 +370,7 @@ def load_catalogue(folder: str | Path, description: CatalogueDescription) -> tup
                              f"({report.summary()})")
     if description.label:
         has_label = ~table[description.label].str.strip().isin(MISSING_VALUES)
-        id_of = table[EXTERNAL_ID_COLUMN] if EXTERNAL_ID_COLUMN in table else table["id"]
-        report.rows_without_label = sorted(id_of[~has_label].tolist())
+        report.rows_without_label = sorted(own_ids(table)[~has_label].tolist())
     report.items = len(table)
     return table.reset_index(drop=True), report
 
