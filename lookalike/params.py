@@ -104,6 +104,12 @@ def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
     _choice(params, "index.type", INDEX_TYPES)
     for knob in ("nlist", "nprobe", "pq_m", "pq_bits", "hnsw_m", "ef_construction", "ef_search"):
         _int_at_least(params, f"index.{knob}", 1)
+    params["index"].setdefault("query_expansion", 0)  # a params file from before the option: off
+    params["index"].setdefault("expansion_power", 3)
+    _int_at_least(params, "index.query_expansion", 0)
+    power = params["index"]["expansion_power"]
+    _check(isinstance(power, (int, float)) and not isinstance(power, bool) and 0 <= power <= 100,
+           "index.expansion_power", "must be a number from 0 to 100", power)
     embedding_dim = params["model"]["embedding_dim"]
     _check_subspaces(params)
     if params["index"]["type"] == "ivf_pq":

@@ -22,7 +22,8 @@ from lookalike.evaluation.metrics import column_metrics, evaluate_retrieval, loo
 from lookalike.model.colour import backbone_part
 from lookalike.model.runtime import EmbeddingRuntime
 from lookalike.params import PROJECT_ROOT, catalogue_description, load_params, preprocess_spec
-from lookalike.search.index import load_index
+from lookalike.search.expansion import QueryExpansion, expanded_rows
+from lookalike.search.index import build_index, load_index, search
 from lookalike.search.similarity import Similarity
 
 
@@ -42,29 +43,39 @@ def log_to_mlflow(params: dict, metrics: dict) -> None:
 
 
 def labelled_metrics(items, embeddings, features, index, manifest, description, label: str) -> dict:
-    """Test queries against the whole index by ``label`` (and the look and per-column relevance)."""
+    """Test queries against the whole index by ``label`` (and the look and per-column relevance), asked as the
+    build asks "more like this" (with its query expansion, lookalike/search/expansion.py, if it has one)."""
     colour, pairs = description.colour, description.look
     labels = items[label].to_numpy()
     queries = np.flatnonzero((items["split"].to_numpy() == "test") & (items[label].str.strip() != "").to_numpy())
-    scored, per_label = {}, None
-    for name, vectors in (("trained", embeddings), ("pretrained", features)):
-        found, table = evaluate_retrieval(vectors, labels, queries, index if name == "trained" else None)
-        found.update(look_metrics(vectors, items, queries, label, colour, pairs))
+    expansion = QueryExpansion.from_index_params(manifest["params"]["index"])
+    galleries = {"trained": (embeddings, index), "pretrained": (features, build_index(features, {"type": "flat"}))}
+    if expansion:  # like for like: the pretrained features with the same expansion, beside the plain ones
+        galleries["pretrained_query_expansion"] = galleries["pretrained"]
+    scored, per_label, asked_as = {}, None, {}
+    for name, (vectors, gallery) in galleries.items():
+        asked = expanded_rows(expansion if name != "pretrained" else QueryExpansion(), vectors, queries,
+                              lambda q, k, gallery=gallery: search(gallery, q, k))
+        asked_as[name] = asked
+        found, table = evaluate_retrieval(vectors, labels, queries, gallery, queries=asked)
+        found.update(look_metrics(vectors, items, queries, label, colour, pairs, queries=asked))
         scored[name] = found
-        scored[f"{name}_by_column"] = column_metrics(vectors, items, queries, description.relevance_columns)
+        scored[f"{name}_by_column"] = column_metrics(vectors, items, queries, description.relevance_columns,
+                                                     queries=asked)
         per_label = table if name == "trained" else per_label
     similarity = Similarity.from_manifest(manifest)
     modes = {}
     for mode in similarity.modes:  # the same queries asking another question of the same index
-        asked = np.stack([similarity.query_vector(v, mode) for v in embeddings[queries]])
+        asked = np.stack([similarity.query_vector(v, mode) for v in asked_as["trained"]])
         modes[mode] = {"precision_at_5": evaluate_retrieval(embeddings, labels, queries, queries=asked)[0][
             "precision_at_5"], **look_metrics(embeddings, items, queries, label, colour, pairs, queries=asked)}
         modes[mode].pop("type_colour_precision_at_5_bound", None)
     trained, pretrained = scored["trained"], scored["pretrained"]
+    extra = {"pretrained_query_expansion": scored["pretrained_query_expansion"]} if expansion else {}
     return {"trained": trained, "pretrained": pretrained,
             "gain": {name: trained[name] - pretrained[name] for name in trained}, "modes": modes,
             "by_column": {name: scored[f"{name}_by_column"] for name in ("trained", "pretrained")},
-            "relevance": label, "queries": int(len(queries)), "per_label": per_label}
+            **extra, "relevance": label, "queries": int(len(queries)), "per_label": per_label}
 
 
 def unlabelled_metrics(items, embeddings, features, params: dict) -> dict:

@@ -244,9 +244,26 @@ class LiveCatalogue:
         (:mod:`lookalike.search.similarity`; live items' vectors have the build's sub-spaces, so every mode
         reaches them)."""
         started = time.perf_counter()
+        self.searcher.check_similarity(similarity)
+        vector = self.searcher.expansion.expand(vector, lambda query, n: self._nearest(query, n, filters, exclude))
         vector = self.searcher.query_vector(vector, similarity)
         matches, candidates = self.state.search(vector, k, filters, exclude)
         return LiveResponse(matches, search_ms=(time.perf_counter() - started) * 1e3, candidates=candidates)
+
+    def _nearest(self, vector: np.ndarray, n: int, filters: dict[str, list[str]] | None,
+                 exclude: str | None) -> tuple[np.ndarray, np.ndarray]:
+        """The vectors and cosines of the n items nearest ``vector`` among those a search may return (the query
+        expansion's neighbours: :mod:`lookalike.search.expansion`); one removed meanwhile is left out."""
+        hits, _ = self.state.search(vector, n, filters, exclude)
+        vectors, cosines = [], []
+        for hit in hits:
+            try:
+                vectors.append(self.vector(hit.id))
+            except UnknownItemError:
+                continue
+            cosines.append(hit.score)
+        dim = len(vector)
+        return (np.asarray(vectors, np.float32).reshape(-1, dim), np.asarray(cosines, np.float32))
 
     def search(self, source: ImageSource | Image.Image, k: int = 5, filters: dict | None = None,
                similarity: str | dict | None = None) -> LiveResponse:

@@ -32,6 +32,7 @@ from lookalike.catalogue.reading import read_table
 from lookalike.model.preprocessing import DEFAULT_MAX_BYTES, ImageSource, PreprocessSpec, load_image, preprocess
 from lookalike.model.runtime import EmbeddingRuntime
 from lookalike.params import PROJECT_ROOT
+from lookalike.search.expansion import QueryExpansion
 from lookalike.search.index import load_index, search
 from lookalike.search.similarity import Similarity
 
@@ -72,6 +73,7 @@ class Searcher:
     max_bytes: int = DEFAULT_MAX_BYTES
     folder: Path | None = None  # the build folder loaded (its exported backbone serves evaluate-folder's baseline)
     similarity: Similarity | None = None  # the build's sub-spaces and modes (None: read from the manifest)
+    expansion: QueryExpansion = field(default_factory=QueryExpansion)  # the build's query expansion (default off)
     _row_of_id: dict = field(default_factory=dict, repr=False)
     _metadata_columns: dict = field(default_factory=dict, repr=False)  # column -> object array: rows in microseconds
     _item_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
@@ -124,6 +126,7 @@ class Searcher:
         searcher = cls(manifest, model, spec, embeddings, image_paths, items, index, Path(root), max_bytes,
                        Path(directory))
         searcher.similarity = Similarity.from_manifest(manifest)
+        searcher.expansion = QueryExpansion.from_index_params(manifest["params"]["index"])
         searcher._row_of_id = {int(i): row for row, i in enumerate(items["id"])}
         searcher._item_ids = items["id"].to_numpy()
         # the columns a result carries are the build's own (its catalogue description), never a fixed list
@@ -208,13 +211,19 @@ class Searcher:
         if k < 1:
             raise ValueError("k must be at least 1")
         started = time.perf_counter()
-        vector = self.query_vector(vector, similarity)
+        self.check_similarity(similarity)
         allowed = self.allowed_rows(filters)
         excluded = np.unique(np.asarray(exclude_rows, dtype=np.int64))
         candidates = len(self.items) - len(excluded) if allowed is None else \
             len(allowed) - int(np.isin(excluded, allowed).sum())
         if candidates == 0:
             return SearchResponse([], candidates=0)
+
+        def nearest(query: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+            found, cosines = self.top_rows(query, n, allowed, excluded)
+            return self.embeddings[found], cosines
+
+        vector = self.query_vector(self.expansion.expand(vector, nearest), similarity)
         rows, scores = self.top_rows(vector, k, allowed, excluded)
         matches = [self.match(rank, int(row), score)
                    for rank, (row, score) in enumerate(zip(rows.tolist(), scores.tolist(), strict=True), start=1)]
