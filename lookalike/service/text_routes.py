@@ -1,8 +1,10 @@
 """The API's text search: ``GET /v1/search?q=...`` and the words, items and weights of ``POST /v1/search``.
 
 Answers in the photo search's shape (:func:`lookalike.service.routes.response_json`) over the live catalogue, through
-:class:`lookalike.text.search.LiveTextSearch` (one per loaded catalogue, made on first use). A query the text
-search refuses is a 422 ``invalid_query`` with the reason; a build without a text tower a 503 ``no_text_model``.
+:class:`lookalike.text.search.LiveTextSearch` (one per loaded catalogue, made when the service loads the build:
+:func:`lookalike.text.search.prepare_text_search`). A query the text search refuses is a 422 ``invalid_query``
+with the reason (``similarity`` beside words among them); a build without a text tower, or whose text model could
+not be read, a 503 ``no_text_model``.
 (No ``from __future__ import annotations``: FastAPI reads the route signatures' types at run time.)
 """
 
@@ -13,27 +15,34 @@ from fastapi import APIRouter, Depends, Form, Query
 from starlette.concurrency import run_in_threadpool
 
 from lookalike.artifacts import ArtifactMismatchError
-from lookalike.live import LiveCatalogue
+from lookalike.live import LiveCatalogue, LiveResponse
 from lookalike.service.deps import FILTER_QUERY_OPENAPI, FILTERS_HELP, catalogue_of, filters_of, response_json
 from lookalike.service.settings import ServiceError
-from lookalike.text.search import MAX_ITEMS, LiveTextSearch, text_search_for
+from lookalike.text.search import MAX_ITEMS, SIMILARITY_WITH_WORDS, LiveTextSearch, text_search_for
 from lookalike.text.search import Query as TextQuery
 from lookalike.text.tower import MAX_QUERY_CHARS, TextQueryError
 
+SIMILARITY_HELP = ("what 'alike' means for a photo or items: overall (default: type, colour and style together), "
+                   "colour, type, style, or weights over the build's sub-spaces such as 'type:1,colour:0.5' (GET "
+                   "/v1/stats lists them). Beside words (q, negative, text, negative_text) any value but overall is "
+                   f"a 422 invalid_query: {SIMILARITY_WITH_WORDS}.")
+
 
 def text_search_of(catalogue: LiveCatalogue) -> LiveTextSearch:
-    """The catalogue's text search, loaded once (a swapped-in build is a new catalogue, so a new one)."""
+    """The catalogue's text search, made when the build was loaded (a swapped-in build is a new catalogue, so a new
+    one); made here only for a catalogue mounted without the service's loader."""
     try:
         return text_search_for(catalogue)
     except ArtifactMismatchError as error:
         raise ServiceError(503, "no_text_model", str(error)) from None
 
 
-def run_text_query(catalogue: LiveCatalogue, query: TextQuery, k: int, filters: dict):
+def run_text_query(catalogue: LiveCatalogue, query: TextQuery, k: int, filters: dict,
+                   similarity: str | None = None) -> LiveResponse:
     """The query's :class:`lookalike.live.LiveResponse`; refusals as 422 with the reason (called in a thread)."""
     search = text_search_of(catalogue)
     try:
-        return search.search(query, k, filters)
+        return search.search(query, k, filters, similarity)
     except TextQueryError as error:
         raise ServiceError(422, "invalid_query", str(error)) from None
 
@@ -93,9 +102,11 @@ def text_router(max_k: int, default_k: int) -> APIRouter:
                            negative: Annotated[str | None, Query(max_length=MAX_QUERY_CHARS,
                                                                  description="words to move away from")] = None,
                            like: Items = [],  # noqa: B006 - FastAPI copies defaults
-                           unlike: Items = []) -> dict:  # noqa: B006
+                           unlike: Items = [],  # noqa: B006
+                           similarity: Annotated[str | None, Query(max_length=200,
+                                                                   description=SIMILARITY_HELP)] = None) -> dict:
         query = TextQuery(text=q, negative_text=negative, item_ids=like, negative_item_ids=unlike)
-        response = await run_in_threadpool(run_text_query, catalogue, query, k, filters)
+        response = await run_in_threadpool(run_text_query, catalogue, query, k, filters, similarity)
         return {"query": q, **response_json(response, k, filters)}
 
     return router

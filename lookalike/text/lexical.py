@@ -85,13 +85,18 @@ class LexicalIndex:
         terms = dict.fromkeys(words(query))
         return (" AND " if every_word else " OR ").join(f'"{t}"' for t in terms) or None
 
-    def search(self, query: str, k: int, allowed_rows: np.ndarray | None = None,
-               every_word: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, query: str, k: int, allowed_rows: np.ndarray | None = None, every_word: bool = False,
+               without: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (rows int64, scores float64: -bm25, higher is better) among ``allowed_rows`` (None: all);
-        ``every_word``: only items whose words contain every word of the query."""
+        ``every_word``: only items whose words contain every word of the query; ``without``: never an item whose
+        words contain every word of ``without`` (a query's negative words: SQLite leaves them out, so the rows
+        read stay at most k however many items hold them)."""
         expression = self.match_expression(query, every_word)
         if expression is None or k < 1:
             return np.zeros(0, np.int64), np.zeros(0)
+        unwanted = self.match_expression(without, every_word=True) if without else None
+        if unwanted is not None:
+            expression = f"({expression}) NOT ({unwanted})"
         sql = "SELECT rowid - 1, bm25(docs) FROM docs WHERE docs MATCH ?"
         args: list = [expression]
         if allowed_rows is not None:
@@ -105,6 +110,22 @@ class LexicalIndex:
             return np.zeros(0, np.int64), np.zeros(0)
         rows, scores = zip(*found, strict=True)
         return np.array(rows, dtype=np.int64), -np.array(scores, dtype=np.float64)
+
+    def terms(self, text: str) -> frozenset[str]:
+        """The terms the index makes of ``text`` (its tokenizer: lower case, no diacritics, porter stems)."""
+        if not text.strip():
+            return frozenset()
+        with self._lock:
+            return self._stems(text)
+
+    def holding(self, terms: frozenset[str], rows: np.ndarray) -> np.ndarray:
+        """bool (len(rows),): whether each row's words hold every one of ``terms`` (:meth:`terms`); all False for
+        no terms. A lookup per row, so checking a query's candidates costs the same in any catalogue."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not terms:
+            return np.zeros(len(rows), dtype=bool)
+        with self._lock:
+            return np.array([terms <= self._terms.get(int(r), frozenset()) for r in rows.tolist()], dtype=bool)
 
     def coverage(self, query: str, rows: np.ndarray) -> np.ndarray:
         """float (len(rows),): the IDF-weighted share of the query's words that each row's own words contain.

@@ -12,28 +12,70 @@ or brand is found while photos without words are still found by the tower. Negat
 remove the items whose own words contain all of them. Numpy, FAISS and SQLite only: no TensorFlow.
 The words of an item are the columns the build's manifest names as ``words`` (the catalogue's roles), the
 same the text stage trained and scored on; the fusion is the evaluation's (:func:`lookalike.text.lexical.fuse`).
+
+A query's work is bounded by its k, never by the catalogue's size: negative words are left out by the word
+index itself (SQLite's NOT) and checked on the tower's ranked candidates, at most :data:`NEGATIVE_OVERFETCH`
+times the query's depth; a query names at most :data:`MAX_ITEMS` items each way. A build's text search (its
+tower, the word index over every item) is made once per loaded build, by :func:`prepare_text_search` where the
+server loads builds, so no request pays for it and a build folder pruned or republished later changes nothing
+served. ``similarity`` re-weights the vector of a photo or items; words are matched by what they say, so it is
+refused beside them (:data:`SIMILARITY_WITH_WORDS`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import logging
 import math
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from lookalike.artifacts import ArtifactMismatchError
+from lookalike.artifacts import ArtifactMismatchError, sha256_file
 from lookalike.catalogue.description import CatalogueRoles
+from lookalike.live.records import Hit, LiveResponse, UnknownItemError
 from lookalike.model.preprocessing import ImageSource
 from lookalike.search.engine import Searcher, SearchResponse
+from lookalike.search.similarity import Similarity, SimilarityError
 from lookalike.text.lexical import LexicalIndex, fuse
 from lookalike.text.tower import TextQueryError, TextTower, check_query, item_text, unit, word_columns
+
+log = logging.getLogger("lookalike.text")
 
 MAX_ITEMS = 20  # item ids per query, positive or negative
 MAX_WEIGHT = 10.0
 DEFAULT_FUSION = {"fusion": "coverage", "lexical_weight": 0.5, "rrf_constant": 60, "depth": 100}
+# a query with negative words ranks this many times its depth by the tower, then leaves out the items holding them:
+# enough survivors unless nearly every close item holds the words, and the same work in any catalogue
+NEGATIVE_OVERFETCH = 4
+SIMILARITY_WITH_WORDS = ("similarity cannot be combined with words: words are matched by what they say (the text "
+                         "model and the items' own words), not by one aspect such as colour; give similarity with "
+                         "a photo or items alone")
+
+
+def negative_words(query: Query) -> str | None:
+    """The query's negative words, checked; None without any."""
+    if query.negative_text is None or not query.negative_text.strip():
+        return None
+    check_query(query.negative_text)
+    return query.negative_text
+
+
+def asked_similarity(searcher: Searcher, query: Query, similarity: str | dict | None) -> str | dict | None:
+    """``similarity`` when it asks something of this build (None for the default, "overall"); refused beside words
+    (:class:`TextQueryError`) and when the build cannot answer it (:class:`~lookalike.search.similarity.
+    SimilarityError`)."""
+    layout = searcher.similarity or Similarity.from_manifest(searcher.manifest)
+    if layout.weights(similarity) is None:
+        return None
+    if any(isinstance(text, str) and text.strip() for text in (query.text, query.negative_text)):
+        raise TextQueryError(SIMILARITY_WITH_WORDS)
+    return similarity
 
 
 def compose(parts: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
@@ -97,15 +139,19 @@ class TextSearch:
 
     @classmethod
     def load(cls, searcher: Searcher) -> TextSearch:
-        """The tower the searcher's build pins (its manifest's ``text_tower``); a build without one is refused."""
+        """The tower the searcher's build pins (its manifest's ``text_tower``), checked against the manifest's hashes:
+        a build without one, or whose folder now holds other files (republished), is refused."""
         files = searcher.manifest.get("files", {})
         if "text_tower" not in files or searcher.folder is None:
             raise ArtifactMismatchError("this build has no text tower (stage text): rebuild with dvc repro",
                                         kind="incomplete")
         tokenizer = searcher.folder / files["text_tokenizer"]["path"] if "text_tokenizer" in files else None
-        if tokenizer is not None and tokenizer.stat().st_size == 0:
-            tokenizer = None  # the tower was trained without the pretrained channel
-        tower = TextTower.load(searcher.folder / files["text_tower"]["path"], tokenizer)
+        if tokenizer is not None:
+            _check_file(tokenizer, files["text_tokenizer"], "text_tokenizer")
+            if tokenizer.stat().st_size == 0:
+                tokenizer = None  # the tower was trained without the pretrained channel
+        tower_bytes = _read_checked(searcher.folder / files["text_tower"]["path"], files["text_tower"], "text_tower")
+        tower = TextTower.load(io.BytesIO(tower_bytes), tokenizer)
         settings = searcher.manifest.get("params", {}).get("text", {})
         fusion = {k: settings.get(k, v) for k, v in DEFAULT_FUSION.items()}
         return cls(searcher, tower, fusion)
@@ -149,30 +195,35 @@ class TextSearch:
             parts.extend((self.searcher.embeddings[row], -share) for row in negative_rows)
         return compose(parts), positive_rows + negative_rows
 
-    def search(self, query: Query, k: int = 5, filters: dict | None = None) -> SearchResponse:
-        """The k best catalogue items for ``query``; words alone are ranked lexically and by the tower, fused."""
+    def search(self, query: Query, k: int = 5, filters: dict | None = None,
+               similarity: str | dict | None = None) -> SearchResponse:
+        """The k best catalogue items for ``query``; words alone are ranked lexically and by the tower, fused.
+        ``similarity`` re-weights a photo's or items' vector (:func:`asked_similarity`; refused beside words)."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise TextQueryError("k must be a positive integer")
         started = time.perf_counter()
+        similarity = asked_similarity(self.searcher, query, similarity)
         vector, named_rows = self.vector(query)
+        negative = negative_words(query)
         embedded = time.perf_counter()
+        vector = self.searcher.query_vector(vector, similarity)
         allowed = self.searcher.allowed_rows(filters)
-        excluded = set(named_rows)
-        if query.negative_text and query.negative_text.strip():
-            check_query(query.negative_text)  # items whose own words contain every negative word go
-            rows, _ = self.lexical.search(query.negative_text, self.lexical.rows, allowed, every_word=True)
-            excluded |= set(rows.tolist())
-        depth = max(int(self.fusion["depth"]), k)
-        if allowed is not None and excluded:
-            allowed = np.setdiff1d(allowed, np.fromiter(excluded, dtype=np.int64))
-        candidates = len(self.searcher.items) - len(excluded) if allowed is None else len(allowed)
+        named = np.unique(np.asarray(named_rows, dtype=np.int64))
+        if allowed is not None and len(named):
+            allowed = np.setdiff1d(allowed, named)
+        candidates = len(self.searcher.items) - len(named) if allowed is None else len(allowed)
         if candidates == 0:
             return SearchResponse([], candidates=0)
+        depth = max(int(self.fusion["depth"]), k)
         learned_rows, learned_scores = self.searcher.top_rows(
-            vector, depth, allowed, np.fromiter(excluded, dtype=np.int64) if allowed is None and excluded else None)
+            vector, depth * NEGATIVE_OVERFETCH if negative else depth, allowed,
+            named if allowed is None and len(named) else None)
+        if negative:  # the ranked candidates whose own words hold every negative word go
+            keep = ~self.lexical.holding(self.lexical.terms(negative), learned_rows)
+            learned_rows, learned_scores = learned_rows[keep][:depth], learned_scores[keep][:depth]
         if query.words_only() and query.text and query.text.strip():
-            lexical_rows, bm25 = self.lexical.search(query.text, depth + len(excluded), allowed)
-            keep = ~np.isin(lexical_rows, list(excluded))
+            lexical_rows, bm25 = self.lexical.search(query.text, depth + len(named), allowed, without=negative)
+            keep = ~np.isin(lexical_rows, named)
             lexical_rows, bm25 = lexical_rows[keep], bm25[keep]
             rows, scores = fuse(lexical_rows, bm25, learned_rows, lambda r: self.searcher.embeddings[r] @ vector,
                                 lambda r: self.lexical.coverage(query.text, r), self.fusion, k)
@@ -185,34 +236,83 @@ class TextSearch:
                               * 1e3, total_ms=total * 1e3, candidates=candidates)
 
 
+def _read_checked(path: Path, entry: dict, name: str) -> bytes:
+    """A build file's bytes, read once and checked against the manifest's hash: its folder may have been republished
+    or rewritten since the build was loaded."""
+    data = path.read_bytes()
+    if entry.get("sha256") and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise _changed_since_loaded(path, name)
+    return data
+
+
+def _check_file(path: Path, entry: dict, name: str) -> None:
+    """:func:`_read_checked` for a file read later by its path (the pretrained tokenizer)."""
+    if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
+        raise _changed_since_loaded(path, name)
+
+
+def _changed_since_loaded(path: Path, name: str) -> ArtifactMismatchError:
+    """The refusal of a build file that no longer matches its manifest; it names no server path (the log does)."""
+    log.error("%s no longer matches the manifest of the build it was loaded with", path)
+    return ArtifactMismatchError(f"the build's {name} file has changed since the build was loaded (its folder was "
+                                 "republished or rewritten): load the published build again")
+
+
+@dataclass(frozen=True, eq=False)
+class LiveWords:
+    """The live items' words as of one journal position (``seq``): ids and metadata by slot, their BM25 index.
+    Never changed once made, so a query reads one consistent snapshot without a lock."""
+
+    seq: int
+    ids: tuple[str, ...] = ()
+    metadata: tuple[dict, ...] = ()
+    lexical: LexicalIndex = field(default_factory=LexicalIndex)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_slots", {item_id: n for n, item_id in enumerate(self.ids)})
+
+    def slot(self, item_id: str) -> int | None:
+        """The item's row in this snapshot's index; None for an item that is not live here."""
+        return self._slots.get(item_id)
+
+
 class LiveTextSearch:
     """Text search over a live catalogue (:class:`lookalike.live.LiveCatalogue`): the build's items less the
     removed and replaced ones, plus the live items, whose photo is searched by the tower and whose own words
-    by BM25 (an index of the live items' words, rebuilt when they change). Item ids are the shop's strings."""
+    by BM25 (an index of the live items' words, remade by one thread when the journal moved). Item ids are the
+    shop's strings. Thread-safe: an item removed while a query runs is left out of its answer."""
 
     def __init__(self, catalogue, text: TextSearch):
         self.catalogue = catalogue
         self.text = text
-        self._live_key: tuple = ()
-        self._live_ids: list[str] = []
-        self._live_lexical = LexicalIndex()
+        self._live_words = LiveWords(seq=-1)
+        self._live_words_lock = threading.Lock()  # one rebuild at a time; readers take the snapshot as it is
 
     @classmethod
     def load(cls, catalogue) -> LiveTextSearch:
-        return cls(catalogue, TextSearch.load(catalogue.searcher))
+        """The live catalogue's text search over its build's (shared with the searcher's, made once)."""
+        return cls(catalogue, text_search_for(catalogue.searcher))
 
-    def _live_index(self) -> tuple[list[str], LexicalIndex]:
-        ids = self.catalogue.live_ids()
-        items = {i: self.catalogue.item(i) for i in ids}
-        key = tuple((i, items[i].seq) for i in ids)
-        if key != self._live_key:
-            lexical = LexicalIndex([item_text(items[i].metadata, self.text.words) for i in ids])
-            self._live_ids, self._live_lexical, self._live_key = ids, lexical, key
-        return self._live_ids, self._live_lexical
+    def _live_index(self) -> LiveWords:
+        """The live items' words as the catalogue holds them now (remade only when the journal moved)."""
+        current = self._live_words
+        if current.seq == self.catalogue.applied_seq:
+            return current
+        with self._live_words_lock:
+            seq = self.catalogue.applied_seq  # read before the items: the snapshot is at least this new
+            if self._live_words.seq == seq:
+                return self._live_words
+            items = []
+            for item_id in self.catalogue.live_ids():
+                try:
+                    items.append((item_id, self.catalogue.item(item_id).metadata))
+                except UnknownItemError:  # removed since it was listed: the next change remakes the index
+                    continue
+            self._live_words = LiveWords(seq, tuple(i for i, _ in items), tuple(m for _, m in items),
+                                         LexicalIndex([item_text(m, self.text.words) for _, m in items]))
+            return self._live_words
 
     def _vectors(self, item_ids: Sequence[int | str], what: str) -> list[np.ndarray]:
-        from lookalike.live.records import UnknownItemError
-
         if isinstance(item_ids, (str, bytes)) or len(item_ids) > MAX_ITEMS:
             raise TextQueryError(f"{what} must be a list of at most {MAX_ITEMS} item ids")
         try:
@@ -242,91 +342,156 @@ class LiveTextSearch:
             parts.extend((v, -share) for v in negatives)
         return compose(parts)
 
-    def _lexical(self, text: str, depth: int, filters: dict | None, every_word: bool = False) -> dict[str, float]:
-        """id -> BM25 (higher better) of build and live items whose words match, as the catalogue holds them now."""
-        searcher, state = self.catalogue.searcher, self.catalogue.state
-        rows, scores = self.text.lexical.search(text, depth, searcher.allowed_rows(filters), every_word)
+    def _lexical(self, text: str, depth: int, filters: dict | None, without: str | None = None
+                 ) -> dict[str, float]:
+        """id -> BM25 (higher better) of build and live items whose words match and do not hold every word of
+        ``without``, as the catalogue holds them now."""
+        searcher, build_ids = self.catalogue.searcher, self.catalogue.state.build_ids
+        rows, scores = self.text.lexical.search(text, depth, searcher.allowed_rows(filters), without=without)
         found = {}
         for row, score in zip(rows.tolist(), scores.tolist(), strict=True):
-            item_id = state.build_ids[row]
+            item_id = build_ids[row]
             if self.catalogue.build_row(item_id) == row:  # not removed, not replaced by a live version
                 found[item_id] = score
-        ids, lexical = self._live_index()
+        live = self._live_index()
         active = {c: set(v) for c, v in (filters or {}).items() if v}
-        slots, scores = lexical.search(text, depth, None, every_word)
+        slots, scores = live.lexical.search(text, depth, None, without=without)
         for slot, score in zip(slots.tolist(), scores.tolist(), strict=True):
-            metadata = self.catalogue.item(ids[slot]).metadata
-            if all(metadata.get(c) in values for c, values in active.items()):
-                found[ids[slot]] = score
+            if all(live.metadata[slot].get(c) in values for c, values in active.items()):
+                found[live.ids[slot]] = score
         return found
 
+    def _holding(self, terms: frozenset[str], hits: list) -> list[bool]:
+        """Whether each ranked hit's own words hold every one of ``terms``: a build item's from the build's word
+        index, a live item's from the metadata it was ranked with."""
+        build_row = self.catalogue.state.build_row
+        rows = [build_row[h.id] for h in hits if h.source == "build"]
+        held = iter(self.text.lexical.holding(terms, np.array(rows, dtype=np.int64)).tolist())
+        return [next(held) if h.source == "build" else
+                bool(terms) and terms <= self.text.lexical.terms(item_text(h.metadata, self.text.words))
+                for h in hits]
+
     def _coverage(self, text: str, item_ids: list[str]) -> np.ndarray:
-        ids, lexical = self._live_index()
-        slot = {i: n for n, i in enumerate(ids)}
+        live = self._live_index()
         out = np.zeros(len(item_ids))
-        build = [(n, self.catalogue.build_row(i)) for n, i in enumerate(item_ids) if i not in slot]
+        build = [(n, self.catalogue.build_row(i)) for n, i in enumerate(item_ids) if live.slot(i) is None]
         build = [(n, r) for n, r in build if r is not None]
         if build:
             out[[n for n, _ in build]] = self.text.lexical.coverage(text, np.array([r for _, r in build]))
-        live = [(n, slot[i]) for n, i in enumerate(item_ids) if i in slot]
-        if live:
-            out[[n for n, _ in live]] = lexical.coverage(text, np.array([s for _, s in live]))
+        slots = [(n, live.slot(i)) for n, i in enumerate(item_ids) if live.slot(i) is not None]
+        if slots:
+            out[[n for n, _ in slots]] = live.lexical.coverage(text, np.array([s for _, s in slots]))
         return out
 
-    def search(self, query: Query, k: int = 5, filters: dict | None = None):
-        """The k best items for ``query`` (a :class:`lookalike.live.records.LiveResponse`), live items included."""
-        from lookalike.live.records import Hit, LiveResponse
+    def _cosines(self, item_ids: list[str], vector: np.ndarray) -> np.ndarray:
+        """The query vector's cosine to each item; -inf for one removed since it was ranked (last, then skipped)."""
+        out = np.full(len(item_ids), -np.inf)
+        for n, item_id in enumerate(item_ids):
+            try:
+                out[n] = float(self.catalogue.vector(item_id) @ vector)
+            except UnknownItemError:
+                continue
+        return out
 
+    def search(self, query: Query, k: int = 5, filters: dict | None = None,
+               similarity: str | dict | None = None) -> LiveResponse:
+        """The k best items for ``query`` (a :class:`lookalike.live.records.LiveResponse`), live items included;
+        ``similarity`` as :meth:`TextSearch.search`. An item removed meanwhile is left out (maybe fewer than k)."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise TextQueryError("k must be a positive integer")
         started = time.perf_counter()
+        similarity = asked_similarity(self.catalogue.searcher, query, similarity)
         vector = self.vector(query)
+        negative = negative_words(query)
         embedded = time.perf_counter()
-        excluded = {str(i) for i in [*query.item_ids, *query.negative_item_ids]}
-        if query.negative_text and query.negative_text.strip():
-            check_query(query.negative_text)
-            excluded |= set(self._lexical(query.negative_text, len(self.catalogue.searcher.items) + len(
-                self._live_index()[0]), filters, every_word=True))
+        named = {str(i) for i in [*query.item_ids, *query.negative_item_ids]}
         depth = max(int(self.text.fusion["depth"]), k)
-        learned = self.catalogue.search_vector(vector, depth + len(excluded), filters)
-        hits = {h.id: h for h in learned.matches if h.id not in excluded}
-        learned_ids = list(hits)[:depth]
+        pool = depth * NEGATIVE_OVERFETCH if negative else depth  # as TextSearch.search: the same ranking
+        learned = self.catalogue.search_vector(vector, pool + len(named), filters, similarity=similarity)
+        hits = [h for h in learned.matches if h.id not in named][:pool]
+        if negative:  # the ranked candidates whose own words hold every negative word go
+            held = self._holding(self.text.lexical.terms(negative), hits)
+            hits = [h for h, holds in zip(hits, held, strict=True) if not holds]
+        hits = hits[:depth]
+        learned_ids = [h.id for h in hits]
         if query.words_only() and query.text and query.text.strip():
-            lexical = {i: s for i, s in self._lexical(query.text, depth + len(excluded), filters).items()
-                       if i not in excluded}
+            lexical = {i: s for i, s in self._lexical(query.text, depth + len(named), filters, negative).items()
+                       if i not in named}
             lexical_ids = sorted(lexical, key=lambda i: -lexical[i])
             keys = list(dict.fromkeys([*learned_ids, *lexical_ids]))  # the fusion ranks int keys: key n is keys[n]
             key_of = {i: n for n, i in enumerate(keys)}
             order, scores = fuse(
                 np.array([key_of[i] for i in lexical_ids], np.int64), np.array([lexical[i] for i in lexical_ids]),
                 np.arange(len(learned_ids), dtype=np.int64),
-                lambda found: np.array([float(self.catalogue.vector(keys[n]) @ vector) for n in found.tolist()]),
+                lambda found: self._cosines([keys[n] for n in found.tolist()], vector),
                 lambda found: self._coverage(query.text, [keys[n] for n in found.tolist()]), self.text.fusion, k)
             chosen = [(keys[n], float(score)) for n, score in zip(order.tolist(), scores.tolist(), strict=True)]
         else:
-            chosen = [(i, hits[i].score) for i in learned_ids[:k]]
+            chosen = [(h.id, h.score) for h in hits[:k]]
         matches = []
-        for rank, (item_id, score) in enumerate(chosen, start=1):
-            item = self.catalogue.item(item_id)
-            matches.append(Hit(rank, item_id, score, item.metadata, item.source, item.image_path))
+        for item_id, score in chosen:
+            try:
+                item = self.catalogue.item(item_id)
+            except UnknownItemError:  # removed between the ranking and this read: not an answer any more
+                continue
+            matches.append(Hit(len(matches) + 1, item_id, score, item.metadata, item.source, item.image_path))
         total = time.perf_counter() - started
         return LiveResponse(matches, embed_ms=(embedded - started) * 1e3,
                             search_ms=(total - (embedded - started)) * 1e3, total_ms=total * 1e3,
                             candidates=learned.candidates)
 
 
-_loaded_lock = threading.Lock()
+class TextSearchUnavailable(ArtifactMismatchError):
+    """Why a loaded build answers no words (no text tower, or its files could not be read when it was loaded);
+    remembered with the build, so every text query says so without touching its folder again."""
 
 
 def text_search_for(catalogue) -> TextSearch | LiveTextSearch:
-    """The text search of a :class:`Searcher` or a live catalogue, loaded once per loaded build (a page or a
-    server keeps them for as long as it keeps the build)."""
-    with _loaded_lock:
-        found = getattr(catalogue, "_text_search", None)
-        if found is None:
-            found = TextSearch.load(catalogue) if isinstance(catalogue, Searcher) else LiveTextSearch.load(catalogue)
-            catalogue._text_search = found  # lives and goes with the build it searches
-        return found
+    """The text search of a :class:`Searcher` or a live catalogue, made once per loaded build (a page or a server
+    keeps it for as long as it keeps the build); :class:`TextSearchUnavailable` when the build has none.
+
+    Made under a lock of that build's own: loading one build (a swap being prepared) never holds up the queries
+    of another; once made it is read without a lock."""
+    found = getattr(catalogue, "_text_search", None)
+    if found is None:
+        lock = catalogue.__dict__.setdefault("_text_search_lock", threading.Lock())  # setdefault is atomic
+        with lock:
+            found = getattr(catalogue, "_text_search", None)
+            if found is None:
+                found = _load_text_search(catalogue)
+                catalogue._text_search = found  # lives and goes with the build it searches
+    if isinstance(found, TextSearchUnavailable):
+        raise found
+    return found
+
+
+def _load_text_search(catalogue) -> TextSearch | LiveTextSearch | TextSearchUnavailable:
+    try:
+        return TextSearch.load(catalogue) if isinstance(catalogue, Searcher) else LiveTextSearch.load(catalogue)
+    except TextSearchUnavailable as error:
+        return error
+    except ArtifactMismatchError as error:
+        return TextSearchUnavailable(str(error), error.kind)
+    except (OSError, ValueError) as error:  # the folder was pruned or holds something else since the build loaded
+        log.error("the text search of build %s cannot be loaded: %s", _build_name(catalogue), error)
+        return TextSearchUnavailable("the text model of this build cannot be read (its build folder was changed or "
+                                     "removed after the build was loaded); the server log says which file",
+                                     "incomplete")
+
+
+def _build_name(catalogue) -> str:
+    searcher = catalogue if isinstance(catalogue, Searcher) else catalogue.searcher
+    return str(searcher.manifest.get("build_id", "?"))
+
+
+def prepare_text_search(catalogue) -> None:
+    """Make a just-loaded build's text search now (its tower, the word index over every item): called where builds
+    are loaded (the service's loader, before a build is swapped in), so no request pays for it and a folder pruned
+    or republished later changes nothing served. A build without one is noted; its text queries say why."""
+    try:
+        text_search_for(catalogue)
+    except TextSearchUnavailable as error:
+        log.info("build %s answers no words: %s", _build_name(catalogue), error)
 
 
 def add_query_arguments(parser) -> None:
@@ -348,8 +513,12 @@ def wants_text_search(args) -> bool:
 
 
 def query_from_arguments(searcher: Searcher, args) -> SearchResponse:
-    """Run ``lookalike query`` with words and/or items through the build's text search."""
+    """Run ``lookalike query`` with words and/or items through the build's text search (``--similarity`` as the
+    service takes it: applied to a photo and items, refused beside words)."""
     query = Query(text=args.text, image=args.image, item_ids=args.like, negative_text=args.negative,
                   negative_item_ids=args.unlike, text_weight=args.text_weight, image_weight=args.image_weight,
                   item_weight=args.item_weight, negative_weight=args.negative_weight)
-    return TextSearch.load(searcher).search(query, args.k)
+    try:
+        return TextSearch.load(searcher).search(query, args.k, similarity=getattr(args, "similarity", None))
+    except SimilarityError as error:
+        raise TextQueryError(str(error)) from None

@@ -17,7 +17,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -170,8 +170,9 @@ class TextTower:
         self.dimension = int(self.weights["w2"].shape[1])
 
     @classmethod
-    def load(cls, path: str | Path, tokenizer_path: str | Path | None = None) -> TextTower:
-        """Read a tower written by :meth:`save` (no pickles)."""
+    def load(cls, path: str | Path | BinaryIO, tokenizer_path: str | Path | None = None) -> TextTower:
+        """Read a tower written by :meth:`save` (no pickles), from its file or its bytes (as checked against a
+        manifest)."""
         with np.load(path, allow_pickle=False) as data:
             weights = {name: data[name] for name in data.files}
         if int(weights.get("format", np.array(0))) != TOWER_FORMAT:
