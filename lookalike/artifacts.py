@@ -29,7 +29,8 @@ import numpy as np
 
 MANIFEST_FILES = ("model", "embeddings", "image_paths", "items", "index",
                   "runtime_model", "runtime_backbone")  # the two models exported for lookalike.model.runtime
-OPTIONAL_MANIFEST_FILES = ("text_tower", "text_tokenizer")  # checked like the others when a build lists them
+OPTIONAL_MANIFEST_FILES = ("text_tower", "text_tokenizer",  # checked like the others when a build lists them
+                           "more_photos")  # builds before several photos per item have none
 MANIFEST_NAME = "manifest.json"
 BUILDS_DIR = "builds"  # artifacts/builds/<build_id>/: published builds, never DVC outputs
 POINTER_NAME = "current.json"  # artifacts/current.json: {"build": "<build_id>"}, the build to serve

@@ -1,5 +1,7 @@
 """Stage embed: the trained model for the inference runtime, then every subset image ->
-artifacts/embeddings.npy, image_paths.npy, items.csv (same row order).
+artifacts/embeddings.npy, image_paths.npy, items.csv (same row order), and more_photos.npz: the items'
+other photos when a catalogue has several per item (paths, the item row of each, their embeddings by the
+exported model; empty arrays otherwise: lookalike/search/photos.py).
 
 artifacts/model.tflite: artifacts/model.keras exported for the inference runtime (LiteRT), checked
 against Keras on real catalogue photos (the stage fails, naming the disagreement, below cosine
@@ -19,11 +21,12 @@ import time
 import numpy as np
 
 from lookalike.artifacts import write_bytes, write_npy
-from lookalike.catalogue.reading import read_table, write_table
+from lookalike.catalogue.reading import MORE_PHOTOS_COLUMN, read_table, write_table
 from lookalike.model.network import export_runtime_model, load_embedding_model
 from lookalike.model.runtime import EmbeddingRuntime, check_images, predict_paths
 from lookalike.model.training import embed_features
 from lookalike.params import PROJECT_ROOT, load_params, preprocess_spec
+from lookalike.search.photos import MORE_PHOTOS_FILE, embed_more_photos
 
 
 def main() -> None:
@@ -57,7 +60,11 @@ def main() -> None:
         raise SystemExit(f"embeddings are not unit length (norms {norms.min():.4f}..{norms.max():.4f})")
     write_npy(PROJECT_ROOT / "artifacts/embeddings.npy", embeddings.astype(np.float32))
     write_npy(PROJECT_ROOT / "artifacts/image_paths.npy", np.array(paths, dtype=str))
-    write_bytes(PROJECT_ROOT / "artifacts/items.csv", write_table(subset.drop(columns=["image_path"])))
+    more = subset[MORE_PHOTOS_COLUMN].tolist() if MORE_PHOTOS_COLUMN in subset else [""] * len(subset)
+    embed_more_photos(more, EmbeddingRuntime(runtime_file), spec, params["features"]["batch_size"],
+                      PROJECT_ROOT / "artifacts" / MORE_PHOTOS_FILE)
+    write_bytes(PROJECT_ROOT / "artifacts/items.csv",
+                write_table(subset.drop(columns=["image_path", MORE_PHOTOS_COLUMN], errors="ignore")))
 
 
 if __name__ == "__main__":

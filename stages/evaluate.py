@@ -18,12 +18,21 @@ from lookalike.artifacts import publish_build, verify_manifest, write_bytes, wri
 from lookalike.catalogue.reading import read_table
 from lookalike.catalogue.subset import GALLERY_SPLIT
 from lookalike.evaluation.instance import altered_queries, instance_metrics, instance_ranks
-from lookalike.evaluation.metrics import column_metrics, evaluate_retrieval, look_metrics, unit_rows
+from lookalike.evaluation.metrics import (
+    MorePhotos,
+    column_metrics,
+    evaluate_retrieval,
+    gallery_index,
+    look_metrics,
+    unit_rows,
+)
 from lookalike.model.colour import backbone_part
-from lookalike.model.runtime import EmbeddingRuntime
+from lookalike.model.preprocessing import PreprocessSpec
+from lookalike.model.runtime import EmbeddingRuntime, predict_paths
 from lookalike.params import PROJECT_ROOT, catalogue_description, load_params, preprocess_spec
 from lookalike.search.expansion import QueryExpansion, expanded_rows
-from lookalike.search.index import build_index, load_index, search
+from lookalike.search.index import load_index
+from lookalike.search.photos import MORE_PHOTOS_FILE, PhotoRows, load_more_photos, search_items
 from lookalike.search.similarity import Similarity
 
 
@@ -49,26 +58,30 @@ def labelled_metrics(items, embeddings, features, index, manifest, description, 
     labels = items[label].to_numpy()
     queries = np.flatnonzero((items["split"].to_numpy() == "test") & (items[label].str.strip() != "").to_numpy())
     expansion = QueryExpansion.from_index_params(manifest["params"]["index"])
-    galleries = {"trained": (embeddings, index), "pretrained": (features, build_index(features, {"type": "flat"}))}
+    more = more_photos_of(manifest)
+    galleries = {"trained": (embeddings, index, more["trained"]),
+                 "pretrained": (features, gallery_index(features, more["pretrained"]), more["pretrained"])}
     if expansion:  # like for like: the pretrained features with the same expansion, beside the plain ones
         galleries["pretrained_query_expansion"] = galleries["pretrained"]
     scored, per_label, asked_as = {}, None, {}
-    for name, (vectors, gallery) in galleries.items():
+    for name, (vectors, gallery, other) in galleries.items():
+        photos = other[0] if other else PhotoRows.single(len(vectors))
         asked = expanded_rows(expansion if name != "pretrained" else QueryExpansion(), vectors, queries,
-                              lambda q, k, gallery=gallery: search(gallery, q, k))
+                              lambda q, k, gallery=gallery, photos=photos: search_items(gallery, photos, q, k))
         asked_as[name] = asked
-        found, table = evaluate_retrieval(vectors, labels, queries, gallery, queries=asked)
-        found.update(look_metrics(vectors, items, queries, label, colour, pairs, queries=asked))
+        found, table = evaluate_retrieval(vectors, labels, queries, gallery, asked, other)
+        found.update(look_metrics(vectors, items, queries, label, colour, pairs, asked, other))
         scored[name] = found
         scored[f"{name}_by_column"] = column_metrics(vectors, items, queries, description.relevance_columns,
-                                                     queries=asked)
+                                                     asked, more=other)
         per_label = table if name == "trained" else per_label
     similarity = Similarity.from_manifest(manifest)
     modes = {}
     for mode in similarity.modes:  # the same queries asking another question of the same index
         asked = np.stack([similarity.query_vector(v, mode) for v in asked_as["trained"]])
-        modes[mode] = {"precision_at_5": evaluate_retrieval(embeddings, labels, queries, queries=asked)[0][
-            "precision_at_5"], **look_metrics(embeddings, items, queries, label, colour, pairs, queries=asked)}
+        modes[mode] = {"precision_at_5": evaluate_retrieval(embeddings, labels, queries, index, asked,
+                                                            more["trained"])[0]["precision_at_5"],
+                       **look_metrics(embeddings, items, queries, label, colour, pairs, asked, more["trained"])}
         modes[mode].pop("type_colour_precision_at_5_bound", None)
     trained, pretrained = scored["trained"], scored["pretrained"]
     extra = {"pretrained_query_expansion": scored["pretrained_query_expansion"]} if expansion else {}
@@ -76,6 +89,23 @@ def labelled_metrics(items, embeddings, features, index, manifest, description, 
             "gain": {name: trained[name] - pretrained[name] for name in trained}, "modes": modes,
             "by_column": {name: scored[f"{name}_by_column"] for name in ("trained", "pretrained")},
             **extra, "relevance": label, "queries": int(len(queries)), "per_label": per_label}
+
+
+def more_photos_of(manifest: dict) -> dict[str, MorePhotos | None]:
+    """The items' other photos (several per item: lookalike/search/photos.py), as the trained build and the
+    pretrained features (the exported backbone over them) see them; None for both with one photo per item."""
+    artifacts = PROJECT_ROOT / "artifacts"
+    if "more_photos" not in manifest["files"]:
+        return {"trained": None, "pretrained": None}
+    paths, photos, trained = load_more_photos(artifacts / MORE_PHOTOS_FILE, manifest["count"], manifest["dimension"])
+    if not len(paths):
+        return {"trained": None, "pretrained": None}
+    params = manifest["params"]
+    backbone = EmbeddingRuntime(artifacts / "backbone.tflite")
+    pretrained = predict_paths(backbone, paths.tolist(), PreprocessSpec(**params["preprocess"]),
+                               description="other photos, pretrained")
+    return {"trained": (photos, trained),
+            "pretrained": (photos, unit_rows(backbone_part(pretrained, params["colour_descriptor"])))}
 
 
 def unlabelled_metrics(items, embeddings, features, params: dict) -> dict:
@@ -103,7 +133,7 @@ def main() -> None:
     items = read_table(artifacts / "items.csv")
     embeddings = np.load(artifacts / "embeddings.npy")
     index = load_index(artifacts / "faiss.index", params["index"])
-    if not (len(items) == len(embeddings) == index.ntotal == manifest["count"]):
+    if not (len(items) == len(embeddings) == manifest["count"]) or index.ntotal != manifest.get("photos", len(items)):
         raise SystemExit("items, embeddings and index disagree in size: rerun the pipeline (dvc repro)")
     features = unit_rows(backbone_part(np.load(artifacts / "features.npy", mmap_mode="r")[0],
                                        params["model"]["colour_descriptor"]))

@@ -19,6 +19,7 @@ from lookalike.artifacts import make_manifest, publish_build, write_json, write_
 from lookalike.params import PROJECT_ROOT, catalogue_description, check_k_fits, load_params, preprocess_spec
 from lookalike.search.duplicates import calibrate_build
 from lookalike.search.index import build_index, save_index
+from lookalike.search.photos import MORE_PHOTOS_FILE, load_more_photos
 from lookalike.search.similarity import Similarity
 
 
@@ -30,10 +31,12 @@ def main() -> None:
     check_k_fits(params, len(embeddings))
     if len(paths) != len(embeddings):
         raise SystemExit(f"{len(embeddings)} embeddings but {len(paths)} image paths: rerun embed (dvc repro)")
-    started = time.perf_counter()
-    index = build_index(embeddings, params["index"], seed=params["subset"]["seed"])
+    _, photos, more = load_more_photos(artifacts / MORE_PHOTOS_FILE, len(embeddings), embeddings.shape[1])
+    started = time.perf_counter()  # every photo: the items' first ones (rows 0..n-1), then their others
+    index = build_index(np.vstack([embeddings, more]), params["index"], seed=params["subset"]["seed"])
     seconds = time.perf_counter() - started
-    print(f"{params['index']['type']} index of {index.ntotal} x {index.d} built in {seconds:.2f} s")
+    print(f"{params['index']['type']} index of {index.ntotal} x {index.d} built in {seconds:.2f} s "
+          f"({len(embeddings)} items, {len(more)} more photos)")
     write_with(artifacts / "faiss.index", lambda tmp: save_index(index, tmp))
     spec = preprocess_spec(params)
     description = catalogue_description(params)
@@ -41,13 +44,14 @@ def main() -> None:
     live_fold = {"live_fold": report["live_fold"]} if "live_fold" in report else {}  # see lookalike/live/fold.py
     files = {name: artifacts / file for name, file in (
         ("model", "model.keras"), ("embeddings", "embeddings.npy"), ("image_paths", "image_paths.npy"),
-        ("items", "items.csv"), ("index", "faiss.index"),
+        ("items", "items.csv"), ("index", "faiss.index"), ("more_photos", MORE_PHOTOS_FILE),
         ("runtime_model", "model.tflite"), ("runtime_backbone", "backbone.tflite"))}
     has_words = (artifacts / "text_tower.npz").is_file() and (artifacts / "text_tower.npz").stat().st_size > 0
     for name, file in (("text_tower", "text_tower.npz"), ("text_tokenizer", "text_tokenizer.json")):
         if has_words:  # stage text's outputs (lookalike/text/tower.py); empty: no words, no text search
             files[name] = artifacts / file
-    manifest = make_manifest(files, {"count": int(len(embeddings)), "dimension": int(embeddings.shape[1])}, {
+    manifest = make_manifest(files, {"count": int(len(embeddings)), "dimension": int(embeddings.shape[1]),
+                                     "photos": photos.photos}, {
         "preprocess": {"image_size": spec.image_size, "resize_mode": spec.resize_mode,
                        "normalisation": spec.normalisation},
         "label_column": description.label,

@@ -1,7 +1,9 @@
-"""Label-free changes to the pretrained features, without training: how far a catalogue's class retrieval
-moves when each stored vector is replaced by the mean of its k nearest neighbours (database-side augmentation)
-or the features are PCA-whitened on the train and val photos. Scored like the evaluate stage (test photos
-against every photo, own excluded) by the catalogue's first label or attribute.
+"""Label-free changes to the pretrained features and the trained build, without training: how far a
+catalogue's class retrieval moves when each stored vector is replaced by the mean of its k nearest neighbours
+(database-side augmentation), the features are PCA-whitened on the train and val photos, or each query is
+expanded by its nearest items (the build option index.query_expansion: lookalike/search/expansion.py). Scored
+like the evaluate stage (test photos against every photo, own excluded) by the catalogue's first label or
+attribute.
 
     python -m study.label_free --project /tmp/lookalike-grocery-store-unlabelled
 """
@@ -17,6 +19,8 @@ from lookalike.catalogue.reading import read_table
 from lookalike.evaluation.metrics import evaluate_retrieval, unit_rows
 from lookalike.model.colour import backbone_part
 from lookalike.params import catalogue_description, load_params
+from lookalike.search.expansion import QueryExpansion, expanded_rows
+from lookalike.search.index import build_index, search
 
 SHOWN = ("precision_at_1", "precision_at_5", "top5_accuracy", "map_at_r")
 
@@ -52,9 +56,19 @@ def main() -> None:
     rows.update({f"mean of {k} nearest": neighbour_average(features, k) for k in (2, 3, 5, 10)})
     rows.update({f"whitened, {dim} dims, power {power}": whitened(features, fit, dim, power)
                  for dim in (128, 256, 512) for power in (-0.5, -0.25)})
+    trained = np.load(args.project / "artifacts/embeddings.npy")
+    asked = {name: None for name in rows}
+    rows["trained build"], asked["trained build"] = trained, None
+    for source, vectors in (("pretrained features", features), ("trained build", trained)):
+        index = build_index(vectors, {"type": "flat"})
+        for neighbours, power in ((2, 0), (4, 3), (9, 3)):
+            name = f"{source}, query + {neighbours} nearest, cosine ** {power}"
+            rows[name] = vectors
+            asked[name] = expanded_rows(QueryExpansion(neighbours, power), vectors, queries,
+                                        lambda q, k, index=index: search(index, q, k))
     print("| features | " + " | ".join(SHOWN) + " |\n|---|" + "---|" * len(SHOWN))
     for name, vectors in rows.items():
-        scores = evaluate_retrieval(vectors, items[label].to_numpy(), queries)[0]
+        scores = evaluate_retrieval(vectors, items[label].to_numpy(), queries, queries=asked[name])[0]
         print(f"| {name} | " + " | ".join(f"{scores[m]:.3f}" for m in SHOWN) + " |")
 
 

@@ -497,3 +497,30 @@ def test_a_database_older_than_the_builds_fold_is_refused(searcher: Searcher, tm
     catalogue.put("SKU-3", photo(searcher, 3), META)
     assert LiveCatalogue.open(folded, LiveStore(db)).live_ids() == []  # now it holds the fold: nothing to replay
     assert os.path.getsize(db) > 0
+
+
+def test_the_thumbnail_cache_holds_under_threads_that_fill_and_trim_it(searcher: Searcher, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    import lookalike.live.catalogue as live_catalogue
+
+    monkeypatch.setattr(live_catalogue, "THUMBNAIL_CACHE", 3)  # every insert trims: readers race the evictions
+    catalogue = open_catalogue(searcher, tmp_path / "live.db")
+    ids = [str(i) for i in searcher.items["id"].iloc[:12]]
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def worker(offset: int) -> None:
+        start.wait()
+        try:
+            for turn in range(150):
+                assert catalogue._thumbnail(ids[(turn + offset) % len(ids)]) is not None
+        except BaseException as error:  # noqa: BLE001 - any failure of a thread fails the test
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors[:1]
+    assert len(catalogue._thumbnails) <= 3

@@ -6,6 +6,7 @@ Against the scratch pipeline project of conftest.py (60 images); each server has
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import shutil
 import signal
@@ -21,6 +22,7 @@ import httpx
 import numpy as np
 import pytest
 from bad_inputs import bad_input_corpus
+from conftest import SHARED
 from grocery_build import grocery_build
 
 from lookalike.artifacts import make_manifest, publish_build, resolve_build, write_json, write_with
@@ -831,3 +833,22 @@ def test_similarity_per_query_covers_live_items_and_refuses_unknown_modes(server
     assert "SKU-COPY" in ids_of(searched)
     assert_error(server.client.get(f"/v1/items/{item_id}/similar", params={"similarity": "shininess"}), 422)
     assert_error(server.client.post("/v1/search", files=photo, data={"similarity": "type:x"}), 422)
+
+
+def test_a_put_of_several_photos_is_found_by_each_and_too_many_are_refused(server: Server, build: dict):
+    held = {p.name for p in build["paths"]}
+    front, back = [p.read_bytes() for p in sorted((SHARED / "images").iterdir())[:200] if p.name not in held][:2]
+    files = [("image", ("front.jpg", front, "image/jpeg")), ("more_images", ("back.jpg", back, "image/jpeg"))]
+    response = server.client.put("/v1/items/SKU-TWO", files=files, data=META, headers=AUTH)
+    assert response.status_code == 201, response.text
+    found = ids_of(search(server.client, back, k=5))
+    assert found[0] == "SKU-TWO" and found.count("SKU-TWO") == 1
+    assert server.client.get("/v1/items/SKU-TWO/image").content == front  # the first photo is the item's photo
+    nine = [("image", ("f.jpg", front, "image/jpeg"))] + [("more_images", ("b.jpg", back, "image/jpeg"))] * 8
+    refused = assert_error(server.client.put("/v1/items/SKU-NINE", files=nine, data=META, headers=AUTH), 400, 422)
+    assert "8" in refused["detail"]  # the form parser's own limit: at most 8 files
+    assert server.client.get("/v1/items/SKU-NINE").status_code == 404
+    bad = [("image", ("f.jpg", front, "image/jpeg")), ("more_images", ("b.jpg", b"not an image", "image/jpeg"))]
+    refused = assert_error(server.client.put("/v1/items/SKU-BAD", files=bad, data=META, headers=AUTH), 400, 415, 422)
+    assert "photo 2" in json.dumps(refused)
+    assert server.client.get("/v1/items/SKU-BAD").status_code == 404  # nothing half-written

@@ -3,7 +3,9 @@ whatever the layout, with every problem repaired, counted or refused by name.
 
 The result has ``id`` (int64: the catalogue's own id when every id is a decimal number, else items numbered in
 table order, the catalogue's id kept in ``external_id``), ``image_path`` (``<folder>/<photo>`` as given: relative
-stays relative), ``split_given`` when the catalogue gives a split, and the catalogue's own columns as text.
+stays relative; the item's first photo), ``more_image_paths`` when some item has several photos (a JSON list of
+the others, "" for none: :mod:`lookalike.search.photos`), ``split_given`` when the catalogue gives a split, and
+the catalogue's own columns as text.
 
 Refused with a :class:`CatalogueError` that names the file, the row and the column (nothing is written then):
 a column the description names but the table lacks, duplicate ids, a photo path that leaves the catalogue
@@ -46,6 +48,7 @@ DELTA_TABLE = "items.csv"
 DELTA_PHOTO_COLUMN = "image"  # the delta's photo file, under images/
 EXTERNAL_ID_COLUMN = "external_id"  # an item's own id when it is not a decimal number
 LIVE_SPLIT = "live"  # delta items: in the gallery, never trained on, never a query
+MORE_PHOTOS_COLUMN = "more_image_paths"  # an item's other photos (JSON list), after its first in image_path
 MISSING_VALUES = ("", "NA", "nan", "NaN", "None", "null")  # a label with one of these is no label
 
 
@@ -278,15 +281,16 @@ def own_ids(table: pd.DataFrame) -> pd.Series:
 
 def _photos(table: pd.DataFrame, folder: Path, numbers: list[tuple[str, int]], description: CatalogueDescription,
             where: str, report: CatalogueReport) -> pd.DataFrame:
-    """``image_path``: the item's first photo whose file exists (several photos: the first one found)."""
+    """``image_path``: the item's first photo whose file exists; ``more_image_paths``: its other existing photos,
+    in the description's order (only when some item has any)."""
     root = folder / description.photo_root
-    chosen, files_named = [], set()
+    chosen, more, files_named = [], [], set()
     records = table.to_dict("records")
     if description.id == "id" and EXTERNAL_ID_COLUMN in table:  # photos name the catalogue's id, not its number
         for record in records:
             record["id"] = record[EXTERNAL_ID_COLUMN]
     for position, record in enumerate(records):
-        found = ""
+        found: list[str] = []
         for photo in description.photos:
             fields = template_fields(photo)
             relative = photo.format(**{f: record[f] for f in fields}) if fields else record[photo]
@@ -295,9 +299,12 @@ def _photos(table: pd.DataFrame, folder: Path, numbers: list[tuple[str, int]], d
             file, line = numbers[position]
             path = _inside(root, relative.strip(), photo, f"{line} of {file}")
             files_named.add(os.path.normpath(path))
-            if not found and path.is_file():
-                found = str(path)
-        chosen.append(found)
+            if path.is_file() and str(path) not in found:
+                found.append(str(path))
+        chosen.append(found[0] if found else "")
+        more.append(found[1:])
+    if any(more):
+        table = table.assign(**{MORE_PHOTOS_COLUMN: [json.dumps(m) if m else "" for m in more]})
     table = table.assign(image_path=chosen)
     report.rows_without_image = sorted(own_ids(table)[table["image_path"] == ""].tolist())
     table = table[table["image_path"] != ""]
@@ -361,6 +368,16 @@ def load_catalogue(folder: str | Path, description: CatalogueDescription) -> tup
     else:
         table = _folder_layout(folder, description, report)
         where = str(folder)
+    if MORE_PHOTOS_COLUMN in table:  # an empty photo of several leaves the item its other photos
+        photos, empty_others = [], []
+        for first, extra in zip(table["image_path"], table[MORE_PHOTOS_COLUMN], strict=True):
+            given = [first, *more_photos(extra)]
+            kept = [p for p in given if os.stat(p).st_size]
+            empty_others += [Path(p).name for p in given if p not in kept] if kept else []
+            photos.append(kept or [first])
+        report.empty_images = sorted(set(report.empty_images) | set(empty_others))
+        table = table.assign(image_path=[p[0] for p in photos],
+                             **{MORE_PHOTOS_COLUMN: [json.dumps(p[1:]) if len(p) > 1 else "" for p in photos]})
     sizes = table["image_path"].map(lambda p: os.stat(p).st_size)
     empty = table["image_path"][sizes == 0].map(lambda p: Path(p).name).tolist()
     report.empty_images = sorted(set(report.empty_images) | set(empty))
@@ -375,22 +392,38 @@ def load_catalogue(folder: str | Path, description: CatalogueDescription) -> tup
     return table.reset_index(drop=True), report
 
 
+def more_photos(value: str) -> list[str]:
+    """An item's other photos from its ``more_image_paths`` cell ("" or a JSON list)."""
+    return json.loads(value) if value else []
+
+
 def check_images(table: pd.DataFrame, report: CatalogueReport, max_side: int = 224) -> pd.DataFrame:
-    """``table`` without the rows whose image cannot be decoded, each listed in ``report.unreadable_images``
-    with the decoder's reason.
+    """``table`` without the rows whose images cannot be decoded, each listed in ``report.unreadable_images``
+    with the decoder's reason; an item with several photos keeps the ones that decode (its next photo becomes
+    its first if that one does not) and is set aside only when none does.
 
     The decode is the one the features stage runs (:func:`lookalike.model.preprocessing.load_image`), so a
     corrupt or truncated file is set aside here, before the split, instead of stopping that stage.
     """
     from lookalike.model.preprocessing import InvalidImageError, load_image
 
-    unreadable = []
-    for position, (item_id, path) in enumerate(zip(table["id"], table["image_path"], strict=True)):
-        try:
-            load_image(path, max_side=max_side)
-        except InvalidImageError as error:
+    several = MORE_PHOTOS_COLUMN in table
+    unreadable, firsts, others = [], [], []
+    for position, (item_id, path, extra) in enumerate(zip(
+            table["id"], table["image_path"], table[MORE_PHOTOS_COLUMN] if several else [""] * len(table),
+            strict=True)):
+        readable = []
+        for photo in [path, *more_photos(extra)]:
+            try:
+                load_image(photo, max_side=max_side)
+                readable.append(photo)
+            except InvalidImageError as error:
+                report.unreadable_images.append({"id": int(item_id), "file": Path(photo).name, "reason": str(error)})
+        if not readable:
             unreadable.append(position)
-            report.unreadable_images.append({"id": int(item_id), "file": Path(path).name, "reason": str(error)})
+        firsts.append(readable[0] if readable else path)
+        others.append(json.dumps(readable[1:]) if len(readable) > 1 else "")
+    table = table.assign(image_path=firsts, **({MORE_PHOTOS_COLUMN: others} if several else {}))
     kept = table.drop(index=table.index[unreadable]).reset_index(drop=True)
     if kept.empty:
         raise CatalogueError("no image of the catalogue can be decoded: "
@@ -422,11 +455,22 @@ def write_table(table: pd.DataFrame) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
+def more_photo_column(number: int) -> str:
+    """The live delta's column of an item's ``number``-th photo (2, 3, ...: several photos per item)."""
+    return f"{DELTA_PHOTO_COLUMN}_{number}"
+
+
+def _delta_photo_columns(columns: list[str]) -> tuple[str, ...]:
+    more = [c for c in columns if c.startswith(f"{DELTA_PHOTO_COLUMN}_") and c[len(DELTA_PHOTO_COLUMN) + 1:].isdigit()]
+    return (DELTA_PHOTO_COLUMN, *sorted(more, key=lambda c: int(c[len(DELTA_PHOTO_COLUMN) + 1:])))
+
+
 def delta_description(columns: list[str]) -> CatalogueDescription:
-    """How the live delta written by ``lookalike fold`` is read: its id, its photo under images/, its columns."""
-    return CatalogueDescription(tables=(TableFile(DELTA_TABLE),), id="id", photos=(DELTA_PHOTO_COLUMN,),
+    """How the live delta written by ``lookalike fold`` is read: its id, its photos under images/, its columns."""
+    photos = _delta_photo_columns(columns)
+    return CatalogueDescription(tables=(TableFile(DELTA_TABLE),), id="id", photos=photos,
                                 photo_root="images", attributes=tuple(
-                                    c for c in columns if c not in ("id", DELTA_PHOTO_COLUMN)),
+                                    c for c in columns if c not in ("id", *photos)),
                                 source=f"the live delta's {DELTA_TABLE}")
 
 
@@ -445,4 +489,4 @@ def read_live_delta(folder: str | Path) -> tuple[pd.DataFrame, set[int], dict] |
     if report.items != int(marker["items"]):
         raise CatalogueError(f"the live delta in {folder} has {report.items} usable items but its {FOLD_FILE} "
                              f"says {marker['items']} ({report.summary()}): run lookalike fold again")
-    return items.drop(columns=[DELTA_PHOTO_COLUMN]), dropped, marker
+    return items.drop(columns=list(_delta_photo_columns(list(items.columns)))), dropped, marker

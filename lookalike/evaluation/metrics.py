@@ -10,7 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lookalike.search.index import build_index, search
+from lookalike.search.index import build_index
+from lookalike.search.photos import PhotoRows, search_items
+
+MorePhotos = tuple[PhotoRows, np.ndarray]  # the items' other photos: which item each is of, their vectors (m, dim)
 
 METRIC_NAMES = ("precision_at_1", "precision_at_5", "recall_at_5", "map_at_5", "top5_accuracy", "map_at_r")
 
@@ -96,26 +99,34 @@ def count_relevant(query_labels: np.ndarray, gallery_labels: np.ndarray, self_in
     return n - 1 if self_in_gallery else n
 
 
+def gallery_index(embeddings: np.ndarray, more: MorePhotos | None = None):
+    """An exact index of every photo: the items' (rows 0..n-1), then their other photos'."""
+    return build_index(embeddings if more is None else np.vstack([embeddings, more[1]]), {"type": "flat"})
+
+
 def evaluate_retrieval(
     embeddings: np.ndarray,
     labels: np.ndarray,
     query_rows: np.ndarray,
     index=None,
     queries: np.ndarray | None = None,
+    more: MorePhotos | None = None,
 ) -> tuple[dict[str, float], pd.DataFrame]:
     """Queries = ``query_rows`` of the gallery ``embeddings`` (each excluded from its own results), or
     ``queries`` (one vector per query row: the same items asked another question, e.g. re-weighted).
 
-    Searches ``index`` (a FAISS index over ``embeddings``) or an exact one built
-    here. Returns the six metrics and the per-label table.
+    Searches ``index`` (a FAISS index over ``embeddings`` and, with ``more``, the items' other photos after them:
+    an item is found by its best photo) or an exact one built here. Returns the six metrics and the per-label
+    table.
     """
     labels = np.asarray(labels)
     query_rows = np.asarray(query_rows, dtype=np.int64)
     if index is None:
-        index = build_index(embeddings, {"type": "flat"})
+        index = gallery_index(embeddings, more)
     n_relevant = count_relevant(labels[query_rows], labels)
     depth = int(max(5, n_relevant.max(initial=0)))
-    _, neighbours = search(index, embeddings[query_rows] if queries is None else queries, depth + 1)
+    _, neighbours = search_items(index, more[0] if more else PhotoRows.single(len(embeddings)),
+                                 embeddings[query_rows] if queries is None else queries, depth + 1)
     ranked = exclude_self(neighbours, query_rows, depth)
     relevant = relevance(ranked, labels[query_rows], labels)
     return retrieval_metrics(relevant, n_relevant), per_label_table(relevant, n_relevant, labels[query_rows])
@@ -132,13 +143,15 @@ def joint_labels(table: pd.DataFrame, columns: list[str]) -> np.ndarray:
 
 def look_metrics(embeddings: np.ndarray, table: pd.DataFrame, query_rows: np.ndarray, label_column: str,
                  colour_column: str | None, pairs: tuple[str, ...] = (),
-                 queries: np.ndarray | None = None) -> dict[str, float]:
+                 queries: np.ndarray | None = None, more: MorePhotos | None = None) -> dict[str, float]:
     """Beside the type metrics, whether results share the look: relevant = same label and same colour
     (P@5, MAP@R), same colour alone (P@5), the best type+colour P@5 any ranking could reach given the gallery
     (per query min(5, R) / 5, averaged), and for each column of ``pairs`` same label and same value of it
     (``type_<column>_precision_at_5``). Exact search. Nothing without a colour column and pairs."""
     def score(columns: list[str]) -> dict[str, float]:
-        return evaluate_retrieval(embeddings, joint_labels(table, columns), query_rows, queries=queries)[0]
+        return evaluate_retrieval(embeddings, joint_labels(table, columns), query_rows, index, queries, more)[0]
+
+    index = gallery_index(embeddings, more)
 
     found: dict[str, float] = {}
     if colour_column is not None and colour_column in table:
@@ -157,12 +170,13 @@ def look_metrics(embeddings: np.ndarray, table: pd.DataFrame, query_rows: np.nda
 
 
 def column_metrics(embeddings: np.ndarray, table: pd.DataFrame, query_rows: np.ndarray, columns: tuple[str, ...],
-                   queries: np.ndarray | None = None, max_map_r: int = 1000) -> dict[str, dict[str, float]]:
+                   queries: np.ndarray | None = None, max_map_r: int = 1000, more: MorePhotos | None = None
+                   ) -> dict[str, dict[str, float]]:
     """Relevance by each column on its own (same value = relevant), for the columns with a value for every
     query: column -> P@1, P@5, and MAP@R where no query has more than ``max_map_r`` relevant items (a column
     such as gender has thousands: its MAP@R would rank the whole catalogue per query). Exact search."""
     found = {}
-    index = None
+    index = gallery_index(embeddings, more)
     for column in columns:
         if column not in table:
             continue
@@ -170,11 +184,11 @@ def column_metrics(embeddings: np.ndarray, table: pd.DataFrame, query_rows: np.n
         if (np.char.strip(values[query_rows]) == "").any() or len(set(values.tolist())) < 2:
             continue
         if count_relevant(values[query_rows], values).max(initial=0) <= max_map_r:
-            scores = evaluate_retrieval(embeddings, values, query_rows, queries=queries)[0]
+            scores = evaluate_retrieval(embeddings, values, query_rows, index, queries, more)[0]
             found[column] = {k: scores[k] for k in ("precision_at_1", "precision_at_5", "map_at_r")}
             continue
-        index = index if index is not None else build_index(embeddings, {"type": "flat"})
-        _, neighbours = search(index, embeddings[query_rows] if queries is None else queries, 6)
+        _, neighbours = search_items(index, more[0] if more else PhotoRows.single(len(embeddings)),
+                                     embeddings[query_rows] if queries is None else queries, 6)
         relevant = relevance(exclude_self(neighbours, np.asarray(query_rows, np.int64), 5), values[query_rows],
                              values)
         found[column] = {"precision_at_1": float(relevant[:, 0].mean()),

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,9 +28,11 @@ from PIL import Image
 from lookalike.catalogue.description import CatalogueRoles
 from lookalike.catalogue.reading import EXTERNAL_ID_COLUMN
 from lookalike.live.records import (
+    MAX_PHOTOS_PER_ITEM,
     Change,
     Hit,
     Item,
+    LiveError,
     LiveResponse,
     PutResult,
     UnknownItemError,
@@ -67,6 +70,7 @@ class LiveCatalogue:
     skipped: list[int] = field(default_factory=list)  # seqs that could not be applied (logged)
     _write_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _thumbnails: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _thumbnails_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # concurrent PUTs share it
     _build_values: dict | None = field(default=None, repr=False)  # filter column -> the build's values
     _kinds: dict | None = field(default=None, repr=False)  # metadata column -> "number" / "whole number"
 
@@ -130,24 +134,27 @@ class LiveCatalogue:
         return applied
 
     def _current_model(self, change: Change) -> Change:
-        """The change with an embedding by the pinned model: re-embedded from its image if needed."""
+        """The change with embeddings by the pinned model: re-embedded from its photos if needed."""
         if change.op != "put" or change.model_key == self.model_key:
             return change
-        vector = self.store.reembedding(change.seq, self.model_key)
-        if vector is None:
+        dimension = len(change.embedding)
+        cached = self.store.reembedding(change.seq, self.model_key)
+        vectors = None if cached is None else cached.reshape(-1, dimension)
+        if vectors is None:
             try:
-                image, _ = self.store.image(change.seq)
-                vector = self.searcher.embed_image(image)
+                photos = [self.store.image(change.seq)[0], *(data for data, _ in self.store.more_images(change.seq))]
+                vectors = np.stack([self.searcher.embed_image(photo) for photo in photos])
             except InvalidImageError as error:  # stored once as valid; a stricter decoder may refuse it now
                 log.error("change %d (%s) cannot be re-embedded with the pinned model: %s; item left out",
                           change.seq, change.item_id, error)
                 self.skipped.append(change.seq)
                 return Change(change.seq, "remove", change.item_id, change.build_id, change.model_key, None, None,
                               None, change.created_at)
-            self.store.save_reembedding(change.seq, self.model_key, vector)
+            self.store.save_reembedding(change.seq, self.model_key, vectors if len(vectors) > 1 else vectors[0])
         self.reembedded += 1
-        return Change(change.seq, change.op, change.item_id, change.build_id, self.model_key, vector,
-                      change.metadata, change.content_type, change.created_at)
+        return Change(change.seq, change.op, change.item_id, change.build_id, self.model_key, vectors[0],
+                      change.metadata, change.content_type, change.created_at,
+                      vectors[1:] if len(vectors) > 1 else None)
 
     # ---------------------------------------------------------------- reads
 
@@ -288,32 +295,42 @@ class LiveCatalogue:
 
     # ---------------------------------------------------------------- near-duplicates
 
-    def _thumbnail(self, item_id: str) -> np.ndarray | None:
-        """The pixel check's thumbnail of an item's current photo (cached by id and version)."""
+    def _thumbnail(self, item_id: str, source: str = "build", photo: int | None = None) -> np.ndarray | None:
+        """The pixel check's thumbnail of one of an item's photos: ``photo`` is a build photo row (``source``
+        "build") or a live item's photo number (0: its first); None: its current first photo. Cached by id,
+        version and photo."""
         with self.state.lock:
             entry = self.state.live.get(item_id)
-            key = (item_id, entry.seq if entry is not None else -1)
-        if key in self._thumbnails:
-            self._thumbnails.move_to_end(key)
-            return self._thumbnails[key]
+            key = (item_id, entry.seq if entry is not None else -1, source, photo)
+        with self._thumbnails_lock:
+            if key in self._thumbnails:
+                self._thumbnails.move_to_end(key)
+                return self._thumbnails[key]
         try:
-            source = self.image(item_id)[0]
-        except UnknownItemError:
+            if source == "build" and photo is not None:
+                image = self.searcher.photo_path(photo)
+            elif source == "live" and photo and entry is not None:
+                image = self.store.more_images(entry.seq)[photo - 1][0]
+            else:
+                image = self.image(item_id)[0]
+        except (UnknownItemError, IndexError):
             return None
-        thumbnail = duplicates.photo_thumbnail(source)
-        self._thumbnails[key] = thumbnail
-        while len(self._thumbnails) > THUMBNAIL_CACHE:
-            self._thumbnails.popitem(last=False)
+        thumbnail = duplicates.photo_thumbnail(image)  # outside the lock: a decode
+        with self._thumbnails_lock:
+            self._thumbnails[key] = thumbnail
+            while len(self._thumbnails) > THUMBNAIL_CACHE:
+                self._thumbnails.popitem(last=False)
         return thumbnail
 
     def near_duplicates(self, vector: np.ndarray, photo: ImageSource, exclude: str | None = None) -> list[Hit]:
         """Every item that is the same picture as ``photo`` (embedded as ``vector``), best first: cosine at least
-        the build's threshold, exact over build + live, confirmed by the pixel check
-        (:mod:`lookalike.search.duplicates`, the report's rule)."""
+        the build's threshold with one of its photos, exact over build + live, confirmed by the pixel check on
+        that photo (:mod:`lookalike.search.duplicates`, the report's rule)."""
         own = duplicates.photo_thumbnail(photo)
         hits = []
-        for item_id, score, source in self.state.within(vector, self.near_duplicate_cosine, exclude):
-            if duplicates.same_picture(own, self._thumbnail(item_id), self.rule["max_pixel_difference"]):
+        for item_id, score, source, number in self.state.within(vector, self.near_duplicate_cosine, exclude):
+            if duplicates.same_picture(own, self._thumbnail(item_id, source, number),
+                                       self.rule["max_pixel_difference"]):
                 try:
                     item = self.item(item_id)
                 except UnknownItemError:  # removed meanwhile
@@ -336,15 +353,25 @@ class LiveCatalogue:
 
     # ---------------------------------------------------------------- writes
 
-    def put(self, item_id: str, image: bytes, metadata: dict) -> PutResult:
-        """Add or replace an item; returns once the change is on disk and searchable."""
+    def put(self, item_id: str, image: bytes, metadata: dict, more_images: Sequence[bytes] = ()) -> PutResult:
+        """Add or replace an item (its photo, and ``more_images``: its other photos, at most
+        :data:`MAX_PHOTOS_PER_ITEM` in all); returns once the change is on disk and searchable."""
         item_id = validate_item_id(item_id)
+        if 1 + len(more_images) > MAX_PHOTOS_PER_ITEM:
+            raise LiveError(f"an item has at most {MAX_PHOTOS_PER_ITEM} photos; {1 + len(more_images)} were sent")
         roles = self.roles  # the build's own columns; its main label, when it has one, must be given
         metadata = validate_metadata(metadata, roles.metadata, (roles.label,) if roles.label else (),
                                      self.value_kinds())
         started = time.perf_counter()
         image = bytes(image)
         vector = self.searcher.embed_image(image)  # raises InvalidImageError for anything unusable
+        more = []
+        for number, data in enumerate(more_images, start=2):
+            data = bytes(data)
+            try:
+                more.append((self.searcher.embed_image(data), data, _content_type(data)))
+            except InvalidImageError as error:
+                raise InvalidImageError(f"photo {number}: {error}") from None
         content_type = _content_type(image)
         embedded = time.perf_counter()
         near = self.near_duplicates(vector, image, exclude=item_id)
@@ -352,7 +379,7 @@ class LiveCatalogue:
             self._catch_up()  # what other processes committed first: applied in seq order
             created = item_id not in self
             change = self.store.append("put", item_id, self.build_id, self.model_key, vector, metadata, image,
-                                       content_type)
+                                       content_type, more)
             self._catch_up()
         return PutResult(Item(item_id, metadata, "live", None, change.seq), created, change.seq, near,
                          (embedded - started) * 1e3, (time.perf_counter() - embedded) * 1e3)

@@ -3,9 +3,9 @@
 ``lookalike fold`` writes the net effect of every live change (``live/live.db``) on the catalogue
 as a delta folder, ``data/live_delta/``, that the ``sample_subset`` stage reads:
 
-- ``items.csv`` (id, external_id, image, the build's metadata columns) and
-  ``images/<numeric id>.<ext>``: every item whose last change is a put (added or
-  replaced). A shop's id that is not a decimal number gets a numeric id,
+- ``items.csv`` (id, external_id, image, image_2... for items of several photos, the build's metadata columns)
+  and ``images/<numeric id>.<ext>`` (``<numeric id>-2.<ext>``, ...): every item whose last change is a put (added
+  or replaced). A shop's id that is not a decimal number gets a numeric id,
   allocated once in the database and never reused, and keeps its own id in the ``external_id``
   column (the service and the page show that one);
 - ``removed.csv``: the catalogue ids to drop (removed, or replaced by a row of ``items.csv``);
@@ -42,6 +42,7 @@ from lookalike.catalogue.reading import (
     EXTERNAL_ID_COLUMN,
     FOLD_FILE,
     REMOVED_FILE,
+    more_photo_column,
     read_table,
 )
 from lookalike.live import Compaction, LiveError, LiveStore
@@ -89,15 +90,24 @@ def fold(store: LiveStore, artifacts_dir: str | Path, out: str | Path) -> FoldSu
     rows = []
     columns = [c for c in CatalogueRoles.from_manifest(manifest).metadata if c not in ("id", EXTERNAL_ID_COLUMN)]
     changes = {c.seq: c for c in store.changes_after(0) if c.seq in set(puts.values())}
+    most = 1
     for item_id in sorted(puts, key=lambda i: numeric[i]):
         change = changes[puts[item_id]]
-        image, content_type = store.image(change.seq)
-        photo = f"{numeric[item_id]}{_EXTENSIONS.get(content_type, '.png')}"
-        (staging / "images" / photo).write_bytes(image if content_type in _EXTENSIONS else _as_png(image))
+        photos = []  # its photo, then its other photos (several per item): images/<id>.jpg, <id>-2.jpg, ...
+        for number, (image, content_type) in enumerate([store.image(change.seq), *store.more_images(change.seq)],
+                                                       start=1):
+            suffix = "" if number == 1 else f"-{number}"
+            photo = f"{numeric[item_id]}{suffix}{_EXTENSIONS.get(content_type, '.png')}"
+            (staging / "images" / photo).write_bytes(image if content_type in _EXTENSIONS else _as_png(image))
+            photos.append(photo)
+        most = max(most, len(photos))
         metadata = change.metadata or {}
-        rows.append([str(numeric[item_id]), "" if _DECIMAL.fullmatch(item_id) else item_id, photo,
+        rows.append([str(numeric[item_id]), "" if _DECIMAL.fullmatch(item_id) else item_id, photos,
                      *(metadata.get(c, "") for c in columns)])
-    _write_csv(staging / DELTA_TABLE, ["id", EXTERNAL_ID_COLUMN, DELTA_PHOTO_COLUMN, *columns], rows)
+    more_columns = [more_photo_column(n) for n in range(2, most + 1)]
+    rows = [[item, external, photos[0], *(photos[1:] + [""] * most)[:most - 1], *rest]
+            for item, external, photos, *rest in rows]
+    _write_csv(staging / DELTA_TABLE, ["id", EXTERNAL_ID_COLUMN, DELTA_PHOTO_COLUMN, *more_columns, *columns], rows)
     _write_csv(staging / REMOVED_FILE, ["id"], [[str(i)] for i in removed])
     fold_id = f"{store.store_id}-{through}"
     marker = {"fold_id": fold_id, "store_id": store.store_id, "through_seq": through,

@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from lookalike.live.catalogue import LiveCatalogue
@@ -187,10 +187,10 @@ class CatalogueHolder:
 
     # ---------------------------------------------------------------- writes across a swap
 
-    def put(self, item_id: str, image: bytes, metadata: dict) -> PutResult:
+    def put(self, item_id: str, image: bytes, metadata: dict, more_images: Sequence[bytes] = ()) -> PutResult:
         """:meth:`LiveCatalogue.put` on the served catalogue; a swap meanwhile still sees the change at once."""
         used = self._serving()
-        result = used.put(item_id, image, metadata)
+        result = used.put(item_id, image, metadata, more_images)
         self._after_write(used)
         return result
 

@@ -20,6 +20,7 @@ DEFAULT_DB = Path("live/live.db")  # under the project root
 DB_ENV = "LOOKALIKE_LIVE_DB"
 ITEM_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 MAX_FIELD_CHARS = 200
+MAX_PHOTOS_PER_ITEM = 8  # photos one write may carry (several photos per item): bounded memory and time
 NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
 WHOLE_NUMBER = re.compile(r"[+-]?\d+")
 
@@ -130,6 +131,14 @@ class Change:
     metadata: dict | None
     content_type: str | None
     created_at: str
+    more_embeddings: np.ndarray | None = None  # float32 (m, dim): a put's other photos (several per item)
+
+    def vectors(self) -> np.ndarray:
+        """float32 (1 + m, dim): the first photo's embedding, then the other photos'."""
+        first = np.asarray(self.embedding, np.float32).reshape(1, -1)
+        if self.more_embeddings is None or not len(self.more_embeddings):
+            return first
+        return np.vstack([first, np.asarray(self.more_embeddings, np.float32).reshape(-1, first.shape[1])])
 
 
 @dataclass

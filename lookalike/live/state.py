@@ -21,9 +21,9 @@ from lookalike.search.engine import Searcher
 
 @dataclass
 class LiveEntry:
-    slot: int  # row of the live matrix
+    slots: list[int]  # rows of the live matrix: its first photo's, then its other photos'
     seq: int
-    vector: np.ndarray
+    vector: np.ndarray  # its first photo's
     metadata: dict[str, str]
     content_type: str
 
@@ -58,24 +58,25 @@ class LiveState:
     # ---------------------------------------------------------------- changes
 
     def apply(self, change: Change) -> None:
-        """Reflect one change whose embedding is already the pinned model's."""
+        """Reflect one change whose embeddings are already the pinned model's."""
         with self.lock:
             old = self.live.pop(change.item_id, None)
             if old is not None:
-                self._free(old.slot)
+                for slot in sorted(old.slots, reverse=True):  # highest first: a move never lands on a freed row
+                    self._free(slot)
             row = self.build_row.get(change.item_id)
             if row is not None and row not in self.tombstones:
                 self.tombstones.add(row)
                 self.tombstone_rows = np.array(sorted(self.tombstones), dtype=np.int64)
             if change.op == "put":
-                vector = np.ascontiguousarray(change.embedding, dtype=np.float32).reshape(-1)
-                slot = len(self._slot_ids)
-                if slot == len(self._matrix):
+                vectors = np.ascontiguousarray(change.vectors(), dtype=np.float32)
+                first = len(self._slot_ids)
+                while first + len(vectors) > len(self._matrix):
                     self._matrix = np.concatenate([self._matrix, np.zeros_like(self._matrix)])
-                self._matrix[slot] = vector
-                self._slot_ids.append(change.item_id)
-                self.live[change.item_id] = LiveEntry(slot, change.seq, self._matrix[slot].copy(),
-                                                      dict(change.metadata or {}),
+                self._matrix[first:first + len(vectors)] = vectors
+                self._slot_ids.extend([change.item_id] * len(vectors))
+                self.live[change.item_id] = LiveEntry(list(range(first, first + len(vectors))), change.seq,
+                                                      vectors[0].copy(), dict(change.metadata or {}),
                                                       change.content_type or "application/octet-stream")
 
     def _free(self, slot: int) -> None:
@@ -85,7 +86,8 @@ class LiveState:
             moved = self._slot_ids[last]
             self._matrix[slot] = self._matrix[last]
             self._slot_ids[slot] = moved
-            self.live[moved].slot = slot
+            slots = self.live[moved].slots
+            slots[slots.index(last)] = slot
         self._slot_ids.pop()
 
     # ---------------------------------------------------------------- membership
@@ -139,24 +141,31 @@ class LiveState:
         if count == 0:
             return [], 0
         slots = np.arange(count)
+        candidates = len(self.live)
         if active or exclude in self.live:
-            slots = np.array([entry.slot for item_id, entry in self.live.items()
-                              if item_id != exclude and all(entry.metadata.get(c) in v for c, v in active.items())],
-                             dtype=np.int64)
+            kept = [entry.slots for item_id, entry in self.live.items()
+                    if item_id != exclude and all(entry.metadata.get(c) in v for c, v in active.items())]
+            candidates = len(kept)
+            slots = np.array([slot for entry_slots in kept for slot in entry_slots], dtype=np.int64)
             if len(slots) == 0:
                 return [], 0
         scores = self._matrix[slots] @ query
-        top = np.argsort(-scores, kind="stable")[:k]
-        hits = []
-        for position in top:
+        hits, seen = [], set()
+        for position in np.argsort(-scores, kind="stable"):  # an item of several photos: by its best, once
             item_id = self._slot_ids[int(slots[position])]
+            if item_id in seen:
+                continue
+            seen.add(item_id)
             hits.append(Hit(0, item_id, float(scores[position]), dict(self.live[item_id].metadata), "live"))
-        return hits, len(slots)
+            if len(hits) == k:
+                break
+        return hits, candidates
 
     def within(self, vector: np.ndarray, threshold: float, exclude: str | None = None
-               ) -> list[tuple[str, float, str]]:
-        """Every item whose cosine with ``vector`` is at least ``threshold``: (id, score, source), exact over
-        build + live (:func:`lookalike.search.duplicates.near_duplicates`, the report's scoring)."""
+               ) -> list[tuple[str, float, str, int]]:
+        """Every item whose cosine with ``vector`` is at least ``threshold``: (id, score, source, the photo that
+        scored it: a build photo row, or a live item's photo number, 0 its first), exact over build + live, an item
+        of several photos by its best (:func:`lookalike.search.duplicates.near_duplicates`, the report's scoring)."""
         with self.lock:
             excluded = set(self.tombstones)
             row = self.build_row.get(exclude) if exclude is not None else None
@@ -165,13 +174,24 @@ class LiveState:
             live_count = len(self._slot_ids)
             live_matrix = self._matrix[:live_count].copy()
             slot_ids = list(self._slot_ids)
+            photo_numbers = [self.live[item_id].slots.index(slot) for slot, item_id in enumerate(slot_ids)]
         found = []
-        rows, scores = duplicates.near_duplicates(self.searcher.embeddings, vector, threshold, exclude=excluded)
-        found += [(self.build_ids[int(r)], float(s), "build") for r, s in zip(rows, scores, strict=True)]
+        photos, owners = self.searcher.photo_embeddings  # every photo of the build's items, compared one by one
+        skipped = np.flatnonzero(np.isin(owners, np.fromiter(excluded, np.int64, len(excluded))))
+        rows, scores = duplicates.near_duplicates(photos, vector, threshold, exclude=skipped)
+        seen: set[int] = set()
+        for photo_row, score in zip(rows.tolist(), scores.tolist(), strict=True):  # best first: an item's best photo
+            if (row := int(owners[photo_row])) not in seen:
+                seen.add(row)
+                found.append((self.build_ids[row], float(score), "build", int(photo_row)))
         if live_count:
             skip = [i for i, item_id in enumerate(slot_ids) if item_id == exclude]
             rows, scores = duplicates.near_duplicates(live_matrix, vector, threshold, exclude=skip)
-            found += [(slot_ids[int(r)], float(s), "live") for r, s in zip(rows, scores, strict=True)]
+            seen_live: set[str] = set()
+            for r, score in zip(rows.tolist(), scores.tolist(), strict=True):  # best first: each item once
+                if slot_ids[r] not in seen_live:
+                    seen_live.add(slot_ids[r])
+                    found.append((slot_ids[r], float(score), "live", photo_numbers[r]))
         found.sort(key=lambda f: (-f[1], f[2] != "build", f[0]))
         return found
 

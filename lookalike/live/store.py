@@ -18,7 +18,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +50,14 @@ CREATE TABLE IF NOT EXISTS reembeddings (
     model_key TEXT NOT NULL,
     embedding BLOB NOT NULL,
     PRIMARY KEY (seq, model_key)
+);
+CREATE TABLE IF NOT EXISTS change_photos (
+    seq INTEGER NOT NULL REFERENCES changes(seq),
+    position INTEGER NOT NULL CHECK (position >= 1),
+    embedding BLOB NOT NULL,
+    image BLOB NOT NULL,
+    content_type TEXT NOT NULL,
+    PRIMARY KEY (seq, position)
 );
 CREATE TABLE IF NOT EXISTS folds (
     fold_id TEXT PRIMARY KEY,
@@ -155,8 +163,9 @@ class LiveStore:
 
     def append(self, op: str, item_id: str, build_id: str, key: str, embedding: np.ndarray | None = None,
                metadata: dict | None = None, image: bytes | None = None,
-               content_type: str | None = None) -> Change:
-        """Append one change in its own transaction; on return it is committed to disk."""
+               content_type: str | None = None, more: Sequence[tuple[np.ndarray, bytes, str]] = ()) -> Change:
+        """Append one change in its own transaction; on return it is committed to disk. ``more``: a put's
+        other photos (embedding, image, content type), in the same transaction."""
         blob = None if embedding is None else np.ascontiguousarray(embedding, dtype="<f4").tobytes()
         text = None if metadata is None else json.dumps(metadata, sort_keys=True)
         created = now()
@@ -166,9 +175,14 @@ class LiveStore:
                 " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (op, item_id, build_id, key, blob, text, image, content_type, created))
             seq = int(cursor.lastrowid)
+            cursor.executemany(
+                "INSERT INTO change_photos (seq, position, embedding, image, content_type) VALUES (?, ?, ?, ?, ?)",
+                [(seq, position, np.ascontiguousarray(vector, dtype="<f4").tobytes(), bytes(data), kind)
+                 for position, (vector, data, kind) in enumerate(more, start=1)])
+        more_embeddings = np.array([v for v, _, _ in more], np.float32) if more else None
         return Change(seq, op, item_id, build_id, key,
                       None if embedding is None else np.asarray(embedding, np.float32), metadata, content_type,
-                      created)
+                      created, more_embeddings)
 
     def changes_after(self, seq: int, through: int | None = None) -> Iterator[Change]:
         """Every change with a larger seq (up to ``through``), in order (images not loaded)."""
@@ -176,10 +190,16 @@ class LiveStore:
             "SELECT seq, op, item_id, build_id, model_key, embedding, metadata, content_type, created_at"
             " FROM changes WHERE seq > ? AND seq <= ? ORDER BY seq",
             (int(seq), int(through) if through is not None else 2**62)).fetchall()
+        more: dict[int, list[np.ndarray]] = {}
+        for seq_, blob in self._connection().execute(
+                "SELECT seq, embedding FROM change_photos WHERE seq > ? AND seq <= ? ORDER BY seq, position",
+                (int(seq), int(through) if through is not None else 2**62)):
+            more.setdefault(int(seq_), []).append(np.frombuffer(blob, dtype="<f4").astype(np.float32))
         for seq_, op, item_id, build_id, key, blob, text, content_type, created in rows:
             yield Change(seq_, op, item_id, build_id, key,
                          None if blob is None else np.frombuffer(blob, dtype="<f4").astype(np.float32),
-                         None if text is None else json.loads(text), content_type, created)
+                         None if text is None else json.loads(text), content_type, created,
+                         np.array(more[seq_], np.float32) if seq_ in more else None)
 
     def last_seq(self) -> int:
         """The newest change's seq (compaction never drops it: it is its item's latest change)."""
@@ -196,7 +216,15 @@ class LiveStore:
             raise UnknownItemError(f"no stored image for change {seq}")
         return bytes(row[0]), str(row[1])
 
+    def more_images(self, seq: int) -> list[tuple[bytes, str]]:
+        """A put's other photos (image bytes, content type), in order; none for a put of one photo."""
+        rows = self._connection().execute("SELECT image, content_type FROM change_photos WHERE seq = ? "
+                                          "ORDER BY position", (int(seq),)).fetchall()
+        return [(bytes(image), str(kind)) for image, kind in rows]
+
     def reembedding(self, seq: int, key: str) -> np.ndarray | None:
+        """The change's photos embedded by another model, cached: (dim,) for one photo, (1 + m, dim) for
+        several (saved as one blob of their rows)."""
         row = self._connection().execute("SELECT embedding FROM reembeddings WHERE seq = ? AND model_key = ?",
                                          (seq, key)).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype="<f4").astype(np.float32)
@@ -249,6 +277,7 @@ class LiveStore:
         with self._write_lock:
             with self._transaction() as cursor:
                 cursor.execute(f"DELETE FROM reembeddings WHERE seq IN ({superseded})", (int(through_seq),))
+                cursor.execute(f"DELETE FROM change_photos WHERE seq IN ({superseded})", (int(through_seq),))
                 dropped = cursor.execute(f"DELETE FROM changes WHERE seq IN ({superseded})",
                                          (int(through_seq),)).rowcount
                 cursor.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('compacted_through', ?)",

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,8 @@ from lookalike.model.preprocessing import DEFAULT_MAX_BYTES, ImageSource, Prepro
 from lookalike.model.runtime import EmbeddingRuntime
 from lookalike.params import PROJECT_ROOT
 from lookalike.search.expansion import QueryExpansion
-from lookalike.search.index import load_index, search
+from lookalike.search.index import load_index
+from lookalike.search.photos import PhotoRows, load_more_photos, search_items
 from lookalike.search.similarity import Similarity
 
 
@@ -74,6 +76,9 @@ class Searcher:
     folder: Path | None = None  # the build folder loaded (its exported backbone serves evaluate-folder's baseline)
     similarity: Similarity | None = None  # the build's sub-spaces and modes (None: read from the manifest)
     expansion: QueryExpansion = field(default_factory=QueryExpansion)  # the build's query expansion (default off)
+    photos: PhotoRows | None = None  # which item each indexed photo is of (None: one photo per item)
+    more_embeddings: np.ndarray | None = None  # float32 (m, dim): the items' other photos, index rows n..n+m-1
+    more_image_paths: np.ndarray | None = None  # str (m,): their files
     _row_of_id: dict = field(default_factory=dict, repr=False)
     _metadata_columns: dict = field(default_factory=dict, repr=False)  # column -> object array: rows in microseconds
     _item_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
@@ -103,12 +108,19 @@ class Searcher:
         items = read_table(files["items"])
         index = load_index(files["index"], manifest["params"]["index"])
         model = EmbeddingRuntime(files["runtime_model"], threads)
+        photos, more = PhotoRows.single(count), np.zeros((0, dimension), np.float32)
+        more_paths = np.zeros(0, str)
+        if "more_photos" in files:  # several photos per item (lookalike/search/photos.py)
+            try:
+                more_paths, photos, more = load_more_photos(files["more_photos"], count, dimension)
+            except (ValueError, KeyError) as error:
+                raise ArtifactMismatchError(f"{error}: rebuild with dvc repro") from None
         checks = {
             "embeddings rows": (embeddings.shape[0], count),
             "embeddings dimension": (embeddings.shape[1], dimension),
             "image paths": (len(image_paths), count),
             "items rows": (len(items), count),
-            "index size": (index.ntotal, count),
+            "index size": (index.ntotal, photos.photos),
             "index dimension": (index.d, dimension),
             "model output dimension": (model.output_shape[-1], dimension),
         }
@@ -127,6 +139,7 @@ class Searcher:
                        Path(directory))
         searcher.similarity = Similarity.from_manifest(manifest)
         searcher.expansion = QueryExpansion.from_index_params(manifest["params"]["index"])
+        searcher.photos, searcher.more_embeddings, searcher.more_image_paths = photos, more, more_paths
         searcher._row_of_id = {int(i): row for row, i in enumerate(items["id"])}
         searcher._item_ids = items["id"].to_numpy()
         # the columns a result carries are the build's own (its catalogue description), never a fixed list
@@ -134,6 +147,28 @@ class Searcher:
                                       for c in CatalogueRoles.from_manifest(manifest).metadata if c in items}
         searcher.model(np.zeros((1, spec.image_size, spec.image_size, 3), np.float32))  # allocate once, up front
         return searcher
+
+    def photo_path(self, photo_row: int) -> Path:
+        """The file of any indexed photo: an item's first (rows 0..n-1) or one of its others."""
+        if photo_row < len(self.items):
+            return self.resolve_path(photo_row)
+        path = Path(str(self.more_image_paths[photo_row - len(self.items)]))
+        return path if path.is_absolute() else self.root / path
+
+    @property
+    def photo_rows(self) -> PhotoRows:
+        """Which item each indexed photo is of."""
+        return self.photos if self.photos is not None else PhotoRows.single(len(self.items))
+
+    @cached_property
+    def photo_embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every photo's vector (float32 (photos, dim), index row order) and its item row (int64 (photos,)): what
+        near-duplicate checks compare, photo by photo."""
+        rows = self.photo_rows
+        if self.more_embeddings is None or not len(self.more_embeddings):
+            return self.embeddings, np.arange(len(self.embeddings), dtype=np.int64)
+        return (np.vstack([self.embeddings, self.more_embeddings]),
+                rows.item_of(np.arange(rows.photos, dtype=np.int64)))
 
     def resolve_path(self, row: int) -> Path:
         path = Path(str(self.image_paths[row]))
@@ -195,9 +230,10 @@ class Searcher:
                  excluded: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The one top-k of the build every search ends in (photo, item, words, the live catalogue's build part):
         rows int64 (<= k,) and their inner products float32 with ``vector``, best first, among ``allowed`` rows
-        (None: all) and never an ``excluded`` one (:func:`lookalike.search.index.search`)."""
-        scores, rows = search(self.index, np.asarray(vector, np.float32)[None], k, allowed,
-                              None if excluded is None or not len(excluded) else np.asarray(excluded, np.int64))
+        (None: all) and never an ``excluded`` one; an item of several photos scores by its best
+        (:func:`lookalike.search.photos.search_items`)."""
+        scores, rows = search_items(self.index, self.photo_rows, np.asarray(vector, np.float32)[None], k, allowed,
+                                    None if excluded is None or not len(excluded) else np.asarray(excluded, np.int64))
         keep = rows[0] >= 0
         return rows[0][keep], scores[0][keep]
 
@@ -252,7 +288,7 @@ class Searcher:
 
     def related_table(self, k: int = 10) -> pd.DataFrame:
         """For every item its k nearest others: columns id, rank, related_id, score."""
-        scores, rows = search(self.index, self.embeddings, k + 1)
+        scores, rows = search_items(self.index, self.photo_rows, self.embeddings, k + 1)
         records = []
         for row, (row_scores, row_neighbours) in enumerate(zip(scores, rows, strict=True)):
             kept = [(s, n) for s, n in zip(row_scores, row_neighbours, strict=True) if n >= 0 and n != row][:k]

@@ -37,11 +37,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lookalike.artifacts import ArtifactMismatchError, published_build_id
 from lookalike.live import CatalogueHolder, LiveCatalogue, LiveError, StaleDatabaseError, UnknownItemError
+from lookalike.live.records import MAX_PHOTOS_PER_ITEM
 from lookalike.model.preprocessing import InvalidImageError
 from lookalike.search.similarity import SimilarityError
 from lookalike.service.routes import api_router, operations_router
 from lookalike.service.settings import ServiceError, Settings, check_api_key
 from lookalike.service.text_routes import text_router
+from lookalike.text.search import prepare_text_search
 
 log = logging.getLogger("lookalike.service.app")
 
@@ -189,7 +191,19 @@ def create_app(settings: Settings | None = None, catalogue: LiveCatalogue | None
             return LiveCatalogue.load(directory, settings.live_db, root=settings.root,
                                       max_bytes=settings.max_upload_bytes,
                                       near_duplicate_cosine=settings.near_duplicate_cosine)
-    holder = CatalogueHolder(loader, (lambda: published_build_id(directory)) if watched else (lambda: None),
+    load_catalogue = loader
+
+    def load_with_text_search() -> LiveCatalogue:
+        """A build is served with its text search made (tower, word index): beside the build still serving, in the
+        keeper's thread, never in a request; and from the files the build was verified with."""
+        loaded = load_catalogue()
+        prepare_text_search(loaded)
+        return loaded
+
+    if catalogue is not None:
+        prepare_text_search(catalogue)
+    holder = CatalogueHolder(load_with_text_search,
+                             (lambda: published_build_id(directory)) if watched else (lambda: None),
                              describe, settings.poll_seconds, settings.follow_seconds, catalogue=catalogue)
     metrics = Metrics()
     max_body = settings.max_upload_bytes + MULTIPART_OVERHEAD
@@ -207,7 +221,7 @@ def create_app(settings: Settings | None = None, catalogue: LiveCatalogue | None
         holder.stop()
 
     app = FastAPI(title="lookalike", version="1", lifespan=lifespan,
-                  form_limits={"max_fields": 64, "max_files": 1, "max_part_size": 16 * 1024},
+                  form_limits={"max_fields": 64, "max_files": MAX_PHOTOS_PER_ITEM, "max_part_size": 16 * 1024},
                   description="Visual similarity search and 'more like this' over a live product catalogue. "
                               "Filters and an item's metadata fields are the columns of the catalogue being "
                               "served, by their own names (GET /v1/stats lists them under catalogue). "

@@ -115,6 +115,17 @@ async def _given(request: Request, query: bool = True) -> list[tuple[str, Any]]:
     return given
 
 
+REPEATABLE_FILES = frozenset({"more_images"})  # a write's other photos; every other file field is one file
+
+
+def refuse_repeated_files(given: list[tuple[str, Any]]) -> None:
+    """A 422 for a file field sent more than once where the route reads one (the rest would be ignored)."""
+    names = [name for name, value in given if not isinstance(value, str) and name not in REPEATABLE_FILES]
+    for name in set(names):
+        if names.count(name) > 1:
+            raise ServiceError(422, "invalid_request", f"{name!r} is one file; {names.count(name)} were sent")
+
+
 def check_filters(filters: dict[str, list[str]], columns: Iterable[str]) -> dict[str, list[str]]:
     """The non-empty filters, each a filter column (``columns``: the build's) within the limits; else a 422."""
     columns = tuple(columns)
@@ -135,7 +146,9 @@ async def filters_of(request: Request, catalogue: Annotated[LiveCatalogue, Depen
     (:data:`FILTERS_HELP`), checked against the filter columns of the build being served."""
     own = _route_parameters(request)
     filters: dict[str, list[str]] = {}
-    for name, value in await _given(request):
+    given = await _given(request)
+    refuse_repeated_files(given)
+    for name, value in given:
         if name in own:
             continue
         if not isinstance(value, str):
@@ -151,7 +164,9 @@ async def metadata_of(request: Request) -> dict[str, str]:
     catalogue.metadata and catalogue.required)."""
     own = _route_parameters(request)
     metadata: dict[str, str] = {}
-    for name, value in await _given(request, query=False):
+    given = await _given(request, query=False)
+    refuse_repeated_files(given)
+    for name, value in given:
         if name in own:
             continue
         if not isinstance(value, str):

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
 from lookalike.live import CatalogueHolder, LiveCatalogue
-from lookalike.live.records import MAX_FIELD_CHARS
+from lookalike.live.records import MAX_FIELD_CHARS, MAX_PHOTOS_PER_ITEM
 from lookalike.service.deps import (
     FILTER_QUERY_OPENAPI,
     FILTERS_HELP,
@@ -31,7 +31,7 @@ from lookalike.service.deps import (
     response_json,
 )
 from lookalike.service.settings import ServiceError
-from lookalike.service.text_routes import TextForm, run_text_query, text_form
+from lookalike.service.text_routes import SIMILARITY_HELP, TextForm, run_text_query, text_form
 
 
 async def _read_upload(upload: UploadFile, limit: int) -> bytes:
@@ -88,7 +88,7 @@ def api_router(max_k: int, default_k: int, max_upload_bytes: int) -> APIRouter:
     alike = ("what 'alike' means: overall (default: type, colour and style together), colour, type, style, or "
              "weights over the build's sub-spaces such as 'type:1,colour:0.5' (GET /v1/stats lists them)")
     SimilarityQuery = Annotated[str | None, Query(max_length=200, description=alike)]  # noqa: N806
-    SimilarityForm = Annotated[str | None, Form(max_length=200, description=alike)]  # noqa: N806
+    SimilarityForm = Annotated[str | None, Form(max_length=200, description=SIMILARITY_HELP)]  # noqa: N806
     Filters = Annotated[dict[str, list[str]], Depends(filters_of)]  # noqa: N806 - the build's filter columns
 
     @router.get("/stats", tags=["operations"],
@@ -116,8 +116,8 @@ def api_router(max_k: int, default_k: int, max_upload_bytes: int) -> APIRouter:
                      k: KForm = default_k,
                      similarity: SimilarityForm = None) -> dict:
         data = await _read_upload(image, max_upload_bytes) if image is not None else None
-        if words is not None and words.asked():
-            response = await run_in_threadpool(run_text_query, catalogue, words.query(data), k, filters)
+        if words is not None and words.asked():  # similarity: applied to a photo and items, refused beside words
+            response = await run_in_threadpool(run_text_query, catalogue, words.query(data), k, filters, similarity)
             return response_json(response, k, filters)
         if data is None:
             raise ServiceError(422, "invalid_request", "give an image, text or item_ids")
@@ -148,17 +148,26 @@ def api_router(max_k: int, default_k: int, max_upload_bytes: int) -> APIRouter:
 
     @router.put("/items/{item_id}", tags=["items"], status_code=200, dependencies=[Depends(require_api_key)],
                 summary="Add or replace an item (API key): photo + metadata; durable when answered",
-                description="Multipart form: the photo (`image`) and the item's metadata, one form field per "
-                            "metadata column of the build, by the column's own name (GET /v1/stats lists them "
-                            "under catalogue.metadata; catalogue.required must be given, a column in "
+                description="Multipart form: the photo (`image`), optionally the item's other photos (`more_images`, "
+                            f"repeated; at most {MAX_PHOTOS_PER_ITEM} photos in all, each under the upload limit: "
+                            "every photo is searched, the item found by its best) and the item's metadata, one "
+                            "form field per metadata column of the build, by the column's own name (GET /v1/stats "
+                            "lists them under catalogue.metadata; catalogue.required must be given, a column in "
                             f"catalogue.numbers takes a number), at most {MAX_FIELD_CHARS} characters each. "
                             "Another field is refused (422).",
                 responses={201: {"description": "added"}, 200: {"description": "replaced"}})
     async def put_item(catalogue: Catalogue, holder: Holder, item_id: ItemId,
                        metadata: Annotated[dict[str, str], Depends(metadata_of)],
-                       image: Annotated[UploadFile, File(description="the item's photo")]) -> JSONResponse:
+                       image: Annotated[UploadFile, File(description="the item's photo")],
+                       more_images: Annotated[list[UploadFile] | None, File(
+                           description="the item's other photos (several photos per item)")] = None) -> JSONResponse:
+        others = more_images or []
+        if 1 + len(others) > MAX_PHOTOS_PER_ITEM:
+            raise ServiceError(422, "invalid_request", f"an item has at most {MAX_PHOTOS_PER_ITEM} photos; "
+                                                       f"{1 + len(others)} were sent")
         data = await _read_upload(image, max_upload_bytes)
-        result = await run_in_threadpool(holder.put, item_id, data, metadata)
+        more = [await _read_upload(other, max_upload_bytes) for other in others]
+        result = await run_in_threadpool(holder.put, item_id, data, metadata, more)
         body = {**item_json(result.item), "created": result.created,
                 "near_duplicates": [hit_json(h) for h in result.near_duplicates],
                 "near_duplicate_cosine": catalogue.near_duplicate_cosine,
