@@ -180,3 +180,27 @@ def test_pixel_screen_never_drops_a_pair_within_the_bound() -> None:
         flat = thumbnails.reshape(30, -1).astype(int)
         brute = {(i, j) for i in range(30) for j in range(i + 1, 30) if np.abs(flat[i] - flat[j]).mean() <= bound}
         assert found == brute and len(brute) > 0
+
+
+def test_the_nearest_other_photo_quantile_is_over_thousands_of_photos_not_the_copied_few(tmp_path: Path):
+    from lookalike.search.duplicates import DISTINCT_QUANTILE, calibrate, nearest_other_cosines
+
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(1500, 32)).astype(np.float32)
+    vectors[1:40] = vectors[0] + 0.01 * rng.normal(size=(39, 32))  # 40 near-twins: 2.7% of the photos
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    found = nearest_other_cosines(vectors, {}, np.random.default_rng(0), sample=5000)
+    brute = vectors @ vectors.T
+    np.fill_diagonal(brute, -1.0)
+    assert np.allclose(np.sort(found), np.sort(brute.max(axis=1)), atol=1e-5)  # every photo, exactly
+    photos = []
+    for row in range(len(vectors)):
+        path = tmp_path / f"{row}.png"
+        pixels = np.zeros((8, 8, 3), np.uint8)
+        pixels[0, 0, :2] = row % 256, row // 256  # every file different: no byte-identical pair
+        Image.fromarray(pixels).save(path)
+        photos.append(path)
+    calibration = calibrate(vectors, photos, lambda data: vectors[0], sample=20, seed=0)
+    assert calibration["nearest_other_photos"] == len(vectors)
+    assert calibration["from_nearest_other_photo"] == pytest.approx(
+        float(np.quantile(brute.max(axis=1), DISTINCT_QUANTILE)), abs=1e-6)

@@ -54,6 +54,7 @@ MIN_PIXEL_DIFFERENCE = 2.0  # a calibrated bound is never tighter than this (JPE
 CALIBRATION_SAMPLE = 200  # photos copied and re-embedded per build
 CALIBRATION_QUANTILE = 0.01  # the threshold keeps 99% of the copies ...
 DISTINCT_QUANTILE = 0.999  # ... unless that would flag more than 0.1% of photos beside their nearest other photo
+DISTINCT_SAMPLE = 5000  # photos whose nearest other photo that quantile is taken over (no re-embedding: cheap)
 
 GROUP_COLUMNS = ("group", "group_size", "id", "closest_id", "max_cosine")  # then the item columns asked for
 # Scores one scan step may compute at most (query chunk x catalogue size), bounding memory.
@@ -290,8 +291,28 @@ def _copies(image: Image.Image) -> list[bytes]:
     return copies
 
 
+def nearest_other_cosines(embeddings: np.ndarray, by_digest: dict[str, list[int]], rng: np.random.Generator,
+                          sample: int = DISTINCT_SAMPLE, chunk: int = 512) -> np.ndarray:
+    """float64 (min(sample, n),): for that many photos (seeded), the cosine with their nearest *other* photo (the
+    photo itself and byte-identical copies of it are not other). Enough photos that a 0.999 quantile of it is not
+    simply its maximum; exact, ``chunk`` rows at a time."""
+    vectors = np.asarray(embeddings, np.float32)
+    if len(vectors) < 2:
+        return np.array([-1.0])
+    digest_of = {row: digest for digest, members in by_digest.items() for row in members}
+    rows = np.sort(rng.choice(len(vectors), size=min(sample, len(vectors)), replace=False))
+    found = np.empty(len(rows))
+    for start in range(0, len(rows), chunk):
+        block = rows[start:start + chunk]
+        scores = vectors[block] @ vectors.T
+        for i, row in enumerate(block.tolist()):
+            scores[i, [row, *by_digest.get(digest_of.get(row, ""), [])]] = -1.0
+        found[start:start + len(block)] = scores.max(axis=1)
+    return found
+
+
 def calibrate(embeddings: np.ndarray, photos: Sequence[Path], embed: Callable[[bytes], np.ndarray],
-              sample: int = CALIBRATION_SAMPLE, seed: int = 0) -> dict:
+              sample: int = CALIBRATION_SAMPLE, seed: int = 0, distinct_sample: int = DISTINCT_SAMPLE) -> dict:
     """The build's near-duplicate threshold, from its own embeddings and model, with what it was chosen from.
 
     Positives are pictures that must be flagged: JPEG-re-encoded and resized copies of ``sample`` photos
@@ -303,7 +324,8 @@ def calibrate(embeddings: np.ndarray, photos: Sequence[Path], embed: Callable[[b
     from colourways by the cosine: then precision wins and only near-exact pictures are flagged), never above
     the lowest byte-identical pair, floored to 4 decimals; the pixel bound is the largest thumbnail
     difference of a copy (at least :data:`MIN_PIXEL_DIFFERENCE`), rounded up to 0.1. The pixel check then
-    keeps look-alike products apart.
+    keeps look-alike products apart. The nearest-other quantile is taken over ``distinct_sample`` photos (all,
+    in a smaller catalogue), far more than are copied: over 200 a 0.999 quantile would be their maximum.
     """
     if len(photos) != len(embeddings):
         raise ValueError(f"{len(photos)} photos for {len(embeddings)} embeddings")
@@ -331,12 +353,7 @@ def calibrate(embeddings: np.ndarray, photos: Sequence[Path], embed: Callable[[b
         raise ValueError("no readable photo to calibrate the near-duplicate threshold on")
     copies = np.sort(np.array(cosines))
     from_copies = float(copies[int(CALIBRATION_QUANTILE * len(copies))])
-    digest_of = {row: digest for digest, members in by_digest.items() for row in members}
-    sampled = np.sort(rows)
-    nearest = np.asarray(embeddings[sampled], np.float32) @ np.asarray(embeddings, np.float32).T
-    for i, row in enumerate(sampled.tolist()):  # the photo itself and byte-identical copies of it are not "other"
-        nearest[i, [row, *by_digest.get(digest_of.get(row, ""), [])]] = -1.0
-    distinct = nearest.max(axis=1) if len(embeddings) > 1 else np.array([-1.0])
+    distinct = nearest_other_cosines(embeddings, by_digest, np.random.default_rng(seed + 1), distinct_sample)
     from_distinct = float(np.quantile(distinct, DISTINCT_QUANTILE))
     cosine = max(from_copies, from_distinct)
     if identical:
@@ -352,6 +369,7 @@ def calibrate(embeddings: np.ndarray, photos: Sequence[Path], embed: Callable[[b
         "from_copies": round(from_copies, 6),
         "from_nearest_other_photo": round(from_distinct, 6),
         "copies": len(cosines),
+        "nearest_other_photos": len(distinct),
         "copies_flagged": round(float((copies >= cosine).mean()), 4),
         "lowest_copy_cosine": round(float(copies.min()), 6),
         "median_copy_cosine": round(float(np.median(copies)), 6),
