@@ -95,7 +95,7 @@ def load_live(db: str, folder: str, max_bytes: int, build: str, _searcher: Searc
 def live_catalogue(folder: Path, settings: PageSettings, searcher: Searcher) -> LiveCatalogue | None:
     """The live catalogue with every change committed so far, or None (no live database: the build alone)."""
     db = live_db_path(folder)
-    if not db.is_file():
+    if isinstance(db, Path) and not db.is_file():  # a PostgreSQL journal: for_page finds out whether it exists
         return None
     try:
         live = load_live(str(db), str(folder), settings.max_bytes, searcher.manifest["build_id"], searcher)

@@ -27,6 +27,7 @@ from PIL import Image
 
 from lookalike.catalogue.description import CatalogueRoles
 from lookalike.live import DB_ENV, DEFAULT_DB, LiveCatalogue, LiveResponse, resolve_db_path
+from lookalike.live.journal import is_database_url
 from lookalike.model.preprocessing import UPLOAD_EXTENSIONS, ImageSource
 from lookalike.search.engine import Searcher, SearchResponse
 
@@ -48,10 +49,13 @@ def artifacts_dir(environ: dict[str, str] | None = None) -> Path:
     return Path(value).expanduser().resolve() if value else ROOT / "artifacts"
 
 
-def live_db_path(artifacts: Path, environ: Mapping[str, str] | None = None) -> Path:
-    """The live catalogue database `lookalike serve` keeps for these artifacts: $LOOKALIKE_LIVE_DB (a relative
-    path is taken from the folder that holds the artifacts folder), else live/live.db beside the artifacts."""
+def live_db_path(artifacts: Path, environ: Mapping[str, str] | None = None) -> Path | str:
+    """The live catalogue database `lookalike serve` keeps for these artifacts: $LOOKALIKE_LIVE_DB (a
+    PostgreSQL URL as it is; a relative path is taken from the folder that holds the artifacts folder), else
+    live/live.db beside the artifacts."""
     value = (environ if environ is not None else os.environ).get(LIVE_DB_ENV, "").strip()
+    if is_database_url(value):
+        return value
     return resolve_db_path(Path(value).expanduser() if value else DEFAULT_DB, artifacts.parent)
 
 

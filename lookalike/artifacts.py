@@ -343,6 +343,23 @@ def _umask() -> int:
     return umask
 
 
+def published_build_version(directory: str | Path) -> str | None:
+    """:func:`published_build_id` and the hash of that build's manifest file (``<build_id>:<sha256[:16]>``): it
+    changes when a build is republished under the same id with another manifest (a recalibrated near-duplicate
+    threshold), which a server must swap in too. None when unreadable."""
+    directory = Path(directory)
+    current = published_build_id(directory)
+    if current is None:
+        return None
+    for manifest in (directory / BUILDS_DIR / current / MANIFEST_NAME, directory / MANIFEST_NAME):
+        try:
+            data = manifest.read_bytes()
+        except OSError:
+            continue
+        return f"{current}:{hashlib.sha256(data).hexdigest()[:16]}"
+    return current
+
+
 def published_build_id(directory: str | Path) -> str | None:
     """The build a reader of ``directory`` would load now, cheaply (no hashing): the one ``current.json`` names,
     else the id of the folder's own manifest; None when neither is readable. A server polls it to notice a

@@ -5,7 +5,7 @@
     lookalike related --k 10 --out related.csv
     lookalike evaluate-folder /path/to/catalogue [--baseline] [--out metrics.json]
     lookalike duplicates --out duplicates.csv [--threshold 0.99] [--build-only]
-    lookalike serve [--port 8000] [--live-db live/live.db] [--workers 2]
+    lookalike serve [--port 8000] [--live-db live/live.db | postgresql://...] [--workers 2 | --ray --replicas 2]
     lookalike fold [--live-db live/live.db]      # then dvc repro; the service swaps the new build in
     lookalike compact [--live-db live/live.db]   # once the fold is in the published build
     lookalike embed-ray CATALOGUE --out shards/ [--address HEAD:6379] [--workers N]
@@ -305,7 +305,7 @@ def _duplicates_args(parser: argparse.ArgumentParser) -> None:
                           "the live changes (CSV)", _duplicates_args)
 def run_duplicates(args: argparse.Namespace) -> int:
     from lookalike.catalogue.description import CatalogueRoles
-    from lookalike.live import LiveCatalogue, resolve_db_path
+    from lookalike.live import LiveCatalogue
     from lookalike.search.duplicates import (
         colour_differences,
         duplicate_groups,
@@ -316,8 +316,7 @@ def run_duplicates(args: argparse.Namespace) -> int:
 
     directory = artifacts_dir(args)
     root = directory.resolve().parent
-    db = resolve_db_path(args.live_db, root)
-    if args.build_only or not db.is_file():
+    if args.build_only or _missing_journal(args.live_db, root):
         embeddings, items, photos, manifest = load_published(directory)
         rule = rule_of(manifest)
         threshold = args.threshold or rule["cosine"]
@@ -327,7 +326,7 @@ def run_duplicates(args: argparse.Namespace) -> int:
         scope, total = f"build {manifest['build_id']}", len(items)
     else:
         with native_stderr_quiet(args.verbose):
-            catalogue = LiveCatalogue.load(directory, db, root=root, readonly=True,
+            catalogue = LiveCatalogue.load(directory, args.live_db, root=root, readonly=True,
                                            near_duplicate_cosine=args.threshold)
         table, threshold, roles = catalogue.duplicate_report(), catalogue.near_duplicate_cosine, catalogue.roles
         scope, total = f"build {catalogue.build_id} + live changes through {catalogue.applied_seq}", len(catalogue)
@@ -356,9 +355,19 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=_positive_int, default=1,
                         help="server processes sharing the port and the live database (default 1); each loads "
                              "the model and index and follows the others' writes")
+    parser.add_argument("--ray", action="store_true",
+                        help="run the servers as Ray Serve replicas behind Serve's HTTP proxy on --host/--port "
+                             "instead of uvicorn workers (docs/operations.md, Replicas on Ray Serve)")
+    parser.add_argument("--replicas", type=_positive_int,
+                        help="with --ray: replicas (default 1), each a whole server following the same journal")
+    parser.add_argument("--ray-address", help="with --ray: an existing Ray cluster (auto, the head's host:6379, or "
+                                              "ray://host:10001); default: a local Ray started for the service")
+    parser.add_argument("--replica-cpus", type=float,
+                        help="with --ray: CPUs each replica reserves (default 1; 0.5 puts two on one core)")
 
 
-@subcommand("serve", "run the HTTP search service over the build and the live catalogue (FastAPI, uvicorn)",
+@subcommand("serve", "run the HTTP search service over the build and the live catalogue (FastAPI on uvicorn, or "
+                     "on Ray Serve with --ray)",
             _serve_args)
 def run_serve(args: argparse.Namespace) -> int:
     from lookalike.service.app import serve
@@ -371,7 +380,20 @@ def run_serve(args: argparse.Namespace) -> int:
                                  max_upload_mb=args.max_upload_mb)
     except SettingsError as error:
         raise UserError(str(error)) from None
-    serve(settings, host=args.host, port=args.port, log_level=args.log_level, workers=args.workers)
+    if not args.ray:
+        if args.replicas or args.ray_address or args.replica_cpus is not None:
+            raise UserError("--replicas, --ray-address and --replica-cpus need --ray")
+        serve(settings, host=args.host, port=args.port, log_level=args.log_level, workers=args.workers)
+        return 0
+    if args.workers != 1:
+        raise UserError("--workers runs uvicorn processes; with --ray, --replicas sets how many servers run")
+    from lookalike.service.ray_serve import RayServeError, serve_on_ray
+
+    try:
+        serve_on_ray(settings, host=args.host, port=args.port, log_level=args.log_level, replicas=args.replicas or 1,
+                     address=args.ray_address, replica_cpus=1.0 if args.replica_cpus is None else args.replica_cpus)
+    except RayServeError as error:
+        raise UserError(str(error)) from None
     return 0
 
 
@@ -385,16 +407,36 @@ def _fold_args(parser: argparse.ArgumentParser) -> None:
 @subcommand("fold", "write the live catalogue's changes as the delta the next dvc repro builds in", _fold_args)
 def run_fold(args: argparse.Namespace) -> int:
     from lookalike.catalogue.reading import LIVE_DELTA_DIR
-    from lookalike.live import LiveStore, resolve_db_path
     from lookalike.live.fold import fold
 
     directory = artifacts_dir(args)
     root = directory.resolve().parent
-    db = resolve_db_path(args.live_db, root)
-    if not db.is_file():
-        raise UserError(f"no live catalogue database at {db}")
-    print(fold(LiveStore(db), directory, Path(args.out) if args.out else root / LIVE_DELTA_DIR).line())
+    store = _existing_journal(args.live_db, root)
+    print(fold(store, directory, Path(args.out) if args.out else root / LIVE_DELTA_DIR).line())
     return 0
+
+
+def _missing_journal(location: str | None, root: Path) -> str | None:
+    """Why there is no journal at ``location`` (a SQLite file or a PostgreSQL URL), or None when there is one;
+    never creates one."""
+    from lookalike.live.journal import open_journal
+
+    try:
+        open_journal(location, root, readonly=True).close()
+    except FileNotFoundError as error:
+        return str(error)
+    return None
+
+
+def _existing_journal(location: str | None, root: Path):
+    """The journal at ``location``, opened for writing; a UserError where there is none: fold and compact never
+    create one."""
+    from lookalike.live.journal import open_journal
+
+    missing = _missing_journal(location, root)
+    if missing:
+        raise UserError(missing)
+    return open_journal(location, root)
 
 
 def _compact_args(parser: argparse.ArgumentParser) -> None:
@@ -405,14 +447,10 @@ def _compact_args(parser: argparse.ArgumentParser) -> None:
 @subcommand("compact", "drop the live changes the published build's fold superseded, and reclaim the space",
             _compact_args)
 def run_compact(args: argparse.Namespace) -> int:
-    from lookalike.live import LiveStore, resolve_db_path
     from lookalike.live.fold import compact
 
     directory = artifacts_dir(args)
-    db = resolve_db_path(args.live_db, directory.resolve().parent)
-    if not db.is_file():
-        raise UserError(f"no live catalogue database at {db}")
-    print(compact(LiveStore(db), directory).line())
+    print(compact(_existing_journal(args.live_db, directory.resolve().parent), directory).line())
     return 0
 
 

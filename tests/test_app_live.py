@@ -305,3 +305,8 @@ def test_page_catalogue_over_a_live_catalogue(page_logic: ModuleType, searcher: 
     assert similar.candidates == (items.baseColour == "Blue").sum() - 1  # TWIN gone, SKU itself excluded
     assert SKU not in [m.id for m in similar.matches] and str(TWIN) not in [m.id for m in similar.matches]
     assert "Tangerine" in live.options()["baseColour"] and "Tangerine" not in build.options()["baseColour"]
+
+
+def test_the_page_reads_a_postgresql_journal_url_as_it_is(page_logic: ModuleType, tmp_path: Path) -> None:
+    url = "postgresql://lookalike@db.internal:5432/lookalike?sslmode=require"
+    assert page_logic.live_db_path(tmp_path / "artifacts", {DB_ENV: url}) == url

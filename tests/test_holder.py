@@ -140,3 +140,69 @@ def test_a_failed_reload_keeps_the_old_build_serving(searcher: Searcher, tmp_pat
     state["broken"] = False
     assert holder.check_build(forced=True) is True and holder.catalogue.build_id == "b2"
     assert holder.failure is None
+
+
+def test_a_build_republished_under_its_id_with_another_manifest_is_swapped_in(searcher: Searcher, tmp_path: Path):
+    db = tmp_path / "live.db"
+    state = {"version": "b1:aaaa", "threshold": 0.97}
+
+    def load() -> LiveCatalogue:
+        build = dataclasses.replace(searcher, manifest={**searcher.manifest, "build_id": "b1",
+                                                        "near_duplicates": {"cosine": state["threshold"]}})
+        return LiveCatalogue.open(build, LiveStore(db))
+
+    holder = CatalogueHolder(load, lambda: state["version"])
+    assert holder.load_now() and holder.check_build() is False  # the same version: nothing to do
+    state.update(version="b1:bbbb", threshold=0.95)  # recalibrated, republished under the same build id
+    assert holder.check_build() is True
+    assert holder.catalogue.searcher.manifest["near_duplicates"]["cosine"] == 0.95 and holder.swaps == 1
+    assert holder.check_build() is False
+
+
+def test_a_swap_that_fails_to_catch_up_is_reported_and_retried(searcher: Searcher, tmp_path: Path):
+    db = tmp_path / "live.db"
+    state = {"published": "b1", "refresh_fails": False}
+
+    class FailingCatalogue(LiveCatalogue):
+        def refresh(self) -> int:
+            if state["refresh_fails"]:
+                raise RuntimeError("database is locked")
+            return super().refresh()
+
+    def load() -> LiveCatalogue:
+        return FailingCatalogue.open(as_build(searcher, state["published"]), LiveStore(db))
+
+    holder = CatalogueHolder(load, lambda: state["published"], backoff_seconds=(0.0, 0.0))
+    assert holder.load_now()
+    state.update(published="b2", refresh_fails=True)
+    assert holder.check_build() is False and holder.catalogue.build_id == "b1"  # the old build keeps serving
+    assert holder.status()["reload_failure"]["reason"] == "database is locked"
+    state["refresh_fails"] = False
+    assert holder.check_build() is True and holder.catalogue.build_id == "b2"  # retried, not forgotten
+    assert holder.failure is None
+
+
+def test_an_admin_reload_reaches_every_process_on_the_journal(searcher: Searcher, tmp_path: Path):
+    db = tmp_path / "live.db"
+    loads = {"first": 0, "second": 0}
+
+    def loader(name: str):
+        def load() -> LiveCatalogue:
+            loads[name] += 1
+            return LiveCatalogue.open(as_build(searcher, "b1"), LiveStore(db))
+        return load
+
+    first, second = CatalogueHolder(loader("first")), CatalogueHolder(loader("second"), follow_seconds=0.02)
+    assert first.load_now() and second.load_now()
+    second.start()
+    try:
+        threading.Event().wait(0.2)  # the second has read the journal's reload count
+        first.request_reload_everywhere(here=False)
+        deadline = threading.Event()
+        for _ in range(100):
+            if loads["second"] == 2:
+                break
+            deadline.wait(0.05)
+        assert loads["second"] == 2 and loads["first"] == 1  # the other process reloaded; this one was not told to
+    finally:
+        second.stop()

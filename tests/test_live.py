@@ -524,3 +524,69 @@ def test_the_thumbnail_cache_holds_under_threads_that_fill_and_trim_it(searcher:
         thread.join()
     assert not errors, errors[:1]
     assert len(catalogue._thumbnails) <= 3
+
+
+# ------------------------------------------------------------------------------ answers decided by the journal
+
+
+def test_two_writers_of_one_new_id_never_both_create_it(searcher: Searcher, tmp_path: Path):
+    db = tmp_path / "live.db"
+    first, second = open_catalogue(searcher, db), open_catalogue(searcher, db)  # two workers or replicas
+    for round_ in range(10):
+        item_id = f"RACE-{round_}"
+        start = threading.Barrier(2)
+        answers: list[bool] = []
+
+        def write(catalogue: LiveCatalogue, row: int, item_id: str, start: threading.Barrier,
+                  answers: list[bool]) -> None:
+            start.wait()
+            answers.append(catalogue.put(item_id, photo(searcher, row), META).created)
+
+        threads = [threading.Thread(target=write, args=(c, r, item_id, start, answers))
+                   for c, r in ((first, 2), (second, 3))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(answers) == [False, True]  # one 201, one 200: decided in the write's own transaction
+
+
+def test_a_remove_of_an_item_another_writer_removed_is_a_404_and_writes_nothing(searcher: Searcher, tmp_path: Path):
+    db = tmp_path / "live.db"
+    first, second = open_catalogue(searcher, db), open_catalogue(searcher, db)
+    first.put("GONE", photo(searcher, 4), META)
+    second.refresh()
+    assert "GONE" in second
+    first.remove("GONE")  # the second has not caught up: it still holds GONE in memory
+    last = first.store.last_seq()
+    with pytest.raises(UnknownItemError):
+        second.remove("GONE")
+    assert second.store.last_seq() == last and "GONE" not in second
+    build_item = str(searcher.items["id"][5])
+    assert second.put(build_item, photo(searcher, 5), META).created is False  # a build item exists already
+
+
+def test_a_write_held_up_by_a_locked_journal_is_refused_whole(searcher: Searcher, tmp_path: Path):
+    from lookalike.live import JournalBusyError
+
+    db = tmp_path / "live.db"
+    catalogue = LiveCatalogue.open(searcher, LiveStore(db, busy_seconds=0.2), near_duplicate_cosine=0.99)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # what compaction's VACUUM does for as long as it runs
+    try:
+        with pytest.raises(JournalBusyError):
+            catalogue.put("BUSY", photo(searcher, 6), META)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert "BUSY" not in catalogue and catalogue.store.last_seq() == 0
+    assert catalogue.put("BUSY", photo(searcher, 6), META).created  # the same write once the lock is gone
+
+
+def test_a_reader_catches_up_to_the_position_a_write_answered(searcher: Searcher, tmp_path: Path):
+    db = tmp_path / "live.db"
+    writer, reader = open_catalogue(searcher, db), open_catalogue(searcher, db)
+    seq = writer.put("RYW", photo(searcher, 7), META).seq
+    assert "RYW" not in reader  # no follower thread here: only what it applied
+    assert reader.caught_up_to(seq) and "RYW" in reader
+    assert not reader.caught_up_to(seq + 1)  # a position the journal has not reached

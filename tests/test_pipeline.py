@@ -33,7 +33,9 @@ def test_every_output_exists_and_agrees(tiny_project: Path) -> None:
     assert manifest["dimension"] == 256
     assert [Path(p).name for p in paths] == [f"{line.split(',')[0]}.jpg" for line in items[1:]]
     assert set(manifest["files"]) == {"model", "embeddings", "image_paths", "items", "index",
-                                      "runtime_model", "runtime_backbone", "text_tower", "text_tokenizer"}
+                                      "runtime_model", "runtime_backbone", "text_tower", "text_tokenizer",
+                                      "more_photos"}  # empty here: one photo per item
+    assert manifest["photos"] == 60
     features = np.load(artifacts / "features.npy")
     assert features.shape == (2, 60, 1280 + COLOUR_FEATURES)  # pooled backbone features, then the colour descriptor
 

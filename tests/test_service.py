@@ -841,8 +841,10 @@ def test_a_put_of_several_photos_is_found_by_each_and_too_many_are_refused(serve
     files = [("image", ("front.jpg", front, "image/jpeg")), ("more_images", ("back.jpg", back, "image/jpeg"))]
     response = server.client.put("/v1/items/SKU-TWO", files=files, data=META, headers=AUTH)
     assert response.status_code == 201, response.text
-    found = ids_of(search(server.client, back, k=5))
+    answer = search(server.client, back, k=5)
+    found = ids_of(answer)
     assert found[0] == "SKU-TWO" and found.count("SKU-TWO") == 1
+    assert answer.json()["build_id"] == server.client.get("/v1/stats").json()["build"]["build_id"]  # named
     assert server.client.get("/v1/items/SKU-TWO/image").content == front  # the first photo is the item's photo
     nine = [("image", ("f.jpg", front, "image/jpeg"))] + [("more_images", ("b.jpg", back, "image/jpeg"))] * 8
     refused = assert_error(server.client.put("/v1/items/SKU-NINE", files=nine, data=META, headers=AUTH), 400, 422)
@@ -852,3 +854,73 @@ def test_a_put_of_several_photos_is_found_by_each_and_too_many_are_refused(serve
     refused = assert_error(server.client.put("/v1/items/SKU-BAD", files=bad, data=META, headers=AUTH), 400, 415, 422)
     assert "photo 2" in json.dumps(refused)
     assert server.client.get("/v1/items/SKU-BAD").status_code == 404  # nothing half-written
+
+
+def test_a_locked_journal_answers_writes_503_with_retry_after(tiny_project: Path, tmp_path: Path):
+    from fastapi.testclient import TestClient
+
+    from lookalike.live import LiveCatalogue, LiveStore
+    from lookalike.search.engine import Searcher
+    from lookalike.service.app import create_app
+    from lookalike.service.settings import Settings
+
+    searcher = Searcher.load(tiny_project / "artifacts", root=tiny_project)
+    db = tmp_path / "live.db"
+    catalogue = LiveCatalogue.open(searcher, LiveStore(db, busy_seconds=0.2), near_duplicate_cosine=0.99)
+    app = create_app(Settings.load(root=tmp_path, api_key=API_KEY), catalogue=catalogue)
+    image = np.load(tiny_project / "artifacts/image_paths.npy")[3]
+    data = (Path(image) if Path(image).is_absolute() else tiny_project / image).read_bytes()
+    with TestClient(app) as client:
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")  # compaction's VACUUM holds the database like this
+        try:
+            busy = put(client, "SKU-BUSY", data)
+            assert busy.status_code == 503 and busy.headers["retry-after"] and busy.json()["error"] == "journal_busy"
+            assert client.get("/v1/items/3/similar").status_code in (200, 404)  # reads keep answering
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert client.get("/v1/items/SKU-BUSY").status_code == 404  # nothing written
+        assert put(client, "SKU-BUSY", data).status_code == 201
+
+
+def test_reads_with_the_written_position_see_the_write_through_any_worker(tiny_project: Path, tmp_path: Path,
+                                                                         build: dict):
+    running = Server(tiny_project / "artifacts", tmp_path / "live.db", tmp_path / "server.log",
+                     ("--workers", "2"), env={"LOOKALIKE_FOLLOW_SECONDS": "5"})
+    try:
+        misses = 0
+        for n in range(40):
+            written = put(running.client, f"RYW-{n}", build["paths"][n % 60].read_bytes())
+            assert written.status_code == 201, written.text
+            with httpx.Client(base_url=running.url, timeout=60) as fresh:  # a new connection: either worker
+                read = fresh.get(f"/v1/items/RYW-{n}", params={"min_seq": written.json()["seq"]})
+            misses += read.status_code != 200
+        assert misses == 0
+        stats = running.client.get("/v1/stats").json()
+        assert stats["serving"]["follows_journal_every_s"] == 5.0
+        behind = running.client.get("/v1/items/RYW-0", params={"min_seq": 10**9})
+        assert behind.status_code == 503 and behind.headers["retry-after"] == "1"
+    finally:
+        running.stop()
+
+
+def test_one_scrape_counts_the_requests_of_every_worker(tiny_project: Path, tmp_path: Path):
+    running = Server(tiny_project / "artifacts", tmp_path / "live.db", tmp_path / "server.log", ("--workers", "2"))
+    try:
+        pids, sent = set(), 0
+        while len(pids) < 2 or sent < 30:  # until both workers answered some (the kernel spreads connections)
+            with httpx.Client(base_url=running.url, timeout=60) as fresh:  # a new connection: either worker
+                pids.add(fresh.get("/v1/stats").json()["serving"]["pid"])
+            sent += 1
+            assert sent < 500, "one worker took every connection"
+
+        def stats_requests(text: str) -> float:
+            return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("lookalike_http_requests_total{") and 'endpoint="/v1/stats"' in line)
+
+        for _ in range(4):  # whichever worker answers the scrape
+            with httpx.Client(base_url=running.url, timeout=60) as fresh:
+                assert stats_requests(fresh.get("/metrics").text) == sent
+    finally:
+        running.stop()

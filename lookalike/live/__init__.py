@@ -15,6 +15,8 @@ One module per concern:
 
 - :mod:`lookalike.live.records`: ids, metadata, changes, items, hits, and the errors a caller can fix;
 - :mod:`lookalike.live.store`: the journal in SQLite (durability, folds, compaction, stale backups);
+- :mod:`lookalike.live.pg_store`: the same journal in PostgreSQL, shared by replicas on several machines;
+- :mod:`lookalike.live.journal`: the one place that picks the backend from a location (a file or a URL);
 - :mod:`lookalike.live.state`: the build's index with tombstones and the live items beside it, searched and merged;
 - :mod:`lookalike.live.catalogue`: replay and re-embedding, reads, writes, near-duplicates, stats;
 - :mod:`lookalike.live.holder`: the catalogue a server process serves, following the journal and swapping builds.
@@ -31,6 +33,7 @@ from lookalike.live.records import (
     Change,
     Hit,
     Item,
+    JournalBusyError,
     LiveError,
     LiveResponse,
     PutResult,
@@ -45,7 +48,8 @@ from lookalike.live.records import (
 )
 from lookalike.live.store import Compaction, LiveStore
 
-__all__ = ["DB_ENV", "DEFAULT_DB", "CatalogueHolder", "Change", "Compaction", "Hit", "Item", "LiveCatalogue",
+__all__ = ["DB_ENV", "DEFAULT_DB", "CatalogueHolder", "Change", "Compaction", "Hit", "Item", "JournalBusyError",
+           "LiveCatalogue",
            "LiveError", "LiveResponse", "LiveStore", "PutResult", "StaleDatabaseError", "UnknownItemError",
            "manifest_build_id", "model_key", "resolve_db_path", "validate_item_id", "validate_metadata",
            "value_kinds"]

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,7 @@ from PIL import Image
 
 from lookalike.catalogue.description import CatalogueRoles
 from lookalike.catalogue.reading import EXTERNAL_ID_COLUMN
+from lookalike.live.journal import open_journal
 from lookalike.live.records import (
     MAX_PHOTOS_PER_ITEM,
     Change,
@@ -38,7 +40,6 @@ from lookalike.live.records import (
     UnknownItemError,
     manifest_build_id,
     model_key,
-    resolve_db_path,
     validate_item_id,
     validate_metadata,
     value_kinds,
@@ -50,6 +51,9 @@ from lookalike.params import PROJECT_ROOT
 from lookalike.search import duplicates
 from lookalike.search.engine import Searcher
 
+if TYPE_CHECKING:
+    from lookalike.live.pg_store import PostgresStore
+
 log = logging.getLogger("lookalike.live")
 THUMBNAIL_CACHE = 50_000  # photos' 32x32 thumbnails kept for the near-duplicate pixel check (3 kB each)
 
@@ -59,7 +63,7 @@ class LiveCatalogue:
     """The pinned build plus the live changes. One per process and build; every method is thread-safe."""
 
     searcher: Searcher
-    store: LiveStore
+    store: LiveStore | PostgresStore  # the journal (lookalike/live/journal.py picks which)
     state: LiveState
     rule: dict  # the near-duplicate rule: cosine, max_pixel_difference, source (lookalike.search.duplicates.rule_of)
     applied_seq: int = 0  # the last change reflected in memory
@@ -80,20 +84,22 @@ class LiveCatalogue:
              near_duplicate_cosine: float | None = None) -> LiveCatalogue:
         """Load the published build and replay every acknowledged change not folded into it."""
         searcher = Searcher.load(artifacts_dir, root=root, max_bytes=max_bytes)
-        store = LiveStore(resolve_db_path(db, Path(root)), readonly=readonly)
+        store = open_journal(db, root, readonly=readonly)
         return cls.open(searcher, store, near_duplicate_cosine)
 
     @classmethod
     def for_page(cls, searcher: Searcher, db: str | Path | None = None) -> LiveCatalogue | None:
         """The live catalogue over a searcher the page already loaded, read-only (the service writes); None
         when there is no live database yet. Call :meth:`refresh` on every rerun to see the latest changes."""
-        path = resolve_db_path(db, searcher.root)
-        if not path.is_file():
+        try:
+            store = open_journal(db, searcher.root, readonly=True)
+        except FileNotFoundError:
             return None
-        return cls.open(searcher, LiveStore(path, readonly=True))
+        return cls.open(searcher, store)
 
     @classmethod
-    def open(cls, searcher: Searcher, store: LiveStore, near_duplicate_cosine: float | None = None) -> LiveCatalogue:
+    def open(cls, searcher: Searcher, store: LiveStore | PostgresStore,
+             near_duplicate_cosine: float | None = None) -> LiveCatalogue:
         """The build of ``searcher`` plus the journal in ``store``; refuses a journal older than the build's fold
         (:class:`lookalike.live.StaleDatabaseError`)."""
         rule = duplicates.rule_of(searcher.manifest)
@@ -124,6 +130,14 @@ class LiveCatalogue:
         """Apply the changes committed since the last call (another process or catalogue may write); how many."""
         with self._write_lock:
             return self._catch_up()
+
+    def caught_up_to(self, seq: int) -> bool:
+        """Whether every change up to ``seq`` is applied here, after applying what the journal holds now (a
+        write through another process or replica: read your writes)."""
+        if self.applied_seq >= seq:
+            return True
+        self.refresh()
+        return self.applied_seq >= seq
 
     def _catch_up(self) -> int:
         applied = 0
@@ -255,7 +269,8 @@ class LiveCatalogue:
         vector = self.searcher.expansion.expand(vector, lambda query, n: self._nearest(query, n, filters, exclude))
         vector = self.searcher.query_vector(vector, similarity)
         matches, candidates = self.state.search(vector, k, filters, exclude)
-        return LiveResponse(matches, search_ms=(time.perf_counter() - started) * 1e3, candidates=candidates)
+        return LiveResponse(matches, search_ms=(time.perf_counter() - started) * 1e3, candidates=candidates,
+                            build_id=self.build_id)
 
     def _nearest(self, vector: np.ndarray, n: int, filters: dict[str, list[str]] | None,
                  exclude: str | None) -> tuple[np.ndarray, np.ndarray]:
@@ -376,22 +391,20 @@ class LiveCatalogue:
         embedded = time.perf_counter()
         near = self.near_duplicates(vector, image, exclude=item_id)
         with self._write_lock:
-            self._catch_up()  # what other processes committed first: applied in seq order
-            created = item_id not in self
             change = self.store.append("put", item_id, self.build_id, self.model_key, vector, metadata, image,
-                                       content_type, more)
-            self._catch_up()
-        return PutResult(Item(item_id, metadata, "live", None, change.seq), created, change.seq, near,
+                                       content_type, more, in_build=item_id in self.state.build_row)
+            self._catch_up()  # every change up to this one, other writers' first: applied in seq order
+        return PutResult(Item(item_id, metadata, "live", None, change.seq), not change.existed, change.seq, near,
                          (embedded - started) * 1e3, (time.perf_counter() - embedded) * 1e3)
 
     def remove(self, item_id: str) -> int:
         """Remove an item (build or live); returns the change's seq once it is on disk."""
-        with self._write_lock:
-            self._catch_up()
-            if item_id not in self:
-                raise UnknownItemError(f"no item with id {item_id!r}")
-            change = self.store.append("remove", item_id, self.build_id, self.model_key)
-            self._catch_up()
+        with self._write_lock:  # existence is decided in the write's own transaction (LiveStore.append)
+            try:
+                change = self.store.append("remove", item_id, self.build_id, self.model_key,
+                                           in_build=item_id in self.state.build_row)
+            finally:
+                self._catch_up()  # refused too: another writer removed it, and this process should know
             return change.seq
 
     # ---------------------------------------------------------------- provenance
@@ -414,6 +427,7 @@ class LiveCatalogue:
             "similarity": self.searcher.similarity.describe() if self.searcher.similarity else {"overall": {}},
             "catalogue": self.describe_columns(),
             "live": {"changes_since_build": self.store.count_after(self.folded_seq), "last_seq": applied,
+                     "journal_last_seq": self.store.last_seq(),
                      "folded_through_seq": self.folded_seq, "live_items": live_items,
                      "build_items_removed_or_replaced": removed, "reembedded": self.reembedded,
                      "changes_not_applied": list(self.skipped),

@@ -53,7 +53,9 @@ class CatalogueHolder:
         self.catalogue = catalogue
         self.failure: LoadFailure | None = None
         self.swaps = 0
-        self._seen: str | None = None  # the published build id last acted on
+        self._seen: str | None = None  # the published build (version) last acted on
+        self._served: str | None = None  # the published build (version) the served catalogue was loaded for
+        self._reloads_seen: int | None = None  # the journal's reload requests already acted on
         self.started_at = time.monotonic()
         self._reload = threading.Event()
         self._stop = threading.Event()
@@ -83,6 +85,25 @@ class CatalogueHolder:
         """Look for a new build now and load it, even when the published build looks the same (SIGHUP, admin)."""
         self._reload.set()
 
+    def request_reload_everywhere(self, here: bool = True) -> None:
+        """:meth:`request_reload` in every process following the same journal (workers, replicas): recorded in the
+        journal, each other one's keeper sees it within its following interval; ``here``: this one's too (False:
+        the caller reloads this process itself)."""
+        catalogue = self.catalogue
+        if catalogue is not None and not catalogue.store.readonly:
+            self._reloads_seen = catalogue.store.request_reload()
+        if here:
+            self.request_reload()
+
+    def _follow_reload_requests(self, catalogue: LiveCatalogue) -> None:
+        requests = catalogue.store.reload_requests()
+        if self._reloads_seen is None:
+            self._reloads_seen = requests  # those made before this process started are not for it
+        elif requests > self._reloads_seen:
+            self._reloads_seen = requests
+            log.info("reload requested through the journal")
+            self._reload.set()
+
     def wait_until_loaded(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.catalogue is None and not self._stop.is_set():
@@ -109,6 +130,7 @@ class CatalogueHolder:
                     self.check_build(forced)
                 if self.catalogue is not None:
                     self.catalogue.refresh()
+                    self._follow_reload_requests(self.catalogue)
             except Exception:  # noqa: BLE001 - never let the keeper die; the next round tries again
                 log.exception("keeping the catalogue current failed; retrying")
             self._reload.wait(self.follow_seconds)
@@ -125,17 +147,21 @@ class CatalogueHolder:
                 self._failed(wanted, error)
                 return False
             self.failure = None
+            self._served = wanted
             log.info("serving build %s: %d items", self.catalogue.build_id, len(self.catalogue))
             return True
 
     def check_build(self, forced: bool = False) -> bool:
-        """Swap in the published build if it is not the one served (or ``forced``); True when a swap happened."""
+        """Swap in the published build if it is not the one served (or ``forced``); True when a swap happened.
+        ``published()`` may name a build's version (its id and its manifest's hash): a build republished under
+        the same id with another manifest (a recalibrated threshold) is swapped in too. A failed load or swap
+        leaves the old build serving and is retried with backoff."""
         wanted = self._safe_published()
         current = self.catalogue
         if current is None:
             return self.load_now()
         if not forced:
-            if wanted is None or wanted == current.build_id:
+            if wanted is None or wanted in (self._served, current.build_id):
                 self._seen = wanted
                 return False
             if wanted == self._seen and self.failure is None:
@@ -147,15 +173,18 @@ class CatalogueHolder:
         with self._lock:
             try:
                 new = self._load()
+                if new.searcher.manifest == current.searcher.manifest:
+                    log.info("reload: build %s is already being served", new.build_id)
+                    swapped = False
+                else:
+                    self.swap(new)
+                    swapped = True
             except Exception as error:  # noqa: BLE001 - the old build keeps serving; reported and retried
                 self._failed(wanted, error)
                 return False
             self.failure = None
-            if new.build_id == current.build_id:
-                log.info("reload: build %s is already being served", new.build_id)
-                return False
-            self.swap(new)
-            return True
+            self._served = wanted
+            return swapped
 
     def swap(self, new: LiveCatalogue) -> None:
         """Make ``new`` the served catalogue with no acknowledged change missing from it."""
@@ -218,6 +247,8 @@ class CatalogueHolder:
         """What /v1/stats and /readyz say about loading: the pending failure, swaps so far."""
         failure = self.failure
         return {"pid": os.getpid(), "swaps": self.swaps,
+                # without min_seq a read may miss another process's write for at most about this long
+                "follows_journal_every_s": self.follow_seconds,
                 "reload_failure": None if failure is None else {
                     "build_id": failure.build_id, "reason": failure.reason, "attempts": failure.attempts,
                     "next_attempt_in_s": round(max(0.0, failure.retry_at - time.monotonic()), 1)}}

@@ -40,6 +40,11 @@ class StaleDatabaseError(LiveError):
     """The live database is older than a fold the build holds (a backup restored from before it)."""
 
 
+class JournalBusyError(RuntimeError):
+    """The journal cannot take a write now (held by compaction's VACUUM, or unreachable): nothing was written,
+    the same write may be retried (the service answers 503 with Retry-After)."""
+
+
 def validate_item_id(item_id: object) -> str:
     """The id itself, or LiveError: ids end up in URLs, file names and CSV rows."""
     if not isinstance(item_id, str) or not ITEM_ID_PATTERN.fullmatch(item_id):
@@ -132,6 +137,7 @@ class Change:
     content_type: str | None
     created_at: str
     more_embeddings: np.ndarray | None = None  # float32 (m, dim): a put's other photos (several per item)
+    existed: bool | None = None  # whether the item existed just before this change (decided in its transaction)
 
     def vectors(self) -> np.ndarray:
         """float32 (1 + m, dim): the first photo's embedding, then the other photos'."""
@@ -172,6 +178,7 @@ class LiveResponse:
     search_ms: float = 0.0
     total_ms: float = 0.0
     candidates: int = 0  # items that could be returned: in the catalogue, passing the filters, not excluded
+    build_id: str = ""  # the build the answer came from (servers swap builds at their own moment)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.live.records import Change, LiveError, StaleDatabaseError, UnknownItemError, now
+from lookalike.live.records import Change, JournalBusyError, LiveError, StaleDatabaseError, UnknownItemError, now
 
 SCHEMA_VERSION = 1
 DURABILITY = {"journal_mode": "wal", "synchronous": 2}  # 2 = FULL: the WAL is fsynced at every commit
@@ -93,9 +93,10 @@ class LiveStore:
     and needs no write lock.
     """
 
-    def __init__(self, path: str | Path, readonly: bool = False):
+    def __init__(self, path: str | Path, readonly: bool = False, busy_seconds: float = 30.0):
         self.path = Path(path)
         self.readonly = readonly
+        self.busy_seconds = busy_seconds  # how long a write waits for the database's write lock
         self._local = threading.local()
         self._write_lock = threading.Lock()
         if readonly:
@@ -125,10 +126,11 @@ class LiveStore:
         if connection is None:
             if self.readonly:
                 connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None,
-                                             check_same_thread=False, timeout=30)
+                                             check_same_thread=False, timeout=self.busy_seconds)
                 connection.execute("PRAGMA query_only=1")
             else:
-                connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+                connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                             timeout=self.busy_seconds)
                 connection.execute(f"PRAGMA synchronous={DURABILITY['synchronous']}")  # on disk before returning
                 connection.execute("PRAGMA foreign_keys=ON")
             self._local.connection = connection
@@ -145,7 +147,13 @@ class LiveStore:
             self.connection = connection
 
         def __enter__(self) -> sqlite3.Cursor:
-            self.connection.execute("BEGIN IMMEDIATE")
+            try:
+                self.connection.execute("BEGIN IMMEDIATE")  # waits up to the busy timeout for the write lock
+            except sqlite3.OperationalError as error:
+                if "locked" in str(error) or "busy" in str(error):
+                    raise JournalBusyError(f"the live database is busy (compaction or another writer held it over "
+                                           f"the wait): {error}") from None
+                raise
             return self.connection.cursor()
 
         def __exit__(self, kind, value, traceback) -> None:
@@ -163,13 +171,24 @@ class LiveStore:
 
     def append(self, op: str, item_id: str, build_id: str, key: str, embedding: np.ndarray | None = None,
                metadata: dict | None = None, image: bytes | None = None,
-               content_type: str | None = None, more: Sequence[tuple[np.ndarray, bytes, str]] = ()) -> Change:
+               content_type: str | None = None, more: Sequence[tuple[np.ndarray, bytes, str]] = (),
+               in_build: bool = False) -> Change:
         """Append one change in its own transaction; on return it is committed to disk. ``more``: a put's
-        other photos (embedding, image, content type), in the same transaction."""
+        other photos (embedding, image, content type), in the same transaction.
+
+        The change's ``existed`` (whether the item was in the catalogue just before it: its latest change is a
+        put, or it has none and ``in_build``) is read in that transaction, under the database's write lock, so
+        two writers (processes, replicas) never both create an item; a remove of an item that does not exist
+        raises :class:`UnknownItemError` and writes nothing."""
         blob = None if embedding is None else np.ascontiguousarray(embedding, dtype="<f4").tobytes()
         text = None if metadata is None else json.dumps(metadata, sort_keys=True)
         created = now()
         with self._write_lock, self._transaction() as cursor:
+            latest = cursor.execute("SELECT op FROM changes WHERE item_id = ? ORDER BY seq DESC LIMIT 1",
+                                    (item_id,)).fetchone()
+            existed = in_build if latest is None else latest[0] == "put"
+            if op == "remove" and not existed:
+                raise UnknownItemError(f"no item with id {item_id!r}")
             cursor.execute(
                 "INSERT INTO changes (op, item_id, build_id, model_key, embedding, metadata, image, content_type,"
                 " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -182,7 +201,7 @@ class LiveStore:
         more_embeddings = np.array([v for v, _, _ in more], np.float32) if more else None
         return Change(seq, op, item_id, build_id, key,
                       None if embedding is None else np.asarray(embedding, np.float32), metadata, content_type,
-                      created, more_embeddings)
+                      created, more_embeddings, existed)
 
     def changes_after(self, seq: int, through: int | None = None) -> Iterator[Change]:
         """Every change with a larger seq (up to ``through``), in order (images not loaded)."""
@@ -237,6 +256,22 @@ class LiveStore:
                 return  # compacted away meanwhile: nothing to cache it for
             cursor.execute("INSERT OR REPLACE INTO reembeddings (seq, model_key, embedding) VALUES (?, ?, ?)",
                            (seq, key, np.ascontiguousarray(embedding, dtype="<f4").tobytes()))
+
+    # ---------------------------------------------------------------- reloads every process sees
+
+    def request_reload(self) -> int:
+        """Ask every process following this journal to look for a new build now (the admin reload reaches every
+        worker and replica, not just the one that took the request); returns the request's number."""
+        with self._write_lock, self._transaction() as cursor:
+            row = cursor.execute("SELECT value FROM meta WHERE key = 'reload_requests'").fetchone()
+            number = int(row[0]) + 1 if row else 1
+            cursor.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('reload_requests', ?)", (str(number),))
+        return number
+
+    def reload_requests(self) -> int:
+        """How many reloads were requested through this journal so far (a follower compares it with the last)."""
+        row = self._connection().execute("SELECT value FROM meta WHERE key = 'reload_requests'").fetchone()
+        return int(row[0]) if row else 0
 
     # ---------------------------------------------------------------- folds and compaction
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -31,12 +33,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from PIL import UnidentifiedImageError
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lookalike.artifacts import ArtifactMismatchError, published_build_id
-from lookalike.live import CatalogueHolder, LiveCatalogue, LiveError, StaleDatabaseError, UnknownItemError
+from lookalike.artifacts import ArtifactMismatchError, published_build_version
+from lookalike.live import (
+    CatalogueHolder,
+    JournalBusyError,
+    LiveCatalogue,
+    LiveError,
+    StaleDatabaseError,
+    UnknownItemError,
+)
 from lookalike.live.records import MAX_PHOTOS_PER_ITEM
 from lookalike.model.preprocessing import InvalidImageError
 from lookalike.search.similarity import SimilarityError
@@ -69,8 +78,13 @@ def describe(error: BaseException) -> str:
 # ------------------------------------------------------------------------------ metrics
 
 
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by ``serve --workers N``: every worker's metrics in one scrape
+
+
 class Metrics:
-    """Prometheus metrics in a registry of their own (one per app, so tests can build several)."""
+    """Prometheus metrics in a registry of their own (one per app, so tests can build several). Under several
+    workers (:data:`MULTIPROCESS_ENV` set) each worker writes its values to that folder and a scrape of any
+    worker answers the sum over all of them (gauges: the largest value)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -81,11 +95,21 @@ class Metrics:
                                  buckets=(.005, .01, .025, .05, .075, .1, .15, .25, .5, 1, 2.5, 5, 10))
         self.errors = Counter("lookalike_http_errors", "Error responses by kind", ["kind"], registry=self.registry)
         self.catalogue_size = Gauge("lookalike_catalogue_items", "Items in the live catalogue",
-                                    registry=self.registry)
+                                    registry=self.registry, multiprocess_mode="max")
         self.live_changes = Gauge("lookalike_live_changes", "Live changes since the pinned build",
-                                  registry=self.registry)
+                                  registry=self.registry, multiprocess_mode="max")
         self.build_swaps = Gauge("lookalike_build_swaps", "Builds swapped in since the process started",
-                                 registry=self.registry)
+                                 registry=self.registry, multiprocess_mode="max")
+
+    def exposition(self) -> bytes:
+        """The scrape: this registry, or every worker's values when they share a multiprocess folder."""
+        if os.environ.get(MULTIPROCESS_ENV):
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
 
 
 class Guard:
@@ -203,7 +227,7 @@ def create_app(settings: Settings | None = None, catalogue: LiveCatalogue | None
     if catalogue is not None:
         prepare_text_search(catalogue)
     holder = CatalogueHolder(load_with_text_search,
-                             (lambda: published_build_id(directory)) if watched else (lambda: None),
+                             (lambda: published_build_version(directory)) if watched else (lambda: None),
                              describe, settings.poll_seconds, settings.follow_seconds, catalogue=catalogue)
     metrics = Metrics()
     max_body = settings.max_upload_bytes + MULTIPART_OVERHEAD
@@ -284,6 +308,12 @@ def install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
     async def similarity_error(_: Request, exc: SimilarityError) -> JSONResponse:
         return answer(422, "invalid_request", str(exc))
 
+    @app.exception_handler(JournalBusyError)
+    async def journal_busy(_: Request, exc: JournalBusyError) -> JSONResponse:
+        log.warning("write refused: %s", exc)
+        return answer(503, "journal_busy", "the live catalogue cannot take writes right now; nothing was "
+                                           "written: retry", {"Retry-After": "5"})
+
     @app.exception_handler(UnknownItemError)
     async def unknown_item(_: Request, exc: UnknownItemError) -> JSONResponse:
         return answer(404, "not_found", str(exc))
@@ -310,7 +340,12 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_lev
         uvicorn.run(create_app(settings), workers=1, **options)
         return
     os.environ.update(settings.model_copy(update={"wait_for_load": True}).environ())
+    metrics_dir = tempfile.mkdtemp(prefix="lookalike-metrics-")  # empty at start, as prometheus_client requires
+    os.environ[MULTIPROCESS_ENV] = metrics_dir  # read by each worker's prometheus_client when it starts
     os.environ["LOOKALIKE_LOG_LEVEL"] = log_level.upper()
     # a worker is ready once its catalogue is loaded: SIGHUP's rolling restart waits that long for each one
-    uvicorn.run("lookalike.service.app:app_from_environment", factory=True, workers=workers,
-                timeout_worker_healthcheck=300, **options)
+    try:
+        uvicorn.run("lookalike.service.app:app_from_environment", factory=True, workers=workers,
+                    timeout_worker_healthcheck=300, **options)
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

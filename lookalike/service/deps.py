@@ -7,12 +7,15 @@ from the query string or the form here, by the column's own name, and a name tha
 parameter of the route is refused (422), never silently dropped.
 """
 
+import asyncio
+import time
 from collections.abc import Iterable
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.dependencies.models import Dependant
+from starlette.concurrency import run_in_threadpool
 
 from lookalike.live import CatalogueHolder, Hit, Item, LiveCatalogue, LiveError, LiveResponse
 from lookalike.live import validate_item_id as _validate_item_id
@@ -50,6 +53,30 @@ def catalogue_of(request: Request) -> LiveCatalogue:
     return catalogue
 
 
+READ_WAIT_SECONDS = 2.0  # how long a read asking for a journal position waits for this process to apply it
+MIN_SEQ_HELP = ("read your writes: answer only once this server has applied the journal up to this position (the "
+                "`seq` a write answered); waits up to 2 s, then 503 with Retry-After")
+
+
+async def consistent_catalogue(
+        request: Request,
+        min_seq: Annotated[int | None, Query(ge=0, le=2**62, description=MIN_SEQ_HELP)] = None) -> LiveCatalogue:
+    """The catalogue served now (:func:`catalogue_of`), once it has applied the journal up to ``min_seq``: a
+    client that wrote through another worker or replica passes the ``seq`` it was answered and sees its write."""
+    catalogue = catalogue_of(request)
+    if min_seq is None or catalogue.applied_seq >= min_seq:
+        return catalogue
+    deadline = time.monotonic() + READ_WAIT_SECONDS
+    while True:
+        catalogue = catalogue_of(request)  # a swap meanwhile: the new build's catalogue follows the same journal
+        if await run_in_threadpool(catalogue.caught_up_to, min_seq):
+            return catalogue
+        if time.monotonic() >= deadline:
+            raise ServiceError(503, "behind", f"this server has applied the journal up to {catalogue.applied_seq}, "
+                                              f"not yet {min_seq}: retry", {"Retry-After": "1"})
+        await asyncio.sleep(0.02)
+
+
 def require_api_key(request: Request) -> None:
     """Writes and admin calls: the Guard checked the key before the body was read; this keeps a route safe on its
     own (mounted without the Guard)."""
@@ -79,7 +106,8 @@ def hit_json(hit: Hit) -> dict:
 
 
 def response_json(response: LiveResponse, k: int, filters: dict) -> dict:
-    return {"k": k, "filters": filters, "matches": [hit_json(h) for h in response.matches],
+    return {"k": k, "filters": filters, "build_id": response.build_id,
+            "matches": [hit_json(h) for h in response.matches],
             "timings_ms": {"embed": round(response.embed_ms, 3), "search": round(response.search_ms, 3),
                            "total": round(response.total_ms, 3)}}
 

@@ -5,13 +5,14 @@ first; "more like this" starts from the item's vector), so a new kind of query i
 computes a vector. CPU-heavy work (decode, embed, search) runs in the thread pool.
 """
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from lookalike.live import CatalogueHolder, LiveCatalogue
@@ -19,8 +20,8 @@ from lookalike.live.records import MAX_FIELD_CHARS, MAX_PHOTOS_PER_ITEM
 from lookalike.service.deps import (
     FILTER_QUERY_OPENAPI,
     FILTERS_HELP,
-    RETRY,
     catalogue_of,
+    consistent_catalogue,
     filters_of,
     hit_json,
     holder_of,
@@ -32,6 +33,8 @@ from lookalike.service.deps import (
 )
 from lookalike.service.settings import ServiceError
 from lookalike.service.text_routes import SIMILARITY_HELP, TextForm, run_text_query, text_form
+
+log = logging.getLogger("lookalike.service")
 
 
 async def _read_upload(upload: UploadFile, limit: int) -> bytes:
@@ -57,13 +60,15 @@ def operations_router(liveness: Callable[[CatalogueHolder], str | None], metrics
 
     @router.get("/readyz", summary="Readiness: a catalogue is loaded and the live database answers")
     async def readyz(request: Request) -> JSONResponse:
-        catalogue = catalogue_of(request)
+        catalogue = catalogue_of(request)  # 503 until a catalogue is loaded
         try:
-            last = await run_in_threadpool(catalogue.store.last_seq)
-        except Exception as error:  # noqa: BLE001 - the database is what readiness checks
-            raise ServiceError(503, "not_ready", "the live database does not answer", RETRY) from error
+            last, journal = await run_in_threadpool(catalogue.store.last_seq), "ok"
+        except Exception as error:  # noqa: BLE001 - a journal that is down stops writes, not searches
+            log.warning("readiness: the live journal does not answer: %s", error)
+            last, journal = catalogue.applied_seq, "unreachable: searches answer from this server's state, " \
+                                                     "writes answer 503 until it is back"
         return JSONResponse({"status": "ready", "build_id": catalogue.build_id, "last_seq": last,
-                             "items": len(catalogue)})
+                             "items": len(catalogue), "journal": journal})
 
     @router.get("/metrics", summary="Prometheus metrics")
     async def prometheus_metrics(request: Request) -> Response:
@@ -72,7 +77,7 @@ def operations_router(liveness: Callable[[CatalogueHolder], str | None], metrics
             metrics.catalogue_size.set(len(catalogue))
             metrics.live_changes.set(catalogue.applied_seq - catalogue.folded_seq)
         metrics.build_swaps.set(holder_of(request).swaps)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return router
 
@@ -80,7 +85,7 @@ def operations_router(liveness: Callable[[CatalogueHolder], str | None], metrics
 def api_router(max_k: int, default_k: int, max_upload_bytes: int) -> APIRouter:
     """The /v1 routes: search, items, writes, stats and the admin reload."""
     router = APIRouter(prefix="/v1")
-    Catalogue = Annotated[LiveCatalogue, Depends(catalogue_of)]  # noqa: N806
+    Catalogue = Annotated[LiveCatalogue, Depends(consistent_catalogue)]  # noqa: N806 - min_seq: read your writes
     Holder = Annotated[CatalogueHolder, Depends(holder_of)]  # noqa: N806
     ItemId = Annotated[str, Depends(item_id_of)]  # noqa: N806
     K = Annotated[int, Query(ge=1, le=max_k, description="how many results")]  # noqa: N806
@@ -98,10 +103,11 @@ def api_router(max_k: int, default_k: int, max_upload_bytes: int) -> APIRouter:
         return {**await run_in_threadpool(catalogue.stats), "serving": holder.status()}
 
     @router.post("/admin/reload", tags=["operations"], dependencies=[Depends(require_api_key)],
-                 summary="Load the published build now and swap it in (API key); wait=false: only ask the keeper")
+                 summary="Load the published build now and swap it in, in every worker and replica on the same journal "
+                         "(API key); wait=false: only ask")
     async def reload(holder: Holder, wait: bool = True) -> dict:
+        await run_in_threadpool(holder.request_reload_everywhere, not wait)  # every worker and replica
         if not wait:
-            holder.request_reload()
             return {"requested": True, "build_id": holder.catalogue.build_id if holder.catalogue else None}
         swapped = await run_in_threadpool(holder.check_build, True)
         current = holder.catalogue

@@ -16,7 +16,13 @@ from starlette.concurrency import run_in_threadpool
 
 from lookalike.artifacts import ArtifactMismatchError
 from lookalike.live import LiveCatalogue, LiveResponse
-from lookalike.service.deps import FILTER_QUERY_OPENAPI, FILTERS_HELP, catalogue_of, filters_of, response_json
+from lookalike.service.deps import (
+    FILTER_QUERY_OPENAPI,
+    FILTERS_HELP,
+    consistent_catalogue,
+    filters_of,
+    response_json,
+)
 from lookalike.service.settings import ServiceError
 from lookalike.text.search import MAX_ITEMS, SIMILARITY_WITH_WORDS, LiveTextSearch, text_search_for
 from lookalike.text.search import Query as TextQuery
@@ -89,7 +95,7 @@ def text_router(max_k: int, default_k: int) -> APIRouter:
     """``GET /v1/search``: words (and optionally negative words and items) -> the k best items."""
 
     router = APIRouter(prefix="/v1")
-    Catalogue = Annotated[LiveCatalogue, Depends(catalogue_of)]  # noqa: N806
+    Catalogue = Annotated[LiveCatalogue, Depends(consistent_catalogue)]  # noqa: N806 - min_seq: read your writes
     Words = Annotated[str, Query(min_length=1, max_length=MAX_QUERY_CHARS, description="what to look for")]  # noqa: N806
     Items = Annotated[list[str], Query(max_length=MAX_ITEMS)]  # noqa: N806
 

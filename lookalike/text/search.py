@@ -438,7 +438,7 @@ class LiveTextSearch:
         total = time.perf_counter() - started
         return LiveResponse(matches, embed_ms=(embedded - started) * 1e3,
                             search_ms=(total - (embedded - started)) * 1e3, total_ms=total * 1e3,
-                            candidates=learned.candidates)
+                            candidates=learned.candidates, build_id=self.catalogue.build_id)
 
 
 class TextSearchUnavailable(ArtifactMismatchError):
