@@ -471,6 +471,12 @@ def test_two_servers_on_one_postgresql_journal_serve_each_others_writes(tiny_pro
         read = second.client.get("/v1/items/SKU-HTTP", params={"min_seq": written.json()["seq"]})
         assert read.status_code == 200 and read.json()["source"] == "live", read.text
         assert http_put(second.client, "SKU-HTTP", image, gender="Women").status_code == 200  # replaced, not created
+        misses = 0
+        for n in range(200):  # read your writes: a put through A, then a get through B with A's position
+            put_a = http_put(first.client, "SKU-RYW", image, productDisplayName=f"version {n}")
+            got = second.client.get("/v1/items/SKU-RYW", params={"min_seq": put_a.json()["seq"]})
+            misses += got.status_code != 200 or got.json()["metadata"]["productDisplayName"] != f"version {n}"
+        assert misses == 0
         pg_cluster.stop("fast")
         try:
             refused = http_put(first.client, "SKU-DOWN", image)
@@ -483,8 +489,8 @@ def test_two_servers_on_one_postgresql_journal_serve_each_others_writes(tiny_pro
         assert taken.status_code == 201, taken.text
         read = second.client.get("/v1/items/SKU-DOWN", params={"min_seq": taken.json()["seq"]})
         assert read.status_code == 200, read.text
-        assert [c.item_id for c in open_journal(pg_url, tmp_path).changes_after(0)] == ["SKU-HTTP", "SKU-HTTP",
-                                                                                        "SKU-DOWN"]
+        changed = [c.item_id for c in open_journal(pg_url, tmp_path).changes_after(0)]
+        assert changed == ["SKU-HTTP", "SKU-HTTP", *["SKU-RYW"] * 200, "SKU-DOWN"]
     finally:
         for server in servers:
             server.stop()
