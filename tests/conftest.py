@@ -79,20 +79,26 @@ def _other_runs_results() -> list[str]:
     return [entry if isinstance(entry, str) else next(iter(entry)) for entry in entries]
 
 
+def project_skeleton(project: Path) -> None:
+    """A scratch project's code and DVC files: the package, stages, catalogue descriptions, dvc.yaml, the other
+    runs' committed results it lists (`dvc metrics diff` fails if one is missing) and an empty live delta."""
+    for name in ("lookalike", "stages", "catalogues"):
+        shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
+    for name in _other_runs_results():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, project / name)
+    (project / "data/live_delta").mkdir(parents=True)  # the sample_subset stage's live delta: none yet
+    shutil.copy(REPO / "data/live_delta/README.md", project / "data/live_delta/README.md")
+
+
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A scratch copy of the project with small params, after one `dvc repro`."""
     if not SHARED.is_dir():
         pytest.fail(f"the shared sample is missing: {SHARED}")
     root = tmp_path_factory.mktemp("project")
-    for name in ("lookalike", "stages", "catalogues"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
-    for name in _other_runs_results():  # dvc.yaml lists them: `dvc metrics diff` fails if one is missing
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / name, root / name)
-    (root / "data/live_delta").mkdir(parents=True)  # the sample_subset stage's live delta: none yet
-    shutil.copy(REPO / "data/live_delta/README.md", root / "data/live_delta/README.md")
+    project_skeleton(root)
     catalogue = root.parent / "catalogue"
     _make_slice(catalogue)
     params = yaml.safe_load((REPO / "params.yaml").read_text())

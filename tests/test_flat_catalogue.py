@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import REPO, SHARED, _other_runs_results, ran_stages, run
+from conftest import REPO, SHARED, project_skeleton, ran_stages, run
 
 from lookalike.search.engine import Searcher
 
@@ -21,14 +21,7 @@ PHOTOS = 40
 def flat_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("flat")
     project, photos = root / "project", root / "photos"
-    for name in ("lookalike", "stages", "catalogues"):
-        shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
-    for name in _other_runs_results():
-        (project / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / name, project / name)
-    (project / "data/live_delta").mkdir(parents=True)
-    shutil.copy(REPO / "data/live_delta/README.md", project / "data/live_delta/README.md")
+    project_skeleton(project)
     photos.mkdir()
     for source in sorted((SHARED / "images").iterdir())[:PHOTOS]:  # renamed: nothing to read from the file name
         shutil.copy(source, photos / f"photo-{source.stem}.jpg")

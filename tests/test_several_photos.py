@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, SHARED, _other_runs_results, ran_stages, run
+from conftest import REPO, SHARED, project_skeleton, ran_stages, run
 
 from lookalike.catalogue.description import description_from_dict
 from lookalike.catalogue.reading import MORE_PHOTOS_COLUMN, CatalogueReport, check_images, load_catalogue
@@ -103,14 +103,7 @@ def test_an_undecodable_first_photo_gives_way_to_the_next(tmp_path: Path):
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("several")
     project, catalogue = root / "project", root / "catalogue"
-    for name in ("lookalike", "stages", "catalogues"):
-        shutil.copytree(REPO / name, project / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
-    for name in _other_runs_results():
-        (project / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(REPO / name, project / name)
-    (project / "data/live_delta").mkdir(parents=True)
-    shutil.copy(REPO / "data/live_delta/README.md", project / "data/live_delta/README.md")
+    project_skeleton(project)
     write_catalogue(catalogue)
     (project / "catalogues/shop.yaml").write_text(yaml.safe_dump(DESCRIPTION))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
