@@ -206,3 +206,59 @@ def test_an_admin_reload_reaches_every_process_on_the_journal(searcher: Searcher
         assert loads["second"] == 2 and loads["first"] == 1  # the other process reloaded; this one was not told to
     finally:
         second.stop()
+
+
+class Clock:
+    """A wall clock the test moves by hand: the agreed switch instant is then exact, not raced."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_every_server_on_one_journal_switches_to_a_new_build_at_the_same_agreed_instant(searcher: Searcher,
+                                                                                         tmp_path: Path):
+    """The first server to load a new build announces an instant in the journal; the others load it beside their
+    old one and switch at that instant too, in the request path; a server started meanwhile waits for it (so no
+    client sees the new build on one server and then the old one on another); one that loads late switches at
+    once and says so."""
+    db, clock = tmp_path / "live.db", Clock()
+    builds = {"published": "b1"}
+
+    def load() -> LiveCatalogue:
+        return LiveCatalogue.open(as_build(searcher, builds["published"]), LiveStore(db))
+
+    def server() -> CatalogueHolder:
+        return CatalogueHolder(load, lambda: builds["published"], switch_delay_seconds=10, clock=clock)
+
+    first, second = server(), server()
+    assert first.load_now() and second.load_now()
+    builds["published"] = "b2"
+    assert first.check_build() is True  # loaded and announced, not yet served
+    assert first.catalogue.build_id == "b1" and first.status()["pending_build"] == {"build_id": "b2",
+                                                                                    "switch_in_s": 10.0}
+    assert LiveStore(db).build_switch()[1] == clock.now + 10
+    clock.now += 4
+    second._follow_reload_requests(second.catalogue)  # the journal tells the other server before its own poll
+    assert second._look_now
+    assert second.check_build() is True and second.catalogue.build_id == "b1"
+    assert second.status()["pending_build"]["switch_in_s"] == 6.0  # the same instant, not its own delay
+    started = server()
+    assert started.load_now() is False and started.catalogue is None  # the others still serve b1: not ready yet
+    first.put("DURING", photo(searcher, 1), META)  # written to b1 while b2 waits
+    for other in (second, started):
+        other._pending.catalogue.refresh()  # what each keeper does every round
+    clock.now += 5.99
+    assert {first.catalogue.build_id, second.catalogue.build_id} == {"b1"}
+    clock.now += 0.01
+    for holder in (first, second, started):  # the first request at the instant switches, whichever server
+        assert holder.catalogue.build_id == "b2"
+        assert "DURING" in holder.catalogue
+    assert first.swaps == second.swaps == 1 and first.late_switches == 0
+    late = server()  # loaded b1's successor only after the instant: switches at once, counted
+    builds["published"] = "b1"
+    assert late.load_now()
+    builds["published"] = "b2"
+    assert late.check_build() is True and late.catalogue.build_id == "b2" and late.late_switches == 1

@@ -53,7 +53,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         environ = {**os.environ, "LOOKALIKE_API_KEY": API_KEY, "PYTHONPATH": str(REPO),
-                   "LOOKALIKE_SECRETS_DIR": str(log.parent / "no-secrets")}
+                   "LOOKALIKE_SECRETS_DIR": str(log.parent / "no-secrets"),
+                   "LOOKALIKE_SWITCH_DELAY_SECONDS": "1"}  # builds switch at an agreed instant, soon
         for name, value in (env or {}).items():
             if value is None:
                 environ.pop(name, None)

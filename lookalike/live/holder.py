@@ -12,10 +12,19 @@
   between), the new one catches up with the journal and replaces the old one in one assignment. Requests
   already running finish on the old one, which is released when the last of them drops it.
   A failed reload leaves the old build serving and is retried with backoff; /v1/stats reports it.
+- switches every process to a new build at one instant: the first process to load a new build announces it in
+  the journal with an instant ``switch_delay_seconds`` ahead (:meth:`LiveStore.announce_build`); every other one,
+  told by the journal or by its own poll, loads the same build beside the old and switches at that same instant,
+  in the request path if a request comes first (an assignment, no I/O). So a client never sees an older build
+  after a newer one, whichever server answers, as long as every server loaded it in time (a late one switches
+  the moment it has: counted in /v1/stats as ``late_switches``) and the servers' clocks agree (NTP).
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
 import logging
 import os
 import threading
@@ -24,7 +33,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from lookalike.live.catalogue import LiveCatalogue
-from lookalike.live.records import PutResult
+from lookalike.live.records import JournalBusyError, PutResult
 
 log = logging.getLogger("lookalike.live")
 
@@ -39,6 +48,23 @@ class LoadFailure:
     retry_at: float  # monotonic
 
 
+@dataclass
+class PendingSwitch:
+    """A build loaded beside the served one, to be served from the agreed instant on."""
+
+    catalogue: LiveCatalogue
+    version: str  # :func:`build_version`
+    at: float  # wall clock (the holder's clock): the instant every process switches
+    published: str | None  # what ``published()`` named when it was loaded
+
+
+def build_version(catalogue: LiveCatalogue) -> str:
+    """The build a catalogue serves, as every process names it: its id and its manifest's hash (a build republished
+    under the same id with another manifest is another version)."""
+    manifest = json.dumps(catalogue.searcher.manifest, sort_keys=True, default=str).encode()
+    return f"{catalogue.build_id}:{hashlib.sha256(manifest).hexdigest()[:16]}"
+
+
 class CatalogueHolder:
     """The catalogue this process serves, kept current. ``load()`` returns a freshly loaded catalogue;
     ``published()`` names the build that should be served now (None: unknown, only reload when told)."""
@@ -46,13 +72,21 @@ class CatalogueHolder:
     def __init__(self, load: Callable[[], LiveCatalogue], published: Callable[[], str | None] = lambda: None,
                  describe: Callable[[BaseException], str] = str, poll_seconds: float = 2.0,
                  follow_seconds: float = 0.25, backoff_seconds: tuple[float, float] = (1.0, 300.0),
-                 catalogue: LiveCatalogue | None = None):
+                 catalogue: LiveCatalogue | None = None, switch_delay_seconds: float = 0.0,
+                 clock: Callable[[], float] = time.time):
         self._load, self._published, self._describe = load, published, describe
         self.poll_seconds, self.follow_seconds = poll_seconds, follow_seconds
         self.backoff_seconds = backoff_seconds
-        self.catalogue = catalogue
+        self.switch_delay_seconds = switch_delay_seconds
+        self._clock = clock  # the wall clock every server agrees on (NTP): the instant of a build switch
+        self._catalogue = catalogue
+        self._pending: PendingSwitch | None = None
+        self._switch_lock = threading.Lock()  # held for an assignment only: requests may take it
+        self._announced: tuple[str, float] | None = None  # the journal's build switch last looked at
+        self._look_now = False  # the journal announced a build this process does not serve: look at once
         self.failure: LoadFailure | None = None
         self.swaps = 0
+        self.late_switches = 0
         self._seen: str | None = None  # the published build (version) last acted on
         self._served: str | None = None  # the published build (version) the served catalogue was loaded for
         self._reloads_seen: int | None = None  # the journal's reload requests already acted on
@@ -61,6 +95,34 @@ class CatalogueHolder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one load or swap at a time
+
+    # ---------------------------------------------------------------- the catalogue served now
+
+    @property
+    def catalogue(self) -> LiveCatalogue | None:
+        """The catalogue to answer from now: the pending build once its agreed instant has come."""
+        pending = self._pending
+        if pending is not None and self._clock() >= pending.at:
+            self._switch(pending)
+        return self._catalogue
+
+    @catalogue.setter
+    def catalogue(self, value: LiveCatalogue | None) -> None:
+        self._catalogue = value
+
+    def _switch(self, pending: PendingSwitch) -> None:
+        """Serve ``pending`` (once, whichever thread comes first). No I/O here: the keeper keeps the pending build
+        caught up with the journal, and a write that went to the old one meanwhile is applied by
+        :meth:`_after_write`."""
+        with self._switch_lock:
+            if self._pending is not pending:
+                return
+            old, self._catalogue, self._pending = self._catalogue, pending.catalogue, None
+            self._served = pending.published
+            if old is not None:
+                self.swaps += 1
+        log.info("switched build %s -> %s at the agreed instant", old.build_id if old else None,
+                 pending.catalogue.build_id)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -96,6 +158,13 @@ class CatalogueHolder:
             self.request_reload()
 
     def _follow_reload_requests(self, catalogue: LiveCatalogue) -> None:
+        announced = catalogue.store.build_switch()
+        if announced is not None and announced != self._announced:
+            self._announced = announced
+            pending = self._pending
+            if announced[0] not in (build_version(catalogue), pending.version if pending else None):
+                log.info("build %s announced through the journal", announced[0])
+                self._look_now = True
         requests = catalogue.store.reload_requests()
         if self._reloads_seen is None:
             self._reloads_seen = requests  # those made before this process started are not for it
@@ -103,6 +172,13 @@ class CatalogueHolder:
             self._reloads_seen = requests
             log.info("reload requested through the journal")
             self._reload.set()
+
+    async def wait_for_switch(self) -> None:
+        """Wait (without blocking the event loop) until a build loaded beside the served one is served."""
+        pending = self._pending
+        while pending is not None and self._pending is pending:
+            await asyncio.sleep(min(0.05, max(0.0, pending.at - self._clock())))
+            _ = self.catalogue  # switches once the instant has come
 
     def wait_until_loaded(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -121,19 +197,29 @@ class CatalogueHolder:
                 now = time.monotonic()
                 forced = self._reload.is_set()
                 if self.catalogue is None:
-                    if self.failure is None or now >= self.failure.retry_at or forced:
+                    waiting = self._pending is not None  # loaded, waiting for the announced instant
+                    if not waiting and (self.failure is None or now >= self.failure.retry_at or forced):
                         self._reload.clear()
                         self.load_now()
-                elif forced or now - last_poll >= self.poll_seconds:
+                elif forced or self._look_now or now - last_poll >= self.poll_seconds:
                     last_poll = now
                     self._reload.clear()
+                    self._look_now = False
                     self.check_build(forced)
-                if self.catalogue is not None:
-                    self.catalogue.refresh()
-                    self._follow_reload_requests(self.catalogue)
+                pending = self._pending
+                if pending is not None:
+                    pending.catalogue.refresh()  # so the switch itself needs no catch-up
+                catalogue = self.catalogue  # switches when the instant has come
+                if catalogue is not None:
+                    catalogue.refresh()
+                    self._follow_reload_requests(catalogue)
+            except JournalBusyError as error:  # the database is down or held: the next round tries again
+                log.warning("cannot follow the journal now (searches answer from memory): %s", error)
             except Exception:  # noqa: BLE001 - never let the keeper die; the next round tries again
                 log.exception("keeping the catalogue current failed; retrying")
-            self._reload.wait(self.follow_seconds)
+            pending = self._pending
+            wait = self.follow_seconds if pending is None else min(self.follow_seconds, pending.at - self._clock())
+            self._reload.wait(max(0.0, wait))
 
     def load_now(self) -> bool:
         """Load the first catalogue (or retry); True when one is serving."""
@@ -142,14 +228,36 @@ class CatalogueHolder:
                 return True
             wanted = self._seen = self._safe_published()
             try:
-                self.catalogue = self._load()
+                loaded = self._load()
+                announced = self._announced_switch(loaded)
             except Exception as error:  # noqa: BLE001 - every reason is reported and retried
                 self._failed(wanted, error)
                 return False
             self.failure = None
+            if announced is not None and announced > self._clock():
+                # the others serve the build before it until the announced instant: so does this one (not ready)
+                self._pending = PendingSwitch(loaded, build_version(loaded), announced, wanted)
+                log.info("build %s loaded; serving it from the announced instant, in %.1f s", loaded.build_id,
+                         announced - self._clock())
+                return False
+            self._catalogue = loaded
             self._served = wanted
-            log.info("serving build %s: %d items", self.catalogue.build_id, len(self.catalogue))
+            log.info("serving build %s: %d items", loaded.build_id, len(loaded))
             return True
+
+    @staticmethod
+    def _announced_switch(loaded: LiveCatalogue) -> float | None:
+        """The instant the journal announced for switching to ``loaded``'s build (None: not announced)."""
+        announced = loaded.store.build_switch()
+        return announced[1] if announced is not None and announced[0] == build_version(loaded) else None
+
+    def _agree_switch(self, new: LiveCatalogue) -> float | None:
+        """The instant every process switches to ``new``'s build: announced in the journal by the first process to
+        load it. None (switch now) without a delay or with a read-only journal; a journal that cannot take the
+        announcement raises (the switch is retried with backoff, the old build serving meanwhile)."""
+        if self.switch_delay_seconds <= 0 or new.store.readonly:
+            return None
+        return new.store.announce_build(build_version(new), self._clock() + self.switch_delay_seconds)
 
     def check_build(self, forced: bool = False) -> bool:
         """Swap in the published build if it is not the one served (or ``forced``); True when a swap happened.
@@ -160,8 +268,10 @@ class CatalogueHolder:
         current = self.catalogue
         if current is None:
             return self.load_now()
+        pending = self._pending
         if not forced:
-            if wanted is None or wanted in (self._served, current.build_id):
+            if wanted is None or wanted in (self._served, current.build_id) or (
+                    pending is not None and wanted in (pending.published, pending.catalogue.build_id)):
                 self._seen = wanted
                 return False
             if wanted == self._seen and self.failure is None:
@@ -175,26 +285,36 @@ class CatalogueHolder:
                 new = self._load()
                 if new.searcher.manifest == current.searcher.manifest:
                     log.info("reload: build %s is already being served", new.build_id)
-                    swapped = False
-                else:
-                    self.swap(new)
-                    swapped = True
+                    self._pending = None  # a newer build announced and then withdrawn: keep this one
+                    self.failure = None
+                    self._served = wanted
+                    return False
+                at = self._agree_switch(new)
             except Exception as error:  # noqa: BLE001 - the old build keeps serving; reported and retried
                 self._failed(wanted, error)
                 return False
             self.failure = None
+            if at is not None and at > self._clock():
+                self._pending = PendingSwitch(new, build_version(new), at, wanted)
+                log.info("build %s loaded; every server switches to it in %.1f s", new.build_id, at - self._clock())
+                return True
+            if at is not None:
+                self.late_switches += 1  # the others switched already: as soon as possible
+                log.warning("build %s loaded after the announced instant: switching late", new.build_id)
+            self._pending = None
+            self.swap(new)
             self._served = wanted
-            return swapped
+            return True
 
     def swap(self, new: LiveCatalogue) -> None:
         """Make ``new`` the served catalogue with no acknowledged change missing from it."""
-        old = self.catalogue
+        old = self._catalogue
         if old is None:
-            self.catalogue = new
+            self._catalogue = new
             return
         with old._write_lock:  # no write on the old catalogue between the catch-up and the swap
             new.refresh()
-            self.catalogue = new
+            self._catalogue = new
         self.swaps += 1
         log.info("swapped build %s -> %s: %d items, journal at change %d", old.build_id, new.build_id, len(new),
                  new.applied_seq)
@@ -240,13 +360,20 @@ class CatalogueHolder:
         current = self.catalogue
         if current is not None and current is not used:
             current.refresh()
+        pending = self._pending
+        if pending is not None:  # the build about to be served has this server's own writes at the switch
+            pending.catalogue.refresh()
 
     # ---------------------------------------------------------------- reporting
 
     def status(self) -> dict:
         """What /v1/stats and /readyz say about loading: the pending failure, swaps so far."""
         failure = self.failure
-        return {"pid": os.getpid(), "swaps": self.swaps,
+        pending = self._pending
+        return {"pid": os.getpid(), "swaps": self.swaps, "late_switches": self.late_switches,
+                "pending_build": None if pending is None else {
+                    "build_id": pending.catalogue.build_id,
+                    "switch_in_s": round(max(0.0, pending.at - self._clock()), 1)},
                 # without min_seq a read may miss another process's write for at most about this long
                 "follows_journal_every_s": self.follow_seconds,
                 "reload_failure": None if failure is None else {

@@ -33,7 +33,15 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from lookalike.live.journal import is_database_url
-from lookalike.live.records import Change, JournalBusyError, LiveError, StaleDatabaseError, UnknownItemError, now
+from lookalike.live.records import (
+    Change,
+    JournalBusyError,
+    LiveError,
+    StaleDatabaseError,
+    UnknownItemError,
+    now,
+    parse_build_switch,
+)
 from lookalike.live.store import Compaction
 
 if TYPE_CHECKING:
@@ -419,6 +427,30 @@ class PostgresStore:
         row = self._read(lambda cursor: cursor.execute(
             "SELECT value FROM meta WHERE key = 'reload_requests'").fetchone())
         return int(row[0]) if row else 0
+
+    # ---------------------------------------------------------------- one build switch for every process
+
+    def announce_build(self, version: str, switch_at: float) -> float:
+        """Agree when every process following this journal switches to build ``version``: the first process to
+        announce it sets the instant (``switch_at``, seconds since the epoch), a later one is answered that same
+        instant, and another version replaces the announcement. Returns the agreed instant."""
+        def write(cursor: psycopg.Cursor) -> float:
+            cursor.execute("LOCK TABLE meta IN EXCLUSIVE MODE")
+            row = cursor.execute("SELECT value FROM meta WHERE key = 'build_switch'").fetchone()
+            agreed = parse_build_switch(row[0] if row else None)
+            if agreed is not None and agreed[0] == version:
+                return agreed[1]
+            cursor.execute("INSERT INTO meta (key, value) VALUES ('build_switch', %s) ON CONFLICT (key) DO UPDATE"
+                           " SET value = EXCLUDED.value", (json.dumps({"version": version, "at": switch_at}),))
+            return switch_at
+
+        return self._write(write, serialise=False)
+
+    def build_switch(self) -> tuple[str, float] | None:
+        """The last announced build switch: (build version, instant), None before any."""
+        row = self._read(lambda cursor: cursor.execute(
+            "SELECT value FROM meta WHERE key = 'build_switch'").fetchone())
+        return parse_build_switch(row[0] if row else None)
 
     # ---------------------------------------------------------------- folds and compaction
 

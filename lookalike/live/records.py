@@ -192,3 +192,13 @@ class PutResult:
     near_duplicates: list[Hit]
     embed_ms: float
     write_ms: float
+
+
+def parse_build_switch(value: str | None) -> tuple[str, float] | None:
+    """A journal's announced build switch, ``{"version": ..., "at": ...}`` as stored: (version, instant); None
+    for none or an unreadable one (a process then switches as soon as it has loaded, as before announcements)."""
+    try:
+        data = json.loads(value) if value else None
+        return (str(data["version"]), float(data["at"])) if isinstance(data, dict) else None
+    except (ValueError, KeyError, TypeError):
+        return None

@@ -24,7 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.live.records import Change, JournalBusyError, LiveError, StaleDatabaseError, UnknownItemError, now
+from lookalike.live.records import (
+    Change,
+    JournalBusyError,
+    LiveError,
+    StaleDatabaseError,
+    UnknownItemError,
+    now,
+    parse_build_switch,
+)
 
 SCHEMA_VERSION = 1
 DURABILITY = {"journal_mode": "wal", "synchronous": 2}  # 2 = FULL: the WAL is fsynced at every commit
@@ -272,6 +280,26 @@ class LiveStore:
         """How many reloads were requested through this journal so far (a follower compares it with the last)."""
         row = self._connection().execute("SELECT value FROM meta WHERE key = 'reload_requests'").fetchone()
         return int(row[0]) if row else 0
+
+    # ---------------------------------------------------------------- one build switch for every process
+
+    def announce_build(self, version: str, switch_at: float) -> float:
+        """Agree when every process following this journal switches to build ``version``: the first process to
+        announce it sets the instant (``switch_at``, seconds since the epoch), a later one is answered that same
+        instant, and another version replaces the announcement. Returns the agreed instant."""
+        with self._write_lock, self._transaction() as cursor:
+            row = cursor.execute("SELECT value FROM meta WHERE key = 'build_switch'").fetchone()
+            agreed = parse_build_switch(row[0] if row else None)
+            if agreed is not None and agreed[0] == version:
+                return agreed[1]
+            cursor.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('build_switch', ?)",
+                           (json.dumps({"version": version, "at": switch_at}),))
+        return switch_at
+
+    def build_switch(self) -> tuple[str, float] | None:
+        """The last announced build switch: (build version, instant), None before any."""
+        row = self._connection().execute("SELECT value FROM meta WHERE key = 'build_switch'").fetchone()
+        return parse_build_switch(row[0] if row else None)
 
     # ---------------------------------------------------------------- folds and compaction
 

@@ -228,7 +228,8 @@ def create_app(settings: Settings | None = None, catalogue: LiveCatalogue | None
         prepare_text_search(catalogue)
     holder = CatalogueHolder(load_with_text_search,
                              (lambda: published_build_version(directory)) if watched else (lambda: None),
-                             describe, settings.poll_seconds, settings.follow_seconds, catalogue=catalogue)
+                             describe, settings.poll_seconds, settings.follow_seconds, catalogue=catalogue,
+                             switch_delay_seconds=settings.switch_delay_seconds)
     metrics = Metrics()
     max_body = settings.max_upload_bytes + MULTIPART_OVERHEAD
 

@@ -103,13 +103,15 @@ def api_router(max_k: int, default_k: int, max_upload_bytes: int) -> APIRouter:
         return {**await run_in_threadpool(catalogue.stats), "serving": holder.status()}
 
     @router.post("/admin/reload", tags=["operations"], dependencies=[Depends(require_api_key)],
-                 summary="Load the published build now and swap it in, in every worker and replica on the same journal "
-                         "(API key); wait=false: only ask")
+                 summary="Load the published build now and swap it in, in every worker and replica on the same "
+                         "journal, all at one agreed instant (API key): answers once this server serves it; "
+                         "wait=false: only ask")
     async def reload(holder: Holder, wait: bool = True) -> dict:
         await run_in_threadpool(holder.request_reload_everywhere, not wait)  # every worker and replica
         if not wait:
             return {"requested": True, "build_id": holder.catalogue.build_id if holder.catalogue else None}
         swapped = await run_in_threadpool(holder.check_build, True)
+        await holder.wait_for_switch()  # every server switches at the instant the journal agreed: so does this one
         current = holder.catalogue
         return {"swapped": swapped, "build_id": current.build_id if current else None, **holder.status()}
 

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     near_duplicate_cosine: float | None = Field(None, gt=0, le=1)  # None: the build's calibrated threshold
     poll_seconds: float = Field(2.0, gt=0)  # how often artifacts/current.json is looked at
     follow_seconds: float = Field(0.25, gt=0)  # how often the journal is followed (other workers' writes)
+    # a new build is switched to this long after the first server noticed it, by every server at that instant
+    switch_delay_seconds: float = Field(10.0, ge=0, le=3600)
     liveness_grace_seconds: float = Field(900.0, gt=0)  # no catalogue for this long: /healthz fails
     wait_for_load: bool = False  # start answering only once the first catalogue is loaded (several workers)
 
