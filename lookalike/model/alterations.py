@@ -6,7 +6,8 @@ train split only). Each takes a decoded RGB photo and a seeded generator, so a v
   blur        Gaussian blur, radius 0.8-1.5 px (camera shake, focus)
   rotate      rotated 4-10 degrees either way, corners filled white
   crop        off-centre crop keeping 70-85% of each side
-  background  the photo's near-white background replaced by one random saturated colour
+  background  the photo's near-white background (the near-white region connected to its border, not white
+              parts of the product) replaced by one random saturated colour
   lighting    brightness 0.7-1.3 and a white-balance shift (red and blue gains 0.85-1.15)
   downscaled  upscaled 6x (bicubic) and saved as a large JPEG (quality 85), then decoded the way uploads are
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 
+import cv2
 import numpy as np
 from PIL import Image, ImageFilter
 
@@ -48,11 +50,21 @@ def crop(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return image.crop((left, top, left + w, top + h))
 
 
+def border_background(pixels: np.ndarray) -> np.ndarray:
+    """bool (rows, cols): the near-white pixels (>= 235 in every channel) 4-connected to the photo's border, the
+    backdrop and any white padding; near-white pixels the product encloses (a white shirt's body) are left out."""
+    framed = np.pad((pixels >= 235).all(axis=2), 1, constant_values=True).astype(np.uint8)
+    _, labels = cv2.connectedComponents(framed, connectivity=4)  # the frame joins every border region into one
+    return (labels == labels[0, 0])[1:-1, 1:-1]
+
+
 def background(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """The backdrop recoloured, the product kept: recolouring every near-white pixel would paint a white
+    garment too while its label still says White."""
     pixels = np.asarray(image).copy()
     colour = rng.integers(0, 256, 3)
     colour[rng.integers(0, 3)] = rng.integers(0, 60)  # saturated: one channel low
-    pixels[(pixels >= 235).all(axis=2)] = colour
+    pixels[border_background(pixels)] = colour
     return Image.fromarray(pixels)
 
 

@@ -23,14 +23,24 @@ from keras import ops
 
 from lookalike.artifacts import atomic_path
 from lookalike.model.backbones import build_backbone
-from lookalike.model.colour import COLOUR_FEATURES, POOLED_SIDE, SOFTNESS, WHITE_MARGIN, _cells, palette
+from lookalike.model.colour import (
+    COLOUR_FEATURES,
+    POOLED_SIDE,
+    SOFTNESS,
+    WHITE_MARGIN,
+    _cells,
+    border_ring,
+    palette,
+    reconstruction_steps,
+)
 from lookalike.model.runtime import EXPORT_MIN_COSINE, EmbeddingRuntime, agreement
 
 
 @keras.saving.register_keras_serializable(package="lookalike")
 class ColourDescriptor(keras.layers.Layer):
     """Preprocessed images (batch, side, side, 3) -> float32 (batch, COLOUR_FEATURES): sqrt of soft histograms
-    of the whole foreground, then of each grid cell (row by row) scaled by the root of its foreground share.
+    of the whole foreground (all but the near-white region connected to the border: lookalike.model.colour),
+    then of each grid cell (row by row) scaled by the root of its foreground share.
 
     ``normalisation`` is the backbone's input normalisation (``lite`` or ``caffe``), undone here to get RGB.
     """
@@ -56,12 +66,20 @@ class ColourDescriptor(keras.layers.Layer):
         pool = max(1, int(side) // POOLED_SIDE)
         rgb = ops.average_pool(rgb, pool, pool, padding="valid")
         pixels = ops.clip(rgb / 255.0, 0.0, 1.0)  # (batch, rows, cols, 3)
-        foreground = ops.sigmoid((ops.max(1.0 - pixels, axis=-1) - WHITE_MARGIN) * 40.0)  # (batch, rows, cols)
+        rows, cols = int(rgb.shape[1]), int(rgb.shape[2])
+        near_white = ops.sigmoid(-(ops.max(1.0 - pixels, axis=-1, keepdims=True) - WHITE_MARGIN) * 40.0)
+        # the background grows from the border through near-white pixels (colour.border_background), unrolled:
+        # max pools and minima, which LiteRT runs as builtins
+        background = near_white * ops.convert_to_tensor(border_ring(rows, cols)[None, :, :, None])
+        for _ in range(reconstruction_steps(rows, cols)):
+            grown = ops.maximum(ops.max_pool(background, (3, 1), 1, padding="same"),
+                                ops.max_pool(background, (1, 3), 1, padding="same"))
+            background = ops.minimum(grown, near_white)
+        foreground = 1.0 - background[..., 0]  # (batch, rows, cols)
         centres = ops.convert_to_tensor(palette())
         distance = (ops.sum(pixels**2, axis=-1, keepdims=True) - 2.0 * ops.matmul(pixels, ops.transpose(centres))
                     + ops.sum(centres**2, axis=-1))
         weighted = ops.softmax(-distance / (2.0 * SOFTNESS**2), axis=-1) * foreground[..., None]
-        rows, cols = int(rgb.shape[1]), int(rgb.shape[2])
         parts = [ops.sqrt(ops.sum(weighted, axis=(1, 2)) / (ops.sum(foreground, axis=(1, 2))[:, None] + 1e-6) + 1e-8)]
         for top, bottom in _cells(rows):
             for left, right in _cells(cols):
