@@ -15,6 +15,9 @@ from pathlib import Path
 COLUMNS = {"precision_at_1": "P@1", "precision_at_5": "P@5", "top5_accuracy": "top-5 acc", "map_at_r": "MAP@R",
            "type_colour_precision_at_5": "type+colour P@5", "type_colour_map_at_r": "type+colour MAP@R",
            "type_gender_precision_at_5": "type+gender P@5", "colour_precision_at_5": "colour P@5",
+           # by the description's colour families (Navy Blue with Blue), after the raw names, which stay the headline
+           "type_colour_family_precision_at_5": "type+colour family P@5",
+           "colour_family_precision_at_5": "colour family P@5",
            "iconic_recall_at_1": "iconic R@1", "iconic_recall_at_5": "iconic R@5"}
 METRICS = tuple(COLUMNS)  # main() prints those any of its files has (a catalogue without colours: no look metrics)
 MODELS = (("pretrained", "pretrained backbone features, no head"), ("trained", "trained (default)"))

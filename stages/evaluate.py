@@ -3,7 +3,8 @@
 Writes metrics/metrics.json (the trained model and, beside it, the pretrained backbone features without the
 head) and metrics/per_label.csv, and logs the run to MLflow. Relevance is the catalogue's main label (for a
 catalogue trained without one, its first attribute: read only to score): P@1 ... MAP@R, the look metrics
-(label+colour, label+each ``look`` column, colour), relevance by each label and attribute column on its own
+(label+colour, label+each ``look`` column, colour; by colour family too where the description declares
+families for its colour column), relevance by each label and attribute column on its own
 (``by_column``), and each similarity mode of the build asked of the same queries. A catalogue with neither
 label nor attribute is scored by the instance protocol (lookalike/evaluation/instance.py). Items of the
 ``gallery`` split (a rare or missing label) are searched but never queries.
@@ -54,7 +55,7 @@ def log_to_mlflow(params: dict, metrics: dict) -> None:
 def labelled_metrics(items, embeddings, features, index, manifest, description, label: str) -> dict:
     """Test queries against the whole index by ``label`` (and the look and per-column relevance), asked as the
     build asks "more like this" (with its query expansion, lookalike/search/expansion.py, if it has one)."""
-    colour, pairs = description.colour, description.look
+    colour, pairs, families = description.colour, description.look, description.families_of(description.colour)
     labels = items[label].to_numpy()
     queries = np.flatnonzero((items["split"].to_numpy() == "test") & (items[label].str.strip() != "").to_numpy())
     expansion = QueryExpansion.from_index_params(manifest["params"]["index"])
@@ -70,7 +71,8 @@ def labelled_metrics(items, embeddings, features, index, manifest, description, 
                               lambda q, k, gallery=gallery, photos=photos: search_items(gallery, photos, q, k))
         asked_as[name] = asked
         found, table = evaluate_retrieval(vectors, labels, queries, gallery, asked, other)
-        found.update(look_metrics(vectors, items, queries, label, colour, pairs, asked, other))
+        found.update(look_metrics(vectors, items, queries, label, colour, pairs, asked, other,
+                                  colour_families=families))
         scored[name] = found
         scored[f"{name}_by_column"] = column_metrics(vectors, items, queries, description.relevance_columns,
                                                      asked, more=other)
@@ -81,7 +83,8 @@ def labelled_metrics(items, embeddings, features, index, manifest, description, 
         asked = np.stack([similarity.query_vector(v, mode) for v in asked_as["trained"]])
         modes[mode] = {"precision_at_5": evaluate_retrieval(embeddings, labels, queries, index, asked,
                                                             more["trained"])[0]["precision_at_5"],
-                       **look_metrics(embeddings, items, queries, label, colour, pairs, asked, more["trained"])}
+                       **look_metrics(embeddings, items, queries, label, colour, pairs, asked, more["trained"],
+                                      colour_families=families)}
         modes[mode].pop("type_colour_precision_at_5_bound", None)
     trained, pretrained = scored["trained"], scored["pretrained"]
     extra = {"pretrained_query_expansion": scored["pretrained_query_expansion"]} if expansion else {}

@@ -4,7 +4,8 @@ On a project whose pipeline has run (its cached features hold the colour descrip
 backbone features, ``model.colour_descriptor: true``), each row trains a head with lookalike.model.training
 (the pipeline's own loop, early stopping on the val split) and scores the test queries against the whole
 catalogue: the type metrics, type+colour P@5 and MAP@R, type+gender P@5, colour P@5 (colour alone), and
-the same queries asked "same colour" (the colour sub-space alone) where the row has one. The label, the colour
+the same queries asked "same colour" (the colour sub-space alone) where the row has one; by colour family too
+where the description declares families for its colour column. The label, the colour
 and the look columns (gender for fashion) are the roles the project's catalogue description gives them.
 
     python -m study.looks --project /tmp/lookalike-fashion-19k --out metrics/fashion-19k/looks.csv
@@ -56,7 +57,7 @@ def score(embeddings: np.ndarray, items: pd.DataFrame, queries: np.ndarray, desc
     label = description.label
     scores = evaluate_retrieval(embeddings, items[label].to_numpy(), queries, queries=asked)[0]
     return {**scores, **look_metrics(embeddings, items, queries, label, description.colour, description.look,
-                                     queries=asked)}
+                                     queries=asked, colour_families=description.families_of(description.colour))}
 
 
 def train_row(features: np.ndarray, items: pd.DataFrame, params: dict, description: CatalogueDescription,
@@ -136,8 +137,9 @@ def main() -> None:
         colour_mode = {}
         if "colour" in similarity.names:
             asked = np.stack([similarity.query_vector(v, {"colour": 1.0}) for v in embeddings[queries]])
-            colour_mode = {"colour_mode_colour_precision_at_5": round(
-                score(embeddings, items, queries, description, asked)["colour_precision_at_5"], 4)}
+            asked_colour = score(embeddings, items, queries, description, asked)
+            colour_mode = {f"colour_mode_{key}": round(asked_colour[key], 4)
+                           for key in ("colour_precision_at_5", "colour_family_precision_at_5") if key in asked_colour}
         record(name, score(embeddings, items, queries, description), seconds, **colour_mode)
         if name == "subspaces":
             for mix, weights in MIXES.items():
@@ -170,10 +172,12 @@ def colour_confusions(project: Path, top: int) -> pd.Series:
 
 
 def markdown(table: pd.DataFrame) -> str:
-    pairs = [c for c in table if c.startswith("type_") and c.endswith("_precision_at_5")
-             and c != "type_colour_precision_at_5"]  # type+<look column>, type_gender_precision_at_5 for fashion
+    pairs = [c for c in table if c.startswith("type_") and c.endswith("_precision_at_5")  # type+<look column>
+             and c not in ("type_colour_precision_at_5", "type_colour_family_precision_at_5")]
     columns = ["row", "precision_at_1", "precision_at_5", "top5_accuracy", "map_at_r", "type_colour_precision_at_5",
-               "type_colour_map_at_r", *pairs, "colour_precision_at_5", "colour_mode_colour_precision_at_5"]
+               "type_colour_map_at_r", *pairs, "colour_precision_at_5", "colour_mode_colour_precision_at_5",
+               "type_colour_family_precision_at_5", "colour_family_precision_at_5",
+               "colour_mode_colour_family_precision_at_5"]  # raw first: the catalogue's own names stay the headline
     columns = [c for c in columns if c in table]
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for _, row in table.iterrows():

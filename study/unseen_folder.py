@@ -79,6 +79,7 @@ def score(folder: Path, description: CatalogueDescription, spec, backbone, head,
     from lookalike.model.training import embed_features
 
     label, colour, look = description.label, description.colour, description.look
+    families = description.families_of(colour)
     table, _ = load_catalogue(folder, description)
     labels = table[label].to_numpy()
     counts = pd.Series(labels).value_counts()
@@ -88,9 +89,10 @@ def score(folder: Path, description: CatalogueDescription, spec, backbone, head,
     trained, pretrained = embed_features(head, features), unit_rows(backbone_part(features, with_colour))
     return {"images": len(table), "queries": len(queries),
             "trained": {**evaluate_retrieval(trained, labels, queries)[0],
-                        **look_metrics(trained, table, queries, label, colour, look)},
+                        **look_metrics(trained, table, queries, label, colour, look, colour_families=families)},
             "pretrained": {**evaluate_retrieval(pretrained, labels, queries)[0],
-                           **look_metrics(pretrained, table, queries, label, colour, look)}}
+                           **look_metrics(pretrained, table, queries, label, colour, look,
+                                          colour_families=families)}}
 
 
 def main() -> None:

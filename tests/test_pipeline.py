@@ -56,7 +56,8 @@ def test_metrics_are_in_range_and_above_chance(tiny_project: Path) -> None:
         assert set(scores) == {"precision_at_1", "precision_at_5", "recall_at_5", "map_at_5",
                                "top5_accuracy", "map_at_r", "type_colour_precision_at_5", "type_colour_map_at_r",
                                "type_gender_precision_at_5", "colour_precision_at_5",
-                               "type_colour_precision_at_5_bound"}
+                               "type_colour_precision_at_5_bound",  # and by the description's colour families:
+                               "type_colour_family_precision_at_5", "colour_family_precision_at_5"}
         assert all(0.0 <= value <= 1.0 for value in scores.values())
         assert scores["precision_at_5"] > 2 * chance
     per_label = (tiny_project / "metrics/per_label.csv").read_text().splitlines()

@@ -13,6 +13,7 @@ description (a YAML file, ``data.catalogue`` in params.yaml; docs/catalogues.md)
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,9 @@ class CatalogueDescription:
     card: tuple[str, ...] = ()  # short facts under a result
     split: str | None = None  # a column holding the given split
     split_values: dict[str, str] = field(default_factory=dict)  # that column's values -> train / val / test
+    # a label or attribute column -> family name -> the raw values it merges (Navy Blue with Blue): the evaluation
+    # reports relevance by family beside the raw values; a value no family lists is its own family
+    families: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
     source: str = ""  # the file it was read from, for messages
 
     @property
@@ -121,6 +125,10 @@ class CatalogueDescription:
     def relevance_columns(self) -> tuple[str, ...]:
         """Columns whose equal values make two items relevant to each other in the evaluation."""
         return tuple(dict.fromkeys((*self.labels, *self.attributes)))
+
+    def families_of(self, column: str | None) -> dict[str, tuple[str, ...]]:
+        """The families declared for ``column``; empty when none (then every raw value is its own family)."""
+        return self.families.get(column, {}) if column else {}
 
     def metadata_columns(self) -> tuple[str, ...]:
         """Columns a result carries (title, card, filters, words, labels, attributes), each once."""
@@ -144,6 +152,9 @@ class CatalogueDescription:
             value, default = getattr(self, name), _DEFAULTS[name]
             if value != default:
                 out[name] = list(value) if isinstance(value, tuple) else value
+        if self.families:
+            out["families"] = {column: {name: list(values) for name, values in families.items()}
+                               for column, families in self.families.items()}
         if self.joins:
             out["joins"] = [{"table": j.table, "keys": j.on, "columns": j.columns,
                              **({} if j.header else {"header": False, "column_names": list(j.column_names)})}
@@ -170,6 +181,47 @@ def _optional(raw: dict, key: str, where: str) -> str | None:
     if value is not None and not isinstance(value, str | int):
         raise DescriptionError(f"{where}: '{key}' must be a column name")
     return None if value is None else str(value)
+
+
+def _families(raw: dict, where: str) -> dict[str, dict[str, tuple[str, ...]]]:
+    """``families``: column -> {family: [raw value, ...]}, every name a string and each raw value in one family
+    at most (in two, which family it belongs to would depend on the order of the file)."""
+    value = raw.get("families") or {}
+    if not isinstance(value, dict):
+        raise DescriptionError(f"{where}: 'families' maps a column to its families ({{family: [raw value, ...]}})")
+    found: dict[str, dict[str, tuple[str, ...]]] = {}
+    for column, families in value.items():
+        key = f"families.{column}"
+        if not isinstance(families, dict) or not families:
+            raise DescriptionError(f"{where}: '{key}' must map each family name to the raw values it merges")
+        owner: dict[str, str] = {}  # raw value -> its family
+        merged: dict[str, tuple[str, ...]] = {}
+        for name, values in families.items():
+            if not isinstance(name, str):
+                raise DescriptionError(f"{where}: '{key}': family name {name!r} must be a string (quote it)")
+            values = [values] if isinstance(values, str) else values
+            if not isinstance(values, list):
+                raise DescriptionError(f"{where}: '{key}.{name}' must be a list of the column's raw values")
+            for v in values:
+                if not isinstance(v, str):
+                    raise DescriptionError(f"{where}: '{key}.{name}': {v!r} is not a string (quote the value as the "
+                                           "table writes it)")
+                if owner.setdefault(v, name) != name:
+                    raise DescriptionError(f"{where}: '{key}': {v!r} is in two families, {owner[v]} and {name}")
+            merged[name] = tuple(dict.fromkeys(values))
+        for name in merged:
+            if owner.setdefault(name, name) != name:
+                raise DescriptionError(f"{where}: '{key}': family {name!r} is also a raw value of family "
+                                       f"{owner[name]} (a value named like a family belongs to it)")
+        found[str(column)] = merged
+    return found
+
+
+def family_values(values: Iterable[str], families: Mapping[str, Sequence[str]]) -> list[str]:
+    """Each raw value's family: the family listing it, else the value itself (a value no family lists, or one
+    named like a family, is in that family). The one place a column's values are merged into families."""
+    lookup = {raw: name for name, raws in families.items() for raw in raws}
+    return [lookup.get(value, value) for value in values]
 
 
 def description_from_dict(raw: Any, where: str = "catalogue description") -> CatalogueDescription:
@@ -227,12 +279,15 @@ def description_from_dict(raw: Any, where: str = "catalogue description") -> Cat
         filters=_strings(raw, "filters", where),
         words=_strings(raw, "words", where), title=_optional(raw, "title", where), card=_strings(raw, "card", where),
         split=_optional(raw, "split", where), split_values={str(k): str(v) for k, v in split_values.items()},
-        source=where)
+        families=_families(raw, where), source=where)
     if not description.header and not description.column_names and layout == "table":
         raise DescriptionError(f"{where}: a table without a header needs 'column_names'")
     for column in (description.colour, *description.look):
         if column and column not in description.relevance_columns:
             raise DescriptionError(f"{where}: {column!r} (colour, look) must be one of labels or attributes")
+    for column in description.families:
+        if column not in description.relevance_columns:
+            raise DescriptionError(f"{where}: 'families.{column}': {column!r} must be one of labels or attributes")
     return description
 
 

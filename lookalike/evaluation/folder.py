@@ -28,7 +28,8 @@ def evaluate_folder(searcher: Searcher, folder: str | Path, description: Catalog
     No retraining. Queries whose label has no other image in the folder cannot
     score and are left out (counted in the result). ``with_baseline`` also scores
     the pinned model's pretrained backbone features without the head. Where the description names a colour
-    (and look columns), the look metrics (type+colour, type+<look>) are reported beside the type ones.
+    (and look columns), the look metrics (type+colour, type+<look>; by colour family too where it declares
+    families) are reported beside the type ones.
     """
     label_column = description.label or next(iter(description.attributes), None)
     if label_column is None:
@@ -42,8 +43,9 @@ def evaluate_folder(searcher: Searcher, folder: str | Path, description: Catalog
     result = {"folder": str(folder), "images": len(table), "queries": len(queries),
               "queries_without_relevant": int(len(table) - len(queries)), "catalogue": report.summary(),
               "trained": evaluate_retrieval(embeddings, labels, queries)[0]}
+    families = description.families_of(description.colour)
     result["trained"].update(look_metrics(embeddings, table, queries, label_column, description.colour,
-                                          description.look))
+                                          description.look, colour_families=families))
     if with_baseline:
         backbone = EmbeddingRuntime(searcher.folder / searcher.manifest["files"]["runtime_backbone"]["path"],
                                     searcher.model.threads)
@@ -51,5 +53,5 @@ def evaluate_folder(searcher: Searcher, folder: str | Path, description: Catalog
         features = unit_rows(backbone_part(features, bool(searcher.manifest["params"].get("colour_descriptor"))))
         result["pretrained"] = evaluate_retrieval(features, labels, queries)[0]
         result["pretrained"].update(look_metrics(features, table, queries, label_column, description.colour,
-                                                 description.look))
+                                                 description.look, colour_families=families))
     return result

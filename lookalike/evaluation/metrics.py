@@ -7,9 +7,12 @@ i-th returned item shares the query's label, and where needed ``n_relevant``:
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import numpy as np
 import pandas as pd
 
+from lookalike.catalogue.description import family_values
 from lookalike.search.index import build_index
 from lookalike.search.photos import PhotoRows, search_items
 
@@ -132,29 +135,43 @@ def evaluate_retrieval(
     return retrieval_metrics(relevant, n_relevant), per_label_table(relevant, n_relevant, labels[query_rows])
 
 
-def joint_labels(table: pd.DataFrame, columns: list[str]) -> np.ndarray:
+def joint_labels(table: pd.DataFrame, columns: list[str],
+                 families: Mapping[str, Mapping[str, Sequence[str]]] | None = None) -> np.ndarray:
     """str (n,): the raw values of ``columns`` joined ("Shirts|Navy Blue"); no names merged, so "Navy Blue"
-    and "Blue" stay different (the metric reports the catalogue's own labels)."""
-    joined = table[columns[0]].astype("string").fillna("").to_numpy(dtype=str)
+    and "Blue" stay different (the metric reports the catalogue's own labels), unless ``families`` (column ->
+    its declared families) merges a column's values into their families ("Shirts|Blue")."""
+    def values(column: str) -> np.ndarray:
+        raw = table[column].astype("string").fillna("").to_numpy(dtype=str)
+        merge = (families or {}).get(column)
+        return np.array(family_values(raw.tolist(), merge), dtype=str) if merge else raw
+
+    joined = values(columns[0])
     for column in columns[1:]:
-        joined = np.char.add(np.char.add(joined, "|"), table[column].astype("string").fillna("").to_numpy(dtype=str))
+        joined = np.char.add(np.char.add(joined, "|"), values(column))
     return joined
 
 
 def look_metrics(embeddings: np.ndarray, table: pd.DataFrame, query_rows: np.ndarray, label_column: str,
                  colour_column: str | None, pairs: tuple[str, ...] = (),
-                 queries: np.ndarray | None = None, more: MorePhotos | None = None) -> dict[str, float]:
+                 queries: np.ndarray | None = None, more: MorePhotos | None = None,
+                 colour_families: Mapping[str, Sequence[str]] | None = None) -> dict[str, float]:
     """Beside the type metrics, whether results share the look: relevant = same label and same colour
     (P@5, MAP@R), same colour alone (P@5), the best type+colour P@5 any ranking could reach given the gallery
     (per query min(5, R) / 5, averaged), and for each column of ``pairs`` same label and same value of it
-    (``type_<column>_precision_at_5``). Exact search. Nothing without a colour column and pairs."""
+    (``type_<column>_precision_at_5``). Exact search. Nothing without a colour column and pairs.
+
+    With ``colour_families`` (the description's families of the colour column) also P@5 by colour family,
+    with the label and alone (``type_colour_family_precision_at_5``, ``colour_family_precision_at_5``): raw
+    names are noisy (a Navy Blue shirt for a Blue one is a miss), so the family figures say how far a miss is;
+    the raw ones stay the headline, being the catalogue's own labels."""
     def score(columns: list[str]) -> dict[str, float]:
         return evaluate_retrieval(embeddings, joint_labels(table, columns), query_rows, index, queries, more)[0]
 
     index = gallery_index(embeddings, more)
 
     found: dict[str, float] = {}
-    if colour_column is not None and colour_column in table:
+    has_colour = colour_column is not None and colour_column in table
+    if has_colour:
         type_colour = score([label_column, colour_column])
         look = joint_labels(table, [label_column, colour_column])
         n_relevant = count_relevant(look[query_rows], look)
@@ -163,10 +180,27 @@ def look_metrics(embeddings: np.ndarray, table: pd.DataFrame, query_rows: np.nda
     for column in pairs:
         if column in table:
             found[f"type_{column.lower()}_precision_at_5"] = score([label_column, column])["precision_at_5"]
-    if colour_column is not None and colour_column in table:
+    if has_colour:
         found["colour_precision_at_5"] = score([colour_column])["precision_at_5"]
         found["type_colour_precision_at_5_bound"] = float(np.mean(np.minimum(n_relevant, 5) / 5.0))
+    if has_colour and colour_families:
+        families = {colour_column: colour_families}
+        for name, columns in (("type_colour_family", [label_column, colour_column]),
+                              ("colour_family", [colour_column])):
+            labels = joint_labels(table, columns, families)
+            found[f"{name}_precision_at_5"] = float(top5_relevance(embeddings, labels, query_rows, index, queries,
+                                                                   more).mean())
     return found
+
+
+def top5_relevance(embeddings: np.ndarray, labels: np.ndarray, query_rows: np.ndarray, index,
+                   queries: np.ndarray | None = None, more: MorePhotos | None = None) -> np.ndarray:
+    """bool (n_queries, 5): each of a query's first five results (itself excluded) shares its label. Searches
+    six deep only: enough for P@1 and P@5 where a label has thousands of items (MAP@R would rank them all)."""
+    query_rows = np.asarray(query_rows, dtype=np.int64)
+    _, neighbours = search_items(index, more[0] if more else PhotoRows.single(len(embeddings)),
+                                 embeddings[query_rows] if queries is None else queries, 6)
+    return relevance(exclude_self(neighbours, query_rows, 5), labels[query_rows], labels)
 
 
 def column_metrics(embeddings: np.ndarray, table: pd.DataFrame, query_rows: np.ndarray, columns: tuple[str, ...],
@@ -187,10 +221,7 @@ def column_metrics(embeddings: np.ndarray, table: pd.DataFrame, query_rows: np.n
             scores = evaluate_retrieval(embeddings, values, query_rows, index, queries, more)[0]
             found[column] = {k: scores[k] for k in ("precision_at_1", "precision_at_5", "map_at_r")}
             continue
-        _, neighbours = search_items(index, more[0] if more else PhotoRows.single(len(embeddings)),
-                                     embeddings[query_rows] if queries is None else queries, 6)
-        relevant = relevance(exclude_self(neighbours, np.asarray(query_rows, np.int64), 5), values[query_rows],
-                             values)
+        relevant = top5_relevance(embeddings, values, query_rows, index, queries, more)
         found[column] = {"precision_at_1": float(relevant[:, 0].mean()),
                          "precision_at_5": float(relevant[:, :5].mean())}
     return found
