@@ -2,9 +2,11 @@
 
 A shopper typing a brand or an exact name expects it found: BM25 over the title and attribute
 phrases does that, stemmed (porter) and without diacritics, the query's words OR-ed so a word the
-catalogue never uses does not empty the result. It finds only items with words; the learned tower
-finds photos. :func:`fuse` merges the two rankings: the one fusion the service runs and the evaluation
-scores, so a metric measures what a shopper gets.
+catalogue never uses does not empty the result. A query word of 4+ letters the index does not hold
+("blak", "sandles") is first replaced by its closest catalogue word by edit distance (RapidFuzz), since a
+misspelling otherwise matches nothing. It finds only items with words; the learned tower finds photos.
+:func:`fuse` merges the two rankings: the one fusion the service runs and the evaluation scores, so a
+metric measures what a shopper gets.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import OSA, Indel
 
 from lookalike.text.tower import words
 
 TOKENIZER = "porter unicode61 remove_diacritics 2"
+SHORTEST_CORRECTED = 4  # a typed word of fewer letters is left as typed: too many words lie one edit from it
+LONG_WORD = 6  # a typed word this long may be two edits (OSA: a swapped pair is one) from the word meant, else one
+CORRECTION_CACHE = 4096  # typed words remembered with their correction until the vocabulary changes
 FUSIONS = ("coverage", "score", "rrf")  # text.fusion: how :func:`fuse` merges the lexical and learned rankings
 
 
@@ -29,7 +36,11 @@ class LexicalIndex:
     Safe to share between threads: one in-memory connection behind a lock (a query takes milliseconds).
     """
 
-    def __init__(self, texts: Sequence[str] = ()):
+    def __init__(self, texts: Sequence[str] = (), known: LexicalIndex | None = None):
+        """``known``: a larger index whose words count as spelt right here too and whose catalogue words
+        misspellings are matched as first (the live items' index beside their build's: a word of the build is
+        never "corrected" into a live item's word)."""
+        self._known = known
         self._db = sqlite3.connect(":memory:", check_same_thread=False)
         try:
             self._db.execute(f"CREATE VIRTUAL TABLE docs USING fts5(words, tokenize='{TOKENIZER}')")
@@ -40,11 +51,22 @@ class LexicalIndex:
         self._db.execute("CREATE VIRTUAL TABLE docs_terms USING fts5vocab(docs, 'instance')")
         self._db.execute(f"CREATE VIRTUAL TABLE probe USING fts5(words, tokenize='{TOKENIZER}')")
         self._db.execute("CREATE VIRTUAL TABLE probe_terms USING fts5vocab(probe, 'row')")
+        self._db.execute("CREATE VIRTUAL TABLE probe_instances USING fts5vocab(probe, 'instance')")
         self._lock = threading.Lock()
         self._terms: dict[int, frozenset[str]] = {}
         self._document_frequency: dict[str, int] = {}
+        # typo correction: every spelling the rows used -> its term; the spellings whose term the index still
+        # holds, by length (made again at the first query after rows change); typed word -> its correction
+        self._term_of: dict[str, str | None] = {}
+        self._new_spellings: set[str] = set()
+        self._spellings: dict[int, list[str]] | None = None
+        self._spelling_frequency: dict[str, int] = {}
+        # typed word -> (its term, the spelling it is matched as or None, that spelling's term)
+        self._corrected: dict[str, tuple[str | None, str | None, str | None]] = {}
         self.rows = 0
         self.set_rows(range(len(texts)), texts)
+        with self._lock:
+            self._vocabulary()  # made here, not in the first query
 
     def _stems(self, text: str) -> frozenset[str]:
         """The terms FTS5 makes of ``text`` (same tokenizer: lower case, no diacritics, porter stems)."""
@@ -61,6 +83,7 @@ class LexicalIndex:
                 self._db.execute("DELETE FROM docs WHERE rowid = ?", (row + 1,))
                 if text and text.strip():
                     self._db.execute("INSERT INTO docs(rowid, words) VALUES (?, ?)", (row + 1, text))
+                    self._new_spellings.update(w for w in words(text) if w.isalpha() and w not in self._term_of)
                 self.rows = max(self.rows, row + 1)
             if len(rows) > 100:  # many rows: every row's terms in one pass over the index
                 found: dict[int, set[str]] = {}
@@ -77,6 +100,86 @@ class LexicalIndex:
                 for term in terms:
                     frequency[term] = frequency.get(term, 0) + 1
             self._document_frequency = frequency
+            self._spellings = None  # the vocabulary changed: corrections are made again from it
+
+    def _word_terms(self, spellings: Sequence[str]) -> dict[str, str | None]:
+        """Each word's term (the tokenizer's stem), in one pass; None for a word that is not exactly one term."""
+        self._db.executemany("INSERT INTO probe(rowid, words) VALUES (?, ?)", enumerate(spellings, start=1))
+        found: dict[int, set[str]] = {}
+        for term, doc in self._db.execute("SELECT term, doc FROM probe_instances"):
+            found.setdefault(int(doc), set()).add(term)
+        self._db.execute("DELETE FROM probe")
+        return {w: next(iter(t)) if len(t := found.get(n, set())) == 1 else None
+                for n, w in enumerate(spellings, start=1)}
+
+    def _vocabulary(self) -> dict[int, list[str]]:
+        """The spellings whose term the index holds, by length (lock held): made again only after rows changed,
+        from the spellings seen (each stemmed once), so a query never reads the rows."""
+        if self._spellings is None:
+            if self._new_spellings:
+                self._term_of.update(self._word_terms(sorted(self._new_spellings)))
+                self._new_spellings.clear()
+            by_length: dict[int, list[str]] = {}
+            frequency: dict[str, int] = {}
+            for spelling, term in self._term_of.items():
+                if (count := self._document_frequency.get(term, 0) if term else 0) > 0:
+                    by_length.setdefault(len(spelling), []).append(spelling)
+                    frequency[spelling] = count
+            self._spellings, self._spelling_frequency = by_length, frequency
+            self._corrected.clear()
+        return self._spellings
+
+    def _closest(self, word: str) -> str | None:
+        """The catalogue spelling nearest ``word``: fewest edits (OSA), then fewest inserted or dropped letters
+        (Indel: a letter left out is the commonest slip), then the most rows; None beyond the edits allowed."""
+        edits = 2 if len(word) >= LONG_WORD else 1
+        spellings = self._vocabulary()
+        best: tuple | None = None
+        for length in range(len(word) - edits, len(word) + edits + 1):  # only lengths within reach
+            for spelling, distance, _ in process.extract(word, spellings.get(length, ()), scorer=OSA.distance,
+                                                         score_cutoff=edits, limit=None):
+                key = (distance, Indel.distance(word, spelling), -self._spelling_frequency[spelling], spelling)
+                best = key if best is None or key < best else best
+        return None if best is None else best[-1]
+
+    def _corrections(self, query: str) -> dict[str, tuple[str, str, str]]:
+        """typed word -> (its term, the catalogue spelling replacing it, that spelling's term) for each word of 4+
+        letters whose term neither this index nor the known one holds and that is near a catalogue word (lock
+        held; the known index's catalogue words first). A held word is never changed."""
+        self._vocabulary()
+        typed = [w for w in dict.fromkeys(words(query)) if len(w) >= SHORTEST_CORRECTED and w.isalpha()
+                 and w not in self._spelling_frequency]  # a catalogue spelling is held: no stemming needed
+        unseen = [w for w in typed if w not in self._corrected]
+        if unseen:
+            if len(self._corrected) + len(unseen) > CORRECTION_CACHE:
+                self._corrected.clear()
+            for word, term in self._word_terms(unseen).items():
+                known = self._known
+                held = term is None or term in self._document_frequency or (known is not None and known.holds(term))
+                found = None if held else (known.correction(word) if known is not None else None)
+                if not held and found is None and (spelling := self._closest(word)) is not None:
+                    found = (spelling, self._term_of[spelling])
+                self._corrected[word] = (term, *found) if found else (term, None, None)
+        return {w: (term, spelling, corrected) for w in typed for term, spelling, corrected in [self._corrected[w]]
+                if term is not None and spelling is not None}
+
+    def holds(self, term: str) -> bool:
+        """Whether some row holds ``term`` (a term as the tokenizer makes it)."""
+        return term in self._document_frequency
+
+    def correction(self, word: str) -> tuple[str, str] | None:
+        """(the catalogue spelling, its term) a typed word is matched as; None for a word spelt right or far from
+        every catalogue word."""
+        with self._lock:
+            found = self._corrections(word).get(word)
+        return None if found is None else found[1:]
+
+    def _corrected_query(self, query: str) -> str:
+        """``query`` with each misspelt word replaced by its correction (lock held); as typed when none is."""
+        corrections = self._corrections(query)
+        if not corrections:
+            return query
+        return " ".join(corrections[w][1] if w in corrections else w for w in words(query))
 
     @staticmethod
     def match_expression(query: str, every_word: bool = False) -> str | None:
@@ -90,29 +193,32 @@ class LexicalIndex:
         """Top-k (rows int64, scores float64: -bm25, higher is better) among ``allowed_rows`` (None: all);
         ``every_word``: only items whose words contain every word of the query; ``without``: never an item whose
         words contain every word of ``without`` (a query's negative words: SQLite leaves them out, so the rows
-        read stay at most k however many items hold them)."""
-        expression = self.match_expression(query, every_word)
-        if expression is None or k < 1:
+        read stay at most k however many items hold them). A misspelt word of 4+ letters is matched as the
+        catalogue word nearest it (one edit, two from 6 letters on; ties go to the word more rows hold)."""
+        if self.match_expression(query) is None or k < 1:
             return np.zeros(0, np.int64), np.zeros(0)
-        unwanted = self.match_expression(without, every_word=True) if without else None
-        if unwanted is not None:
-            expression = f"({expression}) NOT ({unwanted})"
+        unwanted = self.match_expression(without, every_word=True) if without else None  # as typed: the same
+        # words :meth:`terms` and :meth:`holding` check the tower's candidates against
         sql = "SELECT rowid - 1, bm25(docs) FROM docs WHERE docs MATCH ?"
-        args: list = [expression]
+        args: list = []
         if allowed_rows is not None:
             sql += " AND rowid IN (SELECT value + 1 FROM json_each(?))"
             args.append(json.dumps(np.asarray(allowed_rows, dtype=np.int64).tolist()))
         sql += " ORDER BY bm25(docs), rowid LIMIT ?"
         args.append(int(k))
         with self._lock:
-            found = self._db.execute(sql, args).fetchall()
+            expression = self.match_expression(self._corrected_query(query), every_word)
+            if unwanted is not None:
+                expression = f"({expression}) NOT ({unwanted})"
+            found = self._db.execute(sql, [expression, *args]).fetchall()
         if not found:
             return np.zeros(0, np.int64), np.zeros(0)
         rows, scores = zip(*found, strict=True)
         return np.array(rows, dtype=np.int64), -np.array(scores, dtype=np.float64)
 
     def terms(self, text: str) -> frozenset[str]:
-        """The terms the index makes of ``text`` (its tokenizer: lower case, no diacritics, porter stems)."""
+        """The terms the index makes of ``text`` (its tokenizer: lower case, no diacritics, porter stems), as typed:
+        no correction, so a negative word leaves out only items that hold it."""
         if not text.strip():
             return frozenset()
         with self._lock:
@@ -131,11 +237,15 @@ class LexicalIndex:
         """float (len(rows),): the IDF-weighted share of the query's words that each row's own words contain.
 
         1 for an item whose words hold every word of the query (an exact name), 0 for one without words;
-        rare words count more, as in BM25. Unlike a BM25 score it is on one scale for every query.
+        rare words count more, as in BM25. Unlike a BM25 score it is on one scale for every query. A misspelt
+        word counts as the catalogue word :meth:`search` corrects it to.
         """
         rows = np.asarray(rows, dtype=np.int64)
         with self._lock:
             terms = self._stems(query) if query.strip() else frozenset()
+            if terms and (corrections := self._corrections(query)):  # typed term -> the corrected word's
+                terms = (terms - {term for term, _, _ in corrections.values()}) \
+                    | {corrected for _, _, corrected in corrections.values()}
             documents = len(self._terms)
             weights = {t: math.log((documents - f + 0.5) / (f + 0.5) + 1.0)
                        for t in terms for f in [self._document_frequency.get(t, 0)]}

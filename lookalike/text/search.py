@@ -309,7 +309,8 @@ class LiveTextSearch:
                 except UnknownItemError:  # removed since it was listed: the next change remakes the index
                     continue
             self._live_words = LiveWords(seq, tuple(i for i, _ in items), tuple(m for _, m in items),
-                                         LexicalIndex([item_text(m, self.text.words) for _, m in items]))
+                                         LexicalIndex([item_text(m, self.text.words) for _, m in items],
+                                                      known=self.text.lexical))
             return self._live_words
 
     def _vectors(self, item_ids: Sequence[int | str], what: str) -> list[np.ndarray]:
