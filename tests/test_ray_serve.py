@@ -139,16 +139,26 @@ def serve_actors(cluster) -> list[dict]:
         ray.shutdown()
 
 
+def requests_counted(exposition: str, endpoint: str) -> float:
+    """The lookalike_http_requests_total of ``endpoint`` in a Prometheus text exposition, every status summed."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(sample.value for family in text_string_to_metric_families(exposition)
+               for sample in family.samples
+               if sample.name == "lookalike_http_requests_total" and sample.labels["endpoint"] == endpoint)
+
+
 def test_two_replicas_answer_share_the_journal_and_shut_down(cluster, tiny_project: Path, tmp_path: Path):
     server = RayServer(cluster, tiny_project / "artifacts", tmp_path / "live.db", tmp_path / "serve.log")
     try:
         wait_for_proxies(cluster, nodes=2, replicas=2)
-        pids = set()
+        pids, asked = set(), 0
         for _ in range(200):  # both replicas answer: their process ids differ
             stats = server.request("GET", "/v1/stats")
+            asked += 1
             assert stats.status_code == 200, stats.text
             pids.add(stats.json()["serving"]["pid"])
-            if len(pids) == 2:
+            if len(pids) == 2 and asked >= 10:
                 break
         assert len(pids) == 2, f"one replica answered 200 requests: {pids}"
 
@@ -162,8 +172,15 @@ def test_two_replicas_answer_share_the_journal_and_shut_down(cluster, tiny_proje
             assert read.status_code == 200, read.text
             assert read.json()["id"] == f"RAY-{n}"
 
-        metrics = server.request("GET", "/metrics")
-        assert metrics.status_code == 200 and "lookalike_http_requests_total" in metrics.text
+        counts = []  # any replica's /metrics counts every replica's requests (a sum, not its own)
+        deadline = time.monotonic() + 60
+        while len(counts) < 6 or len(set(counts[-6:])) > 1:
+            metrics = server.request("GET", "/metrics")
+            assert metrics.status_code == 200, metrics.text
+            counts.append(requests_counted(metrics.text, "/v1/stats"))
+            assert time.monotonic() < deadline, counts
+            time.sleep(0.3)
+        assert counts[-1] == asked, (counts, asked)
         assert server.request("PUT", "/v1/items/RAY-X", data=META).status_code == 401  # the key reached them
     finally:
         status = server.stop()
@@ -191,3 +208,23 @@ def test_replicas_that_cannot_fit_a_local_ray_are_refused():
     with pytest.raises(RayServeError, match="lower --replicas or --replica-cpus"):
         _check_room(2.0, 3, 1.0, local=True)
     _check_room(2.0, 3, 1.0, local=False)  # a cluster may grow: a warning only
+
+
+def test_summed_expositions_add_counters_and_histograms_and_keep_the_largest_gauge():
+    from lookalike.service.app import Metrics, sum_expositions
+
+    replicas = [Metrics(), Metrics()]
+    for count, metrics in zip((3, 4), replicas, strict=True):
+        for _ in range(count):
+            metrics.requests.labels("/v1/search", "POST", "200").inc()
+            metrics.latency.labels("/v1/search", "POST").observe(0.02 * count)
+        metrics.catalogue_size.set(100 + count)
+    replicas[1].errors.labels("busy").inc()
+    summed = sum_expositions(m.own() for m in replicas).decode()
+    assert requests_counted(summed, "/v1/search") == 7
+    assert 'lookalike_http_request_seconds_count{endpoint="/v1/search",method="POST"} 7.0' in summed
+    bucket = 'lookalike_http_request_seconds_bucket{endpoint="/v1/search",le="%s",method="POST"} %s'
+    assert bucket % ("0.05", "0.0") in summed  # 3 at 0.06 s, 4 at 0.08 s
+    assert bucket % ("0.075", "3.0") in summed and bucket % ("0.1", "7.0") in summed
+    assert "lookalike_catalogue_items 104.0" in summed
+    assert 'lookalike_http_errors_total{kind="busy"} 1.0' in summed

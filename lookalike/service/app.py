@@ -23,7 +23,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,9 @@ MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # set by ``serve --workers N``: e
 class Metrics:
     """Prometheus metrics in a registry of their own (one per app, so tests can build several). Under several
     workers (:data:`MULTIPROCESS_ENV` set) each worker writes its values to that folder and a scrape of any
-    worker answers the sum over all of them (gauges: the largest value)."""
+    worker answers the sum over all of them (gauges: the largest value). Replicas that share no folder (Ray
+    Serve, lookalike/service/ray_serve.py) set :attr:`gather`: this replica's exposition in, every replica's
+    summed out (:func:`sum_expositions`)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -100,9 +102,18 @@ class Metrics:
                                   registry=self.registry, multiprocess_mode="max")
         self.build_swaps = Gauge("lookalike_build_swaps", "Builds swapped in since the process started",
                                  registry=self.registry, multiprocess_mode="max")
+        self.gather: Callable[[bytes], bytes] | None = None
 
-    def exposition(self) -> bytes:
-        """The scrape: this registry, or every worker's values when they share a multiprocess folder."""
+    def observe(self, holder: CatalogueHolder) -> None:
+        """Set the gauges from what ``holder`` serves now (at each scrape, and before a replica reports)."""
+        catalogue = holder.catalogue
+        if catalogue is not None:
+            self.catalogue_size.set(len(catalogue))
+            self.live_changes.set(catalogue.applied_seq - catalogue.folded_seq)
+        self.build_swaps.set(holder.swaps)
+
+    def own(self) -> bytes:
+        """This process's values, or every worker's when they share a multiprocess folder."""
         if os.environ.get(MULTIPROCESS_ENV):
             from prometheus_client import multiprocess
 
@@ -110,6 +121,52 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+    def exposition(self) -> bytes:
+        """The scrape: every worker's and replica's values where they are gathered, else this process's."""
+        own = self.own()
+        if self.gather is None:
+            return own
+        try:
+            return self.gather(own)
+        except Exception:  # noqa: BLE001 - the other replicas' values are out of reach: this one's still count
+            log.warning("cannot gather the other replicas' metrics; answering this replica's", exc_info=True)
+            return own
+
+
+def sum_expositions(texts: Iterable[bytes]) -> bytes:
+    """Prometheus text expositions of several processes as one: counters and histograms summed sample by sample
+    (same name and labels), gauges their largest value, ``_created`` the earliest."""
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+    for text in texts:
+        for family in text_string_to_metric_families(text.decode()):
+            families.setdefault(family.name, Metric(family.name, family.documentation, family.type))
+            found = values.setdefault(family.name, {})
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                if key not in found:
+                    found[key] = sample.value
+                elif sample.name.endswith("_created"):
+                    found[key] = min(found[key], sample.value)
+                elif family.type == "gauge":
+                    found[key] = max(found[key], sample.value)
+                else:
+                    found[key] += sample.value
+
+    class Summed:
+        def collect(self) -> Iterable[Metric]:
+            for name, family in families.items():
+                for (sample_name, labels), value in values[name].items():
+                    family.add_sample(sample_name, dict(labels), value)
+                yield family
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Summed())  # type: ignore[arg-type]
+    return generate_latest(registry)
 
 
 class Guard:

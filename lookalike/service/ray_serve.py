@@ -11,6 +11,11 @@ graceful stop), so the catalogue keeper starts and stops there as under uvicorn.
 ``wait_for_load``: a replica counts as started only once its catalogue is loaded, so the proxy never sends
 a request to one that would answer 503 while loading (``serve.run`` returns once all are).
 
+``/metrics`` on any replica answers the sum over every replica: each reports its values to one small actor
+(:class:`MetricsBoard`, named, no CPU) every :data:`REPORT_SECONDS` and at each scrape, and the board sums the
+latest of each (:func:`lookalike.service.app.sum_expositions`; a stopped replica's last values keep counting,
+so counters never go back).
+
 Ray is imported only here, and only by ``lookalike serve --ray``: nothing else in the project needs it.
 """
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -33,6 +39,10 @@ from lookalike.service.settings import Settings
 log = logging.getLogger("lookalike.service.ray_serve")
 
 APP_NAME = "lookalike"  # the Serve application (and its one deployment) on the cluster
+BOARD_NAME = f"{APP_NAME}-metrics"  # the actor that sums every replica's metrics (namespace BOARD_NAMESPACE)
+BOARD_NAMESPACE = "lookalike"
+REPORT_SECONDS = 1.0  # how often a replica reports its metrics to the board (a scrape reports at once too)
+MAX_REPORTERS = 10_000  # replicas the board remembers (restarts included)
 PROXY_LOCATION = "EveryNode"  # a proxy on every node with a replica: point a load balancer at all of them
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
@@ -79,7 +89,9 @@ def application(settings: Settings, replicas: int = 1, replica_cpus: float = 1.0
             self.settings = served
 
         def __serve_build_asgi_app__(self) -> Any:
-            return create_app(self.settings)
+            app = create_app(self.settings)
+            report_metrics(app)
+            return app
 
         def check_health(self) -> None:
             """What /healthz checks (the keeper thread runs): Serve restarts a replica whose check raises."""
@@ -88,6 +100,61 @@ def application(settings: Settings, replicas: int = 1, replica_cpus: float = 1.0
                 raise RuntimeError(problem)
 
     return LookalikeReplica.bind(settings, log_level)
+
+
+class MetricsBoard:
+    """The latest metrics of every replica, summed on request: a Ray actor (see :func:`report_metrics`)."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, bytes] = {}
+
+    def report(self, replica: str, exposition: bytes) -> None:
+        if replica in self.latest or len(self.latest) < MAX_REPORTERS:
+            self.latest[replica] = exposition
+
+    def exposition(self) -> bytes:
+        from lookalike.service.app import sum_expositions
+
+        return sum_expositions(self.latest.values())
+
+
+def start_metrics_board() -> Any:
+    """The board of this deployment (made once, kept by the process that serves; it uses no CPU)."""
+    import ray
+
+    return ray.remote(num_cpus=0)(MetricsBoard).options(
+        name=BOARD_NAME, namespace=BOARD_NAMESPACE, get_if_exists=True).remote()
+
+
+def report_metrics(app: Any) -> None:
+    """In a replica: report ``app``'s metrics to the board every :data:`REPORT_SECONDS`, and make its /metrics
+    the board's sum (after reporting its own, so a scrape counts itself). Without a board (an app built outside
+    :func:`serve_on_ray`) /metrics stays this replica's own."""
+    import ray
+
+    try:
+        board = ray.get_actor(BOARD_NAME, namespace=BOARD_NAMESPACE)
+    except ValueError:
+        log.warning("no metrics board: /metrics answers this replica's values only")
+        return
+    metrics, holder = app.state.metrics, app.state.holder
+    replica = f"{socket.gethostname()}:{os.getpid()}"
+
+    def gather(own: bytes) -> bytes:
+        board.report.remote(replica, own)  # an actor runs one caller's calls in order: the sum holds this one
+        return ray.get(board.exposition.remote(), timeout=10)
+
+    def keep_reporting() -> None:
+        while True:
+            time.sleep(REPORT_SECONDS)
+            try:
+                metrics.observe(holder)
+                board.report.remote(replica, metrics.own())
+            except Exception:  # noqa: BLE001 - the board may be gone while the deployment stops
+                log.debug("reporting metrics failed", exc_info=True)
+
+    metrics.gather = gather
+    threading.Thread(target=keep_reporting, name="lookalike-metrics", daemon=True).start()
 
 
 def serve_on_ray(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info",
@@ -112,6 +179,7 @@ def serve_on_ray(settings: Settings, host: str = "127.0.0.1", port: int = 8000, 
                 ray.init(address="local")  # a new Ray for this service, never one found by chance
             _listen_for_stop()  # again: ray.init sets a SIGTERM handler of its own
             _check_room(ray.cluster_resources().get("CPU", 0.0), replicas, replica_cpus, local=not address)
+            board = start_metrics_board()  # noqa: F841 - held here: the board lives while this process serves
             serve.start(proxy_location=PROXY_LOCATION, http_options={"host": host, "port": port})
             serve.run(application(target, replicas, replica_cpus, log_level), name=APP_NAME, route_prefix="/")
             log.info("%d replica(s) serving on http://%s:%d (Ray Serve, %s); SIGTERM or Ctrl-C stops them",

@@ -72,12 +72,8 @@ def operations_router(liveness: Callable[[CatalogueHolder], str | None], metrics
 
     @router.get("/metrics", summary="Prometheus metrics")
     async def prometheus_metrics(request: Request) -> Response:
-        catalogue = holder_of(request).catalogue
-        if catalogue is not None:
-            metrics.catalogue_size.set(len(catalogue))
-            metrics.live_changes.set(catalogue.applied_seq - catalogue.folded_seq)
-        metrics.build_swaps.set(holder_of(request).swaps)
-        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        metrics.observe(holder_of(request))
+        return Response(await run_in_threadpool(metrics.exposition), media_type=CONTENT_TYPE_LATEST)
 
     return router
 
