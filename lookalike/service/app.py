@@ -323,9 +323,19 @@ def create_app(settings: Settings | None = None, catalogue: LiveCatalogue | None
     return app
 
 
+def one_blas_thread() -> None:
+    """Limit this server process to one BLAS thread. Requests already run in parallel on threads of their own;
+    a BLAS pool on top only spins: after each write's near-duplicate scan (a small numpy product) OpenBLAS's
+    threads kept a core busy for ~100 ms (bench/replicas.py measured the CPU per write)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")
+
+
 def app_from_environment() -> FastAPI:
     """The app a worker process builds (``uvicorn lookalike.service.app:app_from_environment --factory``): settings
     from the ``LOOKALIKE_*`` variables the parent set (:meth:`Settings.environ`)."""
+    one_blas_thread()
     logging.basicConfig(level=os.environ.get("LOOKALIKE_LOG_LEVEL", "INFO").upper(),
                         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s")
     return create_app(Settings.load())
@@ -395,6 +405,7 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000, log_lev
     options = {"host": host, "port": port, "log_level": log_level, "limit_concurrency": limit_concurrency,
                "timeout_graceful_shutdown": 10, "server_header": False}
     if workers == 1:
+        one_blas_thread()
         uvicorn.run(create_app(settings), workers=1, **options)
         return
     os.environ.update(settings.model_copy(update={"wait_for_load": True}).environ())

@@ -75,7 +75,7 @@ def application(settings: Settings, replicas: int = 1, replica_cpus: float = 1.0
     building its app from ``settings`` (pickled to the replica as they are: every replica sees the same)."""
     from ray import serve
 
-    from lookalike.service.app import create_app, liveness
+    from lookalike.service.app import create_app, liveness, one_blas_thread
 
     @serve.deployment(name=APP_NAME, num_replicas=replicas, ray_actor_options={"num_cpus": replica_cpus})
     @serve.ingress()  # the app is built in the replica (__serve_build_asgi_app__): its keeper thread lives there
@@ -86,6 +86,7 @@ def application(settings: Settings, replicas: int = 1, replica_cpus: float = 1.0
             logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
             logging.getLogger("lookalike").setLevel(level.upper())
             os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)  # /metrics: this replica's own registry
+            one_blas_thread()
             self.settings = served
 
         def __serve_build_asgi_app__(self) -> Any:
