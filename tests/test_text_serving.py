@@ -160,10 +160,10 @@ class CountingLexicalIndex(LexicalIndex):
 
     built: list[str] = []
 
-    def __init__(self, texts=()):
+    def __init__(self, texts=(), known=None):
         if len(texts):
             CountingLexicalIndex.built.append(threading.current_thread().name)
-        super().__init__(texts)
+        super().__init__(texts, known=known)
 
 
 @pytest.fixture()
@@ -302,13 +302,13 @@ def test_the_live_word_index_is_rebuilt_once_when_threads_ask_at_once(tmp_path: 
     both_inside = threading.Barrier(2, timeout=3)  # passes only if two rebuilds run at once
     built = CountingLexicalIndex.__init__
 
-    def rebuilding(self, texts=()):
+    def rebuilding(self, texts=(), known=None):
         if len(texts):
             try:
                 both_inside.wait()
             except threading.BrokenBarrierError:
                 pass
-        built(self, texts)
+        built(self, texts, known=known)
 
     CountingLexicalIndex.__init__ = rebuilding
     try:
