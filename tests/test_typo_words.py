@@ -1,5 +1,6 @@
-"""Typo-tolerant words on the lexical side: a query word the index does not hold is corrected to its
-closest catalogue word before BM25 and coverage, so "blak tshrt" still finds the black t-shirt."""
+"""Typo-tolerant words: a query word the index does not hold is corrected to its closest catalogue word before
+BM25 and coverage, so "blak tshrt" still finds the black t-shirt; the tower's queries follow the same rule
+(:mod:`lookalike.text.spelling`) over its vocabulary."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import threading
 import numpy as np
 
 from lookalike.text.lexical import LexicalIndex
+from lookalike.text.spelling import Speller
+from lookalike.text.tower import TextTower
 
 TEXTS = ["Black Tshirt", "Navy Blue Jeans", "Brown Sandals", "White Tshirt", "Navy Blue Tshirt"]
 
@@ -93,3 +96,57 @@ def test_a_live_index_never_corrects_a_word_its_build_holds_and_corrects_as_the_
     assert live.coverage("sandles", np.array([1, 2])).tolist() == [0.0, 1.0]
     alone = LexicalIndex(["Pink Skirt", "Scented Candles", "Tan Sandals"])
     assert alone.search("shirt", 5)[0].tolist() == [0]  # what it did without its build's words
+
+
+# ---------------------------------------------------------------- the rule itself, and the tower's queries
+
+
+def test_the_speller_picks_the_nearest_spelling() -> None:
+    speller = Speller({"black": 5, "sandals": 2, "shorts": 1, "shoes": 10})
+    assert speller.closest("blak") == "black"
+    assert speller.closest("sendls") == "sandals"  # six letters: two edits are within reach
+    assert speller.closest("xxxdals") is None  # three are not
+    assert speller.closest("shors") == "shorts"  # a letter left out beats a letter changed, however common
+    assert speller.closest("zzzzz") is None
+
+
+def test_speller_ties_go_to_the_more_frequent_then_the_first_alphabetically() -> None:
+    assert Speller({"belts": 3, "beats": 1}).closest("bets") == "belts"
+    assert Speller({"belts": 1, "beats": 3}).closest("bets") == "beats"
+    assert Speller({"belts": 1, "beats": 1}).closest("bets") == "beats"
+
+
+def test_speller_leaves_short_words_and_held_words_alone() -> None:
+    speller = Speller({"red": 5, "kurta": 1, "shirt": 1, "tshirt": 9})
+    assert speller.closest("rad") is None  # three letters: left as typed
+    assert speller.closest("kurt") == "kurta"  # four letters are corrected
+    assert speller.closest("shirt") == "shirt"  # a spelling is itself, never the more frequent "tshirt"
+    assert speller.closest("kurt4") is None  # not letters only
+    assert "shirt" in speller and "shrt" not in speller
+
+
+def small_tower(vocab: list[str]) -> TextTower:
+    """Catalogue words only, each its own direction, identity MLP: a word the tower does not read adds nothing."""
+    dim = len(vocab)
+    table = np.vstack([np.zeros((1, dim)), np.eye(dim)]).astype(np.float32)
+    return TextTower({"vocab": np.array(vocab), "word_table": table, "word_logits": np.zeros(dim + 1, np.float32),
+                      "w1": np.zeros((dim, 2), np.float32), "b1": np.zeros(2, np.float32),
+                      "w2": np.zeros((2, dim), np.float32), "b2": np.zeros(dim, np.float32),
+                      "skip": np.eye(dim, dtype=np.float32)})
+
+
+def test_the_tower_reads_a_misspelt_query_as_the_word_meant() -> None:
+    tower = small_tower(["black", "tshirt", "shirt", "navy", "blue", "sandals", "red"])
+    np.testing.assert_array_equal(tower.encode(["blak tshrt", "Navy Bleu", "sandles"]),
+                                  tower.encode(["black tshirt", "navy blue", "sandals"]))
+    assert tower.known_tokens("blak") == 1  # the service refuses a query only when nothing is readable
+    assert tower.corrected("Blak T-shrt!") == "black t-shirt!"  # "t" too short; punctuation kept for the tokenizer
+    # a word the tower holds is never changed, a short one stays unknown
+    assert not np.array_equal(tower.encode(["shirt"]), tower.encode(["tshirt"]))
+    assert tower.corrected("rad shirt") == "rad shirt" and tower.known_tokens("rad") == 0
+
+
+def test_the_tower_breaks_ties_by_vocabulary_order() -> None:
+    # the tower keeps no counts; its vocabulary is most frequent first (build_vocabulary)
+    assert small_tower(["belts", "beats"]).corrected("bets") == "belts"
+    assert small_tower(["beats", "belts"]).corrected("bets") == "beats"

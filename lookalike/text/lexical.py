@@ -3,10 +3,10 @@
 A shopper typing a brand or an exact name expects it found: BM25 over the title and attribute
 phrases does that, stemmed (porter) and without diacritics, the query's words OR-ed so a word the
 catalogue never uses does not empty the result. A query word of 4+ letters the index does not hold
-("blak", "sandles") is first replaced by its closest catalogue word by edit distance (RapidFuzz), since a
-misspelling otherwise matches nothing. It finds only items with words; the learned tower finds photos.
-:func:`fuse` merges the two rankings: the one fusion the service runs and the evaluation scores, so a
-metric measures what a shopper gets.
+("blak", "sandles") is first replaced by its closest catalogue word (:mod:`lookalike.text.spelling`, the rule
+the tower's queries follow too), since a misspelling otherwise matches nothing. It finds only items with words;
+the learned tower finds photos. :func:`fuse` merges the two rankings: the one fusion the service runs and the
+evaluation scores, so a metric measures what a shopper gets.
 """
 
 from __future__ import annotations
@@ -18,14 +18,11 @@ import threading
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from rapidfuzz import process
-from rapidfuzz.distance import OSA, Indel
 
+from lookalike.text.spelling import Speller, correctable
 from lookalike.text.tower import words
 
 TOKENIZER = "porter unicode61 remove_diacritics 2"
-SHORTEST_CORRECTED = 4  # a typed word of fewer letters is left as typed: too many words lie one edit from it
-LONG_WORD = 6  # a typed word this long may be two edits (OSA: a swapped pair is one) from the word meant, else one
 CORRECTION_CACHE = 4096  # typed words remembered with their correction until the vocabulary changes
 FUSIONS = ("coverage", "score", "rrf")  # text.fusion: how :func:`fuse` merges the lexical and learned rankings
 
@@ -56,11 +53,10 @@ class LexicalIndex:
         self._terms: dict[int, frozenset[str]] = {}
         self._document_frequency: dict[str, int] = {}
         # typo correction: every spelling the rows used -> its term; the spellings whose term the index still
-        # holds, by length (made again at the first query after rows change); typed word -> its correction
+        # holds, with the rows holding it (made again at the first query after rows change)
         self._term_of: dict[str, str | None] = {}
         self._new_spellings: set[str] = set()
-        self._spellings: dict[int, list[str]] | None = None
-        self._spelling_frequency: dict[str, int] = {}
+        self._speller: Speller | None = None
         # typed word -> (its term, the spelling it is matched as or None, that spelling's term)
         self._corrected: dict[str, tuple[str | None, str | None, str | None]] = {}
         self.rows = 0
@@ -100,7 +96,7 @@ class LexicalIndex:
                 for term in terms:
                     frequency[term] = frequency.get(term, 0) + 1
             self._document_frequency = frequency
-            self._spellings = None  # the vocabulary changed: corrections are made again from it
+            self._speller = None  # the vocabulary changed: corrections are made again from it
 
     def _word_terms(self, spellings: Sequence[str]) -> dict[str, str | None]:
         """Each word's term (the tokenizer's stem), in one pass; None for a word that is not exactly one term."""
@@ -112,43 +108,26 @@ class LexicalIndex:
         return {w: next(iter(t)) if len(t := found.get(n, set())) == 1 else None
                 for n, w in enumerate(spellings, start=1)}
 
-    def _vocabulary(self) -> dict[int, list[str]]:
-        """The spellings whose term the index holds, by length (lock held): made again only after rows changed,
-        from the spellings seen (each stemmed once), so a query never reads the rows."""
-        if self._spellings is None:
+    def _vocabulary(self) -> Speller:
+        """The spellings whose term the index holds, each with the rows holding its term (lock held): made again
+        only after rows changed, from the spellings seen (each stemmed once), so a query never reads the rows."""
+        if self._speller is None:
             if self._new_spellings:
                 self._term_of.update(self._word_terms(sorted(self._new_spellings)))
                 self._new_spellings.clear()
-            by_length: dict[int, list[str]] = {}
-            frequency: dict[str, int] = {}
-            for spelling, term in self._term_of.items():
-                if (count := self._document_frequency.get(term, 0) if term else 0) > 0:
-                    by_length.setdefault(len(spelling), []).append(spelling)
-                    frequency[spelling] = count
-            self._spellings, self._spelling_frequency = by_length, frequency
+            frequency = {spelling: count for spelling, term in self._term_of.items()
+                         if (count := self._document_frequency.get(term, 0) if term else 0) > 0}
+            self._speller = Speller(frequency)
             self._corrected.clear()
-        return self._spellings
-
-    def _closest(self, word: str) -> str | None:
-        """The catalogue spelling nearest ``word``: fewest edits (OSA), then fewest inserted or dropped letters
-        (Indel: a letter left out is the commonest slip), then the most rows; None beyond the edits allowed."""
-        edits = 2 if len(word) >= LONG_WORD else 1
-        spellings = self._vocabulary()
-        best: tuple | None = None
-        for length in range(len(word) - edits, len(word) + edits + 1):  # only lengths within reach
-            for spelling, distance, _ in process.extract(word, spellings.get(length, ()), scorer=OSA.distance,
-                                                         score_cutoff=edits, limit=None):
-                key = (distance, Indel.distance(word, spelling), -self._spelling_frequency[spelling], spelling)
-                best = key if best is None or key < best else best
-        return None if best is None else best[-1]
+        return self._speller
 
     def _corrections(self, query: str) -> dict[str, tuple[str, str, str]]:
         """typed word -> (its term, the catalogue spelling replacing it, that spelling's term) for each word of 4+
         letters whose term neither this index nor the known one holds and that is near a catalogue word (lock
         held; the known index's catalogue words first). A held word is never changed."""
-        self._vocabulary()
-        typed = [w for w in dict.fromkeys(words(query)) if len(w) >= SHORTEST_CORRECTED and w.isalpha()
-                 and w not in self._spelling_frequency]  # a catalogue spelling is held: no stemming needed
+        speller = self._vocabulary()
+        typed = [w for w in dict.fromkeys(words(query)) if correctable(w)
+                 and w not in speller]  # a catalogue spelling is held: no stemming needed
         unseen = [w for w in typed if w not in self._corrected]
         if unseen:
             if len(self._corrected) + len(unseen) > CORRECTION_CACHE:
@@ -157,7 +136,7 @@ class LexicalIndex:
                 known = self._known
                 held = term is None or term in self._document_frequency or (known is not None and known.holds(term))
                 found = None if held else (known.correction(word) if known is not None else None)
-                if not held and found is None and (spelling := self._closest(word)) is not None:
+                if not held and found is None and (spelling := speller.closest(word)) is not None:
                     found = (spelling, self._term_of[spelling])
                 self._corrected[word] = (term, *found) if found else (term, None, None)
         return {w: (term, spelling, corrected) for w in typed for term, spelling, corrected in [self._corrected[w]]

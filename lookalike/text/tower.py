@@ -4,9 +4,11 @@ A catalogue item's words are the columns its catalogue's description names as ``
 the title first), never columns named here. The tower reads two bags of tokens: the catalogue's own words
 (a vocabulary from the train split, trained from scratch) and, optionally, pretrained static token embeddings
 (wordllama's bundled table and tokenizer, frozen), each pooled by a learned per-token weight (an attention
-pool), then a small MLP with a linear skip maps them to the image embedding's dimension. Training lives in
-:mod:`lookalike.text.training` (TensorFlow); this module is numpy only, so a query imports no
-TensorFlow and takes well under a millisecond to embed.
+pool), then a small MLP with a linear skip maps them to the image embedding's dimension. A query word of 4+
+letters the vocabulary lacks ("blak") is first replaced by the nearest vocabulary word (:mod:`lookalike.text.spelling`,
+the rule the lexical index follows), since the tower would otherwise read it as unknown tokens. Training lives in
+:mod:`lookalike.text.training` (TensorFlow); this module is numpy only (and RapidFuzz for misspelt words), so
+a query imports no TensorFlow and takes well under a millisecond to embed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
+
+from lookalike.text.spelling import Speller, correctable
 
 if TYPE_CHECKING:
     from lookalike.catalogue.description import CatalogueDescription, CatalogueRoles
@@ -164,6 +168,9 @@ class TextTower:
 
     def __post_init__(self) -> None:
         self.vocab = {str(w): i + 1 for i, w in enumerate(self.weights["vocab"].tolist())}
+        # the tower stores no word counts, but :func:`build_vocabulary` keeps the most frequent first: a tie between
+        # equally near words goes to the one earlier in the vocabulary
+        self.speller = Speller({w: len(self.vocab) - i for w, i in self.vocab.items()})
         self.uses_pretrained = "pre_table" in self.weights
         if self.uses_pretrained and self.tokenizer is None:
             raise ValueError("the tower has a pretrained channel but no tokenizer was given")
@@ -192,8 +199,21 @@ class TextTower:
     def pretrained_ids(self, texts: Sequence[str]) -> np.ndarray | None:
         return pad_ids(self.tokenizer.ids(texts)) if self.tokenizer is not None else None
 
+    def _spelt(self, word: str) -> str:
+        if word in self.vocab or not correctable(word):
+            return word
+        return self.speller.closest(word) or word
+
+    def corrected(self, text: str) -> str:
+        """``text`` normalised, each word of 4+ letters the vocabulary lacks replaced by the vocabulary word nearest
+        it (:class:`~lookalike.text.spelling.Speller`; kept as typed when none is near). The rest of the text,
+        punctuation included, is left as it was, so the pretrained tokenizer reads a query without typos as before."""
+        return _WORD.sub(lambda match: self._spelt(match.group()), normalise(text))
+
     def known_tokens(self, text: str) -> int:
-        """How many tokens of ``text`` the tower can read (0: it has nothing to go on)."""
+        """How many tokens of ``text`` the tower can read (0: it has nothing to go on), its misspelt words corrected
+        as :meth:`encode` corrects them."""
+        text = self.corrected(text)
         count = int((self.word_ids([text]) > 0).sum())
         if self.tokenizer is not None:
             count += len(self.tokenizer.ids([text])[0])
@@ -212,8 +232,10 @@ class TextTower:
         return unit(hidden @ w["w2"] + w["b2"] + x @ w["skip"])
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 (n, dim) unit vectors, one per text, comparable with the build's image embeddings."""
-        texts = [normalise(t) for t in texts]
+        """float32 (n, dim) unit vectors, one per query text, comparable with the build's image embeddings; a
+        misspelt word is read as its correction (:meth:`corrected`). Training reads its own views' token ids, so
+        only queries (the service's, the evaluation's and the val score's) come through here."""
+        texts = [self.corrected(t) for t in texts]
         return self.forward(self.features(self.word_ids(texts), self.pretrained_ids(texts)))
 
 
