@@ -65,11 +65,14 @@ class Plan:
     write_rate: float  # puts per second through replica 0
     write_s: float  # each writer window (CPU, then lag)
     poll_s: float  # how often replica 1 is asked for the newest item
+    journal_writes: int  # appends straight into the journal (no server), per writer-thread count
 
 
 FULL = Plan(counts=(1, 2, 4), levels=(8, 16), requests=800, warmup=10, idle_s=60, write_rate=5, write_s=60,
-            poll_s=0.01)
-QUICK = Plan(counts=(1, 2), levels=(8,), requests=120, warmup=4, idle_s=20, write_rate=5, write_s=10, poll_s=0.01)
+            poll_s=0.01, journal_writes=2000)
+QUICK = Plan(counts=(1, 2), levels=(8,), requests=120, warmup=4, idle_s=20, write_rate=5, write_s=10, poll_s=0.01,
+             journal_writes=200)
+JOURNAL_THREADS = (1, 4)  # writers appending at once (every append takes the journal's one write lock)
 
 
 # ---------------------------------------------------------------------------------------------- processes
@@ -333,6 +336,37 @@ def lag(replicas: list[Replica], writer: Writer, plan: Plan) -> dict:
 # ---------------------------------------------------------------------------------------------- output
 
 
+def journal_throughput(url: str, photos: list[bytes], meta: dict[str, str], threads: int, count: int) -> dict:
+    """Appends of a put (a 256-d vector, a catalogue photo, the metadata) straight into a PostgreSQL journal from
+    ``threads`` threads: the ceiling the journal puts on writes, whatever the number of replicas."""
+    from lookalike.live.pg_store import PostgresStore
+
+    store = PostgresStore(url)
+    vector = np.ones(256, np.float32) / 16.0
+    seconds: list[float] = []
+    lock = threading.Lock()
+
+    def write(worker: int) -> None:
+        for n in range(worker, count, threads):
+            began = time.perf_counter()
+            store.append("put", f"J{threads}-{n}", "bench", "bench", vector, meta, photos[n % len(photos)],
+                         "image/jpeg")
+            with lock:
+                seconds.append(time.perf_counter() - began)
+
+    began = time.perf_counter()
+    workers = [threading.Thread(target=write, args=(w,)) for w in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    took = time.perf_counter() - began
+    store.close()
+    return {"threads": threads, "writes": count, "writes_per_s": round(count / took, 1),
+            **percentiles(seconds), "photo_kb_mean": round(float(np.mean([len(p) for p in photos])) / 1024, 1),
+            "load_average_1m": load1()}
+
+
 def markdown(rows: list[dict], columns: dict[str, str]) -> None:
     """A markdown table: ``columns`` maps a row key (or a function of the row) to its heading."""
     print("| " + " | ".join(columns.values()) + " |")
@@ -385,12 +419,19 @@ def run(plan: Plan, build: Path, url: str, postmaster: psutil.Process, scratch: 
                 print(lag_rows[-1], flush=True)
     finally:
         writer.close()
+    for replica in reversed(replicas):  # the journal alone, nothing else running
+        replica.stop()
+    replicas.clear()
+    journal_rows = []
+    for threads in JOURNAL_THREADS:
+        journal_rows.append(journal_throughput(url, photos, meta, threads, plan.journal_writes))
+        print(journal_rows[-1], flush=True)
     for row in part1:
         one = next(r for r in part1 if r["replicas"] == 1 and r["concurrency"] == row["concurrency"]
                    and r["round"] == row["round"])
         row["vs_one_replica"] = round(row["requests_per_s"] / one["requests_per_s"], 3)
     return {"follows_journal_every_s": follows, "throughput": part1, "idle": idle_rows, "applying": write_rows,
-            "lag": lag_rows, "seconds": round(time.perf_counter() - started, 1)}
+            "lag": lag_rows, "journal": journal_rows, "seconds": round(time.perf_counter() - started, 1)}
 
 
 def main() -> int:
@@ -467,6 +508,10 @@ def main() -> int:
             "replicas": "replicas", "puts": "puts", (lambda r: r["put"]["p50_ms"]): "put p50 ms",
             "lag_p50_ms": "lag p50 ms", "lag_p99_ms": "lag p99 ms", "lag_max_ms": "lag max ms",
             "load_average_1m": "load (1 min)"})
+    print("The journal alone: puts appended straight into PostgreSQL (fsync on commit), no server\n")
+    markdown(report["journal"], {
+        "threads": "writer threads", "writes": "writes", "writes_per_s": "writes/s", "p50_ms": "p50 ms",
+        "p99_ms": "p99 ms", "photo_kb_mean": "photo KB (mean)", "load_average_1m": "load (1 min)"})
     write_results("replicas_quick" if args.quick else "replicas", report)
     errors = sum(r["errors"] for r in report["throughput"])
     if errors:
