@@ -150,3 +150,15 @@ def test_the_tower_breaks_ties_by_vocabulary_order() -> None:
     # the tower keeps no counts; its vocabulary is most frequent first (build_vocabulary)
     assert small_tower(["belts", "beats"]).corrected("bets") == "belts"
     assert small_tower(["beats", "belts"]).corrected("bets") == "beats"
+
+
+def test_a_three_letter_word_is_completed_by_the_letter_left_out_never_changed() -> None:
+    """"pnk" is "pink" with a letter left out (the commonest slip); "rad" is one substitution from "red" and from
+    many other words, so it stays as typed; a word the index holds is never completed."""
+    index = LexicalIndex(["Pink Kurta", "Navy Blue Jeans", "Red Jeans", "Tan Belt", "Pink Top"])
+    assert sorted(index.search("pnk", 5)[0].tolist()) == [0, 4]
+    assert index.search("nay ble jeans", 5)[0][0] == 1
+    assert index.search("rad", 5)[0].size == 0
+    assert index.search("tan", 5)[0].tolist() == [3]
+    assert Speller({"pink": 3, "punk": 1}).closest("pnk") == "pink"  # a tie goes to the commoner word
+    assert Speller({"pink": 1}).closest("pk") is None  # two letters: left as typed

@@ -2,9 +2,11 @@
 
 A word the catalogue never spells ("blak", "sandles") matches nothing lexically and is an unknown token to the
 tower, so both replace it by the catalogue word nearest it. One rule for both, so a query means the same word to
-either ranking. Only words of :data:`SHORTEST_CORRECTED`+ letters are corrected: too many words lie one edit from
-a shorter one. The distance is RapidFuzz's OSA (a swapped pair of letters is one edit); the candidates are
-grouped by length, so a lookup reads only the words within reach, never the whole vocabulary.
+either ranking. Words of :data:`SHORTEST_CORRECTED`+ letters are corrected; a shorter one is only completed, by
+the one letter left out ("pnk" -> "pink", "ble" -> "blue": a letter left out is the commonest slip), never changed
+("rad" stays: too many words lie one substitution from a three-letter word). The distance is RapidFuzz's OSA
+(a swapped pair of letters is one edit); the candidates are grouped by length, so a lookup reads only the words
+within reach, never the whole vocabulary.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from functools import lru_cache
 from rapidfuzz import process
 from rapidfuzz.distance import OSA, Indel
 
-SHORTEST_CORRECTED = 4  # a typed word of fewer letters is left as typed: too many words lie one edit from it
+SHORTEST_CORRECTED = 4  # a typed word of fewer letters is only completed by one letter left out, never changed
+SHORTEST_COMPLETED = 3  # a typed word of fewer letters is left as typed
 LONG_WORD = 6  # a typed word this long may be two edits (OSA: a swapped pair is one) from the word meant, else one
 CACHE = 4096  # typed words remembered with their nearest spelling (a query repeats the same few words)
 
 
 def correctable(word: str) -> bool:
-    """Whether a typed word is one the rule may change: letters only, :data:`SHORTEST_CORRECTED` or more."""
-    return len(word) >= SHORTEST_CORRECTED and word.isalpha()
+    """Whether a typed word is one the rule may change: letters only, :data:`SHORTEST_COMPLETED` or more."""
+    return len(word) >= SHORTEST_COMPLETED and word.isalpha()
 
 
 class Speller:
@@ -50,7 +53,7 @@ class Speller:
         """The spelling nearest ``word``: fewest edits (OSA), then fewest inserted or dropped letters (Indel: a
         letter left out is the commonest slip), then the most common; ``word`` itself when it is a spelling; None
         for a word the rule leaves alone (:func:`correctable`) or beyond the edits allowed (one, two from
-        :data:`LONG_WORD` letters)."""
+        :data:`LONG_WORD` letters; a three-letter word only completed by one letter)."""
         return self._cached(word)
 
     def _nearest(self, word: str) -> str | None:
@@ -58,6 +61,10 @@ class Speller:
             return word
         if not correctable(word):
             return None
+        if len(word) < SHORTEST_CORRECTED:  # only completed: the spellings one letter longer holding it in order
+            found = [(-self._frequency[s], s) for s in self._by_length.get(len(word) + 1, ())
+                     if Indel.distance(word, s) == 1]
+            return min(found)[1] if found else None
         edits = 2 if len(word) >= LONG_WORD else 1
         best: tuple[int, int, int, str] | None = None
         for length in range(len(word) - edits, len(word) + edits + 1):  # only lengths within reach
