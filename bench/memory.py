@@ -207,7 +207,8 @@ def write_catalogue(directory: Path, n: int, index_params: dict, seed: int) -> f
         ("embeddings", "embeddings.npy"), ("image_paths", "image_paths.npy"), ("items", "items.csv"),
         ("index", "faiss.index"), *copied.items())}
     params = {**manifest["params"], "index": index_params}
-    write_json(directory / "manifest.json", make_manifest(files, {"count": n, "dimension": 256}, params))
+    counts = {"count": n, "dimension": int(manifest["dimension"])}  # the pinned build's, whatever its params
+    write_json(directory / "manifest.json", make_manifest(files, counts, params))
     return build_s
 
 

@@ -261,6 +261,11 @@ def description_from_dict(raw: Any, where: str = "catalogue description") -> Cat
         if not isinstance(entry, dict) or not isinstance(entry.get("table"), str) \
                 or not isinstance(entry.get("keys"), dict) or not isinstance(entry.get("columns"), dict):
             raise DescriptionError(f"{where}: each join needs table, keys ({{column: other column}}) and columns")
+        names = [str(v) for v in entry["columns"].values()]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:  # one name, two columns: one of them would be lost
+            raise DescriptionError(f"{where}: join {entry['table']}: columns names {', '.join(map(repr, twice))} "
+                                   "for two columns of that table; give each its own name")
         joins.append(Join(entry["table"], {str(k): str(v) for k, v in entry["keys"].items()},
                           {str(k): str(v) for k, v in entry["columns"].items()}, bool(entry.get("header", True)),
                           _strings(entry, "column_names", where)))

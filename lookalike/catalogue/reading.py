@@ -9,9 +9,10 @@ the catalogue's own columns as text.
 
 Refused with a :class:`CatalogueError` that names the file, the row and the column (nothing is written then):
 a column the description names but the table lacks, duplicate ids, a photo path that leaves the catalogue
-folder, an empty table. Counted in the :class:`CatalogueReport` and set aside: rows without a photo file,
-0-byte photo files (and, once decoded by :func:`check_images`, files that are no image). Counted and kept:
-rows without a label (indexed and found; never trained on nor a query).
+folder, an empty table, a joined column named like one the table has, a role reading a table column called id
+when another column (or numbering) gives the items' id. Counted in the :class:`CatalogueReport` and set
+aside: rows without a photo file, 0-byte photo files (and, once decoded by :func:`check_images`, files that are
+no image). Counted and kept: rows without a label (indexed and found; never trained on nor a query).
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ class CatalogueReport:
     """What reading the catalogue found, for the console and a JSON report."""
 
     csv_rows: int = 0  # table rows read (any format)
-    repaired_lines: list[int] = field(default_factory=list)  # 1-based line numbers
-    malformed_lines: list[int] = field(default_factory=list)
+    # 1-based line numbers; "train.txt, line 3" when the description reads several table files
+    repaired_lines: list[int | str] = field(default_factory=list)
+    malformed_lines: list[int | str] = field(default_factory=list)
     duplicate_ids: list = field(default_factory=list)
     rows_without_image: list = field(default_factory=list)  # ids
     images_without_row: list[str] = field(default_factory=list)  # file names
@@ -178,9 +180,16 @@ def _join(table: pd.DataFrame, folder: Path, description: CatalogueDescription, 
         _require_columns(table, {c: "join key" for c in join.on}, description.tables[0].path, description)
         _require_columns(other, {c: "join key" for c in join.on.values()} | {c: "joined column" for c in join.columns},
                          join.table, description)
-        other = other[[*join.on.values(), *join.columns]].drop_duplicates(list(join.on.values()))
-        renamed = other.rename(columns={**{v: k for k, v in join.on.items()}, **join.columns})
-        table = table.merge(renamed, how="left", on=list(join.on), validate="many_to_one")
+        for theirs, name in join.columns.items():  # a new column: the description says neither replace nor fill
+            if name in table.columns:
+                raise CatalogueError(f"{join.table}, column '{theirs}': {description.source or 'the description'} "
+                                     f"joins it as '{name}', a column the catalogue already has: give it another "
+                                     "name in the join's columns")
+        # built by name, not renamed: a key may also be brought in as a column of its own
+        picked = pd.DataFrame({**{mine: other[theirs] for mine, theirs in join.on.items()},
+                               **{name: other[theirs] for theirs, name in join.columns.items()}})
+        picked = picked.drop_duplicates(list(join.on))
+        table = table.merge(picked, how="left", on=list(join.on), validate="many_to_one")
         for column in join.columns.values():
             table[column] = table[column].fillna("")
     return table
@@ -202,7 +211,11 @@ def _table_layout(folder: Path, description: CatalogueDescription, report: Catal
     parts, numbers = [], []
     for file in description.tables:
         path = _inside(folder, file.path, "table", file.path)
+        before = len(report.repaired_lines), len(report.malformed_lines)
         table, lines = read_table_file(path, file.path, description, report)
+        if len(description.tables) > 1:  # a line number alone does not say which file
+            for found, start in zip((report.repaired_lines, report.malformed_lines), before, strict=True):
+                found[start:] = [f"{file.path}, line {number}" for number in found[start:]]
         table[SPLIT_GIVEN_COLUMN] = file.split or ""
         parts.append(table)
         numbers.extend((file.path, line) for line in lines)  # each row's file and line, for messages
@@ -227,12 +240,28 @@ def _table_layout(folder: Path, description: CatalogueDescription, report: Catal
     if description.title:
         named.setdefault(description.title, "title")
     _require_columns(table, named, where, description)
+    _other_id_column(table, named, where, description)
     report.extra_columns = [c for c in table.columns if c not in named and c != SPLIT_GIVEN_COLUMN]
     if description.split:
         values = table[description.split].str.strip()
         given = values.map(lambda v: description.split_values.get(v, v if v in SPLIT_NAMES else ""))
         table[SPLIT_GIVEN_COLUMN] = given
     return table, numbers, where
+
+
+def _other_id_column(table: pd.DataFrame, named: dict[str, str], where: str, description: CatalogueDescription
+                     ) -> None:
+    """A table column called ``id`` that is not the description's id: the items' id takes that name. Refused
+    when a role or photo template reads it (which id it means is ambiguous); else it is replaced, and said."""
+    if description.id == "id" or "id" not in table.columns:
+        return
+    ours = f"names '{description.id}' as the id" if description.id else "numbers the items (it has no 'id' key)"
+    source = description.source or "the description"
+    if "id" in named:
+        raise CatalogueError(f"{where}, column 'id': {source} {ours} but reads this column as {named['id']}: the "
+                             "items' id is called id too, so which one is meant is ambiguous; make it the id "
+                             "(id: id) or rename the column")
+    log.warning("%s, column 'id': %s %s; this column has no role and the items' id replaces it", where, source, ours)
 
 
 def _lines_at(places: list[tuple[str, int]]) -> str:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from lookalike.catalogue.reading import MISSING_VALUES
 from lookalike.evaluation.metrics import count_relevant, evaluate_retrieval, relevance, retrieval_metrics, unit_rows
 from lookalike.model.losses import info_nce_loss, metric_loss
 from lookalike.model.network import CompiledModel, build_embedding_model, build_head
@@ -26,7 +27,7 @@ from lookalike.search.index import build_index, search
 
 SELECTION_METRIC = "map_at_r"
 SELECTIONS = ("map_at_r", "look", "no_regression")
-MISSING = ""  # an attribute value that does not count (NaN, "NA", empty in the catalogue table)
+MISSING = ""  # an attribute value that does not count (one of the reader's MISSING_VALUES, or NaN)
 INSTANCE_DEFAULTS = {"instance_rows": 64, "instance_views": 2, "instance_temperature": 0.1}  # train.* if unset
 
 
@@ -110,14 +111,15 @@ def sample_pk_batch(rng: np.random.Generator, groups: list[np.ndarray], classes:
 
 def attribute_labels(table: pd.DataFrame, column: str) -> np.ndarray:
     """str (n,): a sub-space's label per row; ``a+b`` joins columns (type and colour together: the look).
-    Missing values (empty, NaN, the literal NA) become MISSING, so they neither pull nor push.
+    Missing values (NaN, and the reader's MISSING_VALUES: one list, so a row the catalogue report counts as
+    unlabelled is unlabelled here too) become MISSING, so they neither pull nor push.
     INSTANCE_COLUMN names no column: all MISSING (``train_head`` labels those rows by identity)."""
     if column == INSTANCE_COLUMN:
         return np.full(len(table), MISSING)
     parts = []
     for name in column.split("+"):
         values = table[name].astype("string").fillna(MISSING).str.strip().to_numpy(dtype=object)
-        parts.append(np.where(np.isin(values, ["", "NA", "nan"]), MISSING, values))
+        parts.append(np.where(np.isin(values, MISSING_VALUES), MISSING, values))
     joined = parts[0].astype(str)
     for part in parts[1:]:
         joined = np.where((joined == MISSING) | (part == MISSING), MISSING, joined + "|" + part.astype(str))

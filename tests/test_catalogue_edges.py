@@ -1,0 +1,161 @@
+"""Catalogue edges that once gave a pandas traceback or a silent wrong answer: a join naming a column the table
+has, a table column called id beside the description's id, lines of several table files, and one list of the
+values that are no label for the reader and for training."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from lookalike.catalogue.description import CatalogueDescription, DescriptionError, description_from_dict
+from lookalike.catalogue.reading import MISSING_VALUES, CatalogueError, load_catalogue
+
+
+def photo(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (12, 10), (200, 40, 40)).save(path, format="JPEG")
+    return path
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def describe(**raw) -> CatalogueDescription:
+    return description_from_dict(raw, "shop.yaml")
+
+
+# ---------------------------------------------------------------- 1. one list of missing labels
+
+
+@pytest.mark.parametrize("value", [*MISSING_VALUES, "  NaN ", None], ids=repr)
+def test_training_reads_every_value_the_reader_calls_missing_as_missing(value):
+    from lookalike.model import training
+
+    table = pd.DataFrame({"type": ["Shirts", value, "Shoes"], "colour": ["Blue", "Red", value]})
+    assert training.attribute_labels(table, "type").tolist() == ["Shirts", "", "Shoes"]
+    assert training.attribute_labels(table, "type+colour").tolist() == ["Shirts|Blue", "", ""]
+
+
+# ---------------------------------------------------------------- 2. a join naming a column the table has
+
+
+def make_joined(folder: Path) -> Path:
+    write(folder / "items.csv", "sku,class_id,class,photo\n1,0,old,a.jpg\n2,1,old,b.jpg\n3,9,old,c.jpg\n")
+    write(folder / "classes.csv", "Class ID,Class Name\n0,Apple\n1,Pear\n")
+    for name in "abc":
+        photo(folder / f"{name}.jpg")
+    return folder
+
+
+JOINED = dict(table="items.csv", id="sku", photos=["photo"], labels=["class"])
+
+
+@pytest.mark.parametrize(("theirs", "name"), [("Class Name", "class"), ("Class Name", "class_id"),
+                                               ("Class ID", "class_id")])
+def test_a_joined_column_named_like_a_column_of_the_table_is_refused_naming_both(tmp_path, theirs, name):
+    folder = make_joined(tmp_path / "shop")
+    join = {"table": "classes.csv", "keys": {"class_id": "Class ID"}, "columns": {theirs: name}}
+    with pytest.raises(CatalogueError) as error:
+        load_catalogue(folder, describe(**{**JOINED, "joins": [join]}))
+    assert str(error.value) == (f"classes.csv, column '{theirs}': shop.yaml joins it as '{name}', a column the "
+                                "catalogue already has: give it another name in the join's columns")
+
+
+def test_a_second_join_may_not_reuse_a_name_the_first_brought_in(tmp_path):
+    folder = make_joined(tmp_path / "shop")
+    join = {"table": "classes.csv", "keys": {"class_id": "Class ID"}, "columns": {"Class Name": "fruit"}}
+    with pytest.raises(CatalogueError, match=r"^classes\.csv, column 'Class Name': shop\.yaml joins it as 'fruit'"):
+        load_catalogue(folder, describe(**{**JOINED, "joins": [join, join]}))
+
+
+def test_a_join_key_may_also_be_brought_in_as_a_column_of_its_own(tmp_path):
+    folder = make_joined(tmp_path / "shop")
+    join = {"table": "classes.csv", "keys": {"class_id": "Class ID"},
+            "columns": {"Class ID": "known_class_id", "Class Name": "fruit"}}
+    table, _ = load_catalogue(folder, describe(**{**JOINED, "joins": [join]}))
+    assert table["known_class_id"].tolist() == ["0", "1", ""]  # 9 is in no row of classes.csv
+    assert table["fruit"].tolist() == ["Apple", "Pear", ""]
+    assert table["class"].tolist() == ["old"] * 3
+
+
+def test_two_columns_of_a_join_under_one_name_are_refused_by_the_description():
+    join = {"table": "classes.csv", "keys": {"class_id": "Class ID"}, "columns": {"Class Name": "x", "Class ID": "x"}}
+    with pytest.raises(DescriptionError, match=r"^shop\.yaml: join classes\.csv: columns names 'x' for two columns"):
+        describe(**{**JOINED, "joins": [join]})
+
+
+# ---------------------------------------------------------------- 3. a table column called id beside the id
+
+
+def make_with_id_column(folder: Path) -> Path:
+    write(folder / "items.csv", "id,sku,photo\n1,10,a.jpg\n2,11,b.jpg\n")
+    for name in ("a", "b", "img/1", "img/2", "img/10", "img/11"):
+        photo(folder / f"{name}.jpg")
+    return folder
+
+
+@pytest.mark.parametrize(("raw", "ours", "role"), [
+    (dict(id="sku", photos=["img/{id}.jpg"]), "names 'sku' as the id", "photos"),
+    (dict(id="sku", photos=["photo"], attributes=["id"]), "names 'sku' as the id", "attributes"),
+    (dict(photos=["photo"], title="id"), "numbers the items (it has no 'id' key)", "title"),
+])
+def test_a_role_reading_the_tables_id_column_beside_another_id_is_refused_as_ambiguous(tmp_path, raw, ours, role):
+    folder = make_with_id_column(tmp_path / "shop")
+    with pytest.raises(CatalogueError) as error:
+        load_catalogue(folder, describe(table="items.csv", **raw))
+    assert str(error.value) == (f"items.csv, column 'id': shop.yaml {ours} but reads this column as {role}: the "
+                                "items' id is called id too, so which one is meant is ambiguous; make it the id "
+                                "(id: id) or rename the column")
+
+
+def test_the_named_id_column_is_the_id_and_replacing_an_id_column_without_a_role_is_said(tmp_path, caplog):
+    folder = make_with_id_column(tmp_path / "shop")
+    with caplog.at_level(logging.WARNING, logger="lookalike.catalogue.reading"):
+        table, _ = load_catalogue(folder, describe(table="items.csv", id="sku", photos=["photo"]))
+    assert table["id"].tolist() == [10, 11]
+    assert [Path(p).name for p in table["image_path"]] == ["a.jpg", "b.jpg"]
+    assert caplog.messages == ["items.csv, column 'id': shop.yaml names 'sku' as the id; this column has no role "
+                               "and the items' id replaces it"]
+
+
+def test_an_id_column_that_is_the_id_is_read_without_a_word(tmp_path, caplog):
+    folder = make_with_id_column(tmp_path / "shop")
+    with caplog.at_level(logging.WARNING, logger="lookalike.catalogue.reading"):
+        table, _ = load_catalogue(folder, describe(table="items.csv", id="id", photos=["img/{id}.jpg"],
+                                                   attributes=["sku"]))
+    assert table["id"].tolist() == [1, 2] and table["sku"].tolist() == ["10", "11"]
+    assert caplog.messages == []
+
+
+# ---------------------------------------------------------------- 4. lines of several table files
+
+
+def test_skipped_and_repaired_lines_of_several_files_name_their_file(tmp_path):
+    folder = tmp_path / "shop"
+    write(folder / "train.csv", "sku,photo,name\n1,a.jpg,Shirt, blue\n2,b.jpg\n")
+    write(folder / "test.csv", "sku,photo,name\n3,c.jpg,Cap\n4\n5,e.jpg,Shoe, red, left\n")
+    for name in "abce":
+        photo(folder / f"{name}.jpg")
+    description = describe(table=[{"path": "train.csv", "split": "train"}, {"path": "test.csv", "split": "test"}],
+                           id="sku", photos=["photo"], free_text_column="name")
+    table, report = load_catalogue(folder, description)
+    assert table["sku"].tolist() == ["1", "3", "5"]
+    assert report.malformed_lines == ["train.csv, line 3", "test.csv, line 3"]
+    assert report.repaired_lines == ["train.csv, line 2", "test.csv, line 4"]
+    assert report.to_dict()["n_malformed_lines"] == 2
+
+
+def test_a_single_table_files_lines_stay_numbers(tmp_path):
+    folder = tmp_path / "shop"
+    write(folder / "items.csv", "sku,photo,name\n1,a.jpg,Shirt, blue\n2,b.jpg\n")
+    photo(folder / "a.jpg")
+    _, report = load_catalogue(folder, describe(table="items.csv", id="sku", photos=["photo"],
+                                                free_text_column="name"))
+    assert report.malformed_lines == [3] and report.repaired_lines == [2]
