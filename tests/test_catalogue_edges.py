@@ -9,27 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from PIL import Image
+from test_catalogue_layouts import describe, photo, write  # the layouts' own scratch-catalogue helpers
 
-from lookalike.catalogue.description import CatalogueDescription, DescriptionError, description_from_dict
+from lookalike.catalogue.description import DescriptionError
 from lookalike.catalogue.reading import MISSING_VALUES, CatalogueError, load_catalogue
-
-
-def photo(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (12, 10), (200, 40, 40)).save(path, format="JPEG")
-    return path
-
-
-def write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def describe(**raw) -> CatalogueDescription:
-    return description_from_dict(raw, "shop.yaml")
-
 
 # ---------------------------------------------------------------- 1. one list of missing labels
 
