@@ -20,6 +20,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LOSSES = ("triplet", "triplet_soft", "multi_similarity", "proxy_softmax")
 MININGS = ("random", "semihard", "batch_hard")  # for the triplet losses
 ENGINES = ("local", "ray")  # embed.engine: in-process, or Ray Data
+SELECTIONS = ("map_at_r", "look", "look_map_at_r", "no_regression")  # train.selection: how the kept step is chosen
+BATCH_BY = ("label", "look")  # train.batch_by: what a P x K batch's P classes are
 INSTANCE_COLUMN = "@instance"  # a sub-space trained on the photo itself: its other views are positives
 
 
@@ -91,7 +93,9 @@ def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
     if "transductive" in params["train"]:
         _check(isinstance(params["train"]["transductive"], bool), "train.transductive", "must be true or false",
                params["train"]["transductive"])
-    _choice(params, "train.selection", ("map_at_r", "look", "no_regression"))
+    _choice(params, "train.selection", SELECTIONS)
+    if "batch_by" in params["train"]:  # optional: label (the default) or look
+        _choice(params, "train.batch_by", BATCH_BY)
     _int_at_least(params, "train.finetune_blocks", 0)
     _int_at_least(params, "train.finetune_steps", 0)
     blocks = backbone_info(params["backbone"]["name"]).num_blocks

@@ -62,6 +62,8 @@ def test_mutable_copy_validates(params):
     ("subset.val_fraction", 1.0),
     ("train.loss", "contrastive"),
     ("train.mining", "hardest"),
+    ("train.selection", "best"),
+    ("train.batch_by", "colour"),
     ("backbone.resize_mode", "crop"),
     ("model.embedding", "both"),
     ("search.max_upload_mb", 0),

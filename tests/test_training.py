@@ -7,7 +7,14 @@ import pytest
 import yaml
 
 from lookalike.evaluation.metrics import evaluate_retrieval
-from lookalike.model.training import embed_features, rows_by_label, sample_pk_batch, train_head
+from lookalike.model.training import (
+    MISSING,
+    batch_groups,
+    embed_features,
+    rows_by_label,
+    sample_pk_batch,
+    train_head,
+)
 from lookalike.params import PROJECT_ROOT
 
 
@@ -19,6 +26,21 @@ def test_pk_batch_has_p_labels_with_k_rows_each() -> None:
     assert len(batch) == 12
     assert sorted(np.unique(labels[batch], return_counts=True)[1].tolist()) == [4, 4, 4]
     assert "d" not in set(labels[batch])
+
+
+def test_batches_by_look_draw_types_in_one_colour_and_skip_rows_without_a_colour() -> None:
+    types = np.array(["shirt"] * 6 + ["bag"] * 4)
+    looks = np.array(["shirt|red"] * 3 + ["shirt|blue"] * 2 + [MISSING] + ["bag|red"] * 2 + ["bag|black"] * 2)
+    rows = np.arange(len(types))
+    by_type = batch_groups(types, looks, rows, "label")
+    assert sorted(len(g) for g in by_type) == [4, 6]  # the row without a colour is still a shirt
+    by_look = batch_groups(types, looks, rows, "look")
+    assert sorted(sorted(looks[g].tolist()) for g in by_look) == [
+        ["bag|black"] * 2, ["bag|red"] * 2, ["shirt|blue"] * 2, ["shirt|red"] * 3]
+    assert all(  # no look labels: by type
+        np.array_equal(a, b) for a, b in zip(batch_groups(types, None, rows, "look"), by_type, strict=True))
+    with pytest.raises(ValueError, match="batch_by"):
+        batch_groups(types, looks, rows, "colour")
 
 
 def _synthetic(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -22,11 +22,10 @@ from lookalike.catalogue.reading import MISSING_VALUES
 from lookalike.evaluation.metrics import count_relevant, evaluate_retrieval, relevance, retrieval_metrics, unit_rows
 from lookalike.model.losses import info_nce_loss, metric_loss
 from lookalike.model.network import CompiledModel, build_embedding_model, build_head
-from lookalike.params import INSTANCE_COLUMN
+from lookalike.params import BATCH_BY, INSTANCE_COLUMN
 from lookalike.search.index import build_index, search
 
 SELECTION_METRIC = "map_at_r"
-SELECTIONS = ("map_at_r", "look", "no_regression")
 MISSING = ""  # an attribute value that does not count (one of the reader's MISSING_VALUES, or NaN)
 INSTANCE_DEFAULTS = {"instance_rows": 64, "instance_views": 2, "instance_temperature": 0.1}  # train.* if unset
 
@@ -100,6 +99,17 @@ def augmented_rows(split: np.ndarray) -> np.ndarray:
     the val split's (an instance sub-space's validation queries are their view 1). Train rows come first so
     that their views, seeded by position, are the same whether or not val rows follow."""
     return np.concatenate([np.flatnonzero(split == "train"), np.flatnonzero(split == "val")])
+
+
+def batch_groups(labels: np.ndarray, look_labels: np.ndarray | None, train_rows: np.ndarray,
+                 batch_by: str) -> list[np.ndarray]:
+    """The groups a P x K batch draws its P classes from: train rows by the type label, or (``batch_by:
+    look``, where there are look labels) by type and colour together, so that a batch holds same-type photos
+    in several colours, the look sub-space's hard negatives. Rows without the label are never drawn."""
+    if batch_by not in BATCH_BY:
+        raise ValueError(f"train.batch_by must be one of {', '.join(BATCH_BY)}, not {batch_by!r}")
+    by = look_labels if batch_by == "look" and look_labels is not None else labels
+    return rows_by_label(by, train_rows[by[train_rows] != MISSING])
 
 
 def sample_pk_batch(rng: np.random.Generator, groups: list[np.ndarray], classes: int, per_class: int) -> np.ndarray:
@@ -225,7 +235,8 @@ def train_head(
     def knob(name: str) -> float:
         return train_params.get(name, INSTANCE_DEFAULTS[name])
 
-    groups = [] if all(is_instance) else rows_by_label(labels, labelled_train)
+    groups = [] if all(is_instance) else batch_groups(labels, look_labels, train_rows,
+                                                      train_params.get("batch_by", "label"))
     label_size = min(train_params["classes_per_batch"], len(groups)) * train_params["images_per_class"]
     instance_groups = rows_by_identity(ids, train_rows) if any(is_instance) else []
     instance_rows, instance_views = int(knob("instance_rows")), int(knob("instance_views"))
@@ -316,7 +327,9 @@ def train_head(
         floor.pop("look", None)
         log("pretrained features on val: " + ", ".join(f"{k} {v:.4f}" for k, v in floor.items()))
 
-    selection = "look" if train_params["selection"] == "look" and look_labels is not None else SELECTION_METRIC
+    looks = ("look", "look_map_at_r")
+    selection = train_params["selection"] if train_params["selection"] in looks and look_labels is not None \
+        else SELECTION_METRIC
 
     def criterion(scores: dict[str, float]) -> float:
         regresses = any(scores[name] < value for name, value in floor.items())
