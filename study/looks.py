@@ -21,6 +21,14 @@ Rows (the project's params.yaml gives everything not named):
   subspaces             the default: sub-spaces, descriptor with its 3x3 grid (the project's own embeddings, as its
                         pipeline trained them: the same loop and seed give the same vectors)
   mix_*                 the default model asked other stored mixes (query-side weights: no retraining)
+Training rows (the default model with one train setting changed; the second pass's sweep):
+  proxy_16_p16          the previous defaults: proxy scale 16, 16 classes a batch
+  proxy_8_p16           proxy scale 8 alone
+  proxy_16_p64          64 classes a batch alone
+  batch_by_look         batches of types in one colour (train.batch_by: look)
+  select_look_only      the kept step chosen on val type+colour MAP@R alone (train.selection: look_map_at_r)
+  instance_subspace     a 64-d instance sub-space (weight 0.5) beside the others
+  steps_6000            twice the steps
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from lookalike.catalogue.description import CatalogueDescription
 from lookalike.catalogue.reading import read_table
 from lookalike.evaluation.metrics import evaluate_retrieval, look_metrics, unit_rows
 from lookalike.model.colour import COLOUR_BINS, COLOUR_FEATURES
+from lookalike.params import INSTANCE_COLUMN
 from lookalike.search.similarity import Similarity
 from study import project_catalogue
 
@@ -45,6 +54,15 @@ def type_only(label: str) -> dict:
     """One 256-d sub-space on the catalogue's label (the previous default head)."""
     return {"type": {"column": label, "dim": 256, "weight": 1.0}}
 
+
+TRAINING_ROWS = {"proxy_16_p16": {"proxy_scale": 16.0, "classes_per_batch": 16},
+                 "proxy_8_p16": {"proxy_scale": 8.0, "classes_per_batch": 16},
+                 "proxy_16_p64": {"proxy_scale": 16.0, "classes_per_batch": 64},
+                 "batch_by_look": {"batch_by": "look"},
+                 "select_look_only": {"selection": "look_map_at_r"},
+                 "instance_subspace": {},
+                 "steps_6000": {"steps": 6000}}
+INSTANCE_SUBSPACE = {"instance": {"column": INSTANCE_COLUMN, "dim": 64, "weight": 0.5}}
 
 MIXES = {"mix_type_only": {"type": 1.0}, "mix_light_colour": {"type": 1.0, "colour": 0.2, "look": 0.5},
          "mix_heavy_colour": {"type": 1.0, "colour": 1.0, "look": 2.0, "gender": 0.2, "usage": 0.1}}
@@ -109,6 +127,8 @@ def main() -> None:
         "subspaces_global": (global_only, default),
         "subspaces": (features, default),
     }
+    rows.update({name: (features, {**default, **INSTANCE_SUBSPACE} if name == "instance_subspace" else default)
+                 for name in TRAINING_ROWS})
     records = []
 
     def record(name: str, scores: dict, seconds: float = 0.0, **extra) -> None:
@@ -132,7 +152,8 @@ def main() -> None:
             similarity = Similarity.from_params(params["model"], params.get("similarity"))
             seconds = float(yaml.safe_load((args.project / "metrics/train.json").read_text())["train_seconds"])
         else:
-            embeddings, seconds, similarity = train_row(inputs, items, params, description, subspaces)
+            row_params = {**params, "train": {**params["train"], **TRAINING_ROWS.get(name, {})}}
+            embeddings, seconds, similarity = train_row(inputs, items, row_params, description, subspaces)
         print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
         colour_mode = {}
         if "colour" in similarity.names:
