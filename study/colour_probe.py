@@ -38,10 +38,9 @@ from lookalike.model.colour import (
     COLOUR_BINS,
     COLOUR_FEATURES,
     POOLED_SIDE,
-    WHITE_MARGIN,
     _cells,
-    border_background,
 )
+from lookalike.model.colour import foreground as product_mask
 from lookalike.model.preprocessing import fit_square, load_image
 from study import project_catalogue
 
@@ -56,9 +55,8 @@ def thumbnails(paths: np.ndarray, image_size: int, resize_mode: str) -> np.ndarr
 
 
 def foreground(pixels: np.ndarray) -> np.ndarray:
-    """float32 (n, side, side): the descriptor's foreground (all but the border-connected near-white region)."""
-    near_white = 1.0 / (1.0 + np.exp((np.max(1.0 - pixels, axis=-1) - WHITE_MARGIN) * 40.0))
-    return np.stack([1.0 - border_background(mask) for mask in near_white]).astype(np.float32)
+    """float32 (n, side, side): the descriptor's foreground of each photo (lookalike.model.colour.foreground)."""
+    return np.stack([product_mask(image) for image in pixels])
 
 
 def palette_histogram(pixels: np.ndarray, mask: np.ndarray, levels: int, softness: float) -> np.ndarray:

@@ -62,6 +62,13 @@ def border_background(near_white: np.ndarray) -> np.ndarray:
     return background
 
 
+def foreground(pixels: np.ndarray) -> np.ndarray:
+    """float32 (rows, cols): how much each pixel of an RGB (rows, cols, 3) image in [0, 1] is product: all but the
+    (soft) near-white region connected to the border."""
+    near_white = 1.0 / (1.0 + np.exp((np.max(1.0 - pixels, axis=-1) - WHITE_MARGIN) * 40.0))
+    return (1.0 - border_background(near_white)).astype(np.float32)
+
+
 def palette() -> np.ndarray:
     """float32 (COLOUR_BINS, 3): the RGB grid in [0, 1], red slowest."""
     levels = np.linspace(0.0, 1.0, PALETTE_LEVELS, dtype=np.float32)
@@ -78,15 +85,14 @@ def colour_histogram(rgb_uint8: np.ndarray) -> np.ndarray:
     """float32 (COLOUR_FEATURES,): the same descriptor in numpy for one RGB uint8 (rows, cols, 3) image, already
     pooled to the side the layer pools to: the reference the layer is tested against."""
     pixels = np.clip(rgb_uint8.astype(np.float32) / 255.0, 0.0, 1.0)
-    near_white = 1.0 / (1.0 + np.exp((np.max(1.0 - pixels, axis=-1) - WHITE_MARGIN) * 40.0))
-    foreground = 1.0 - border_background(near_white)
+    product = foreground(pixels)
     logits = -((pixels[..., None, :] - palette()) ** 2).sum(-1) / (2.0 * SOFTNESS**2)
     assignment = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    weighted = assignment / assignment.sum(axis=-1, keepdims=True) * foreground[..., None]
-    parts = [np.sqrt(weighted.sum((0, 1)) / (foreground.sum() + 1e-6) + 1e-8)]
+    weighted = assignment / assignment.sum(axis=-1, keepdims=True) * product[..., None]
+    parts = [np.sqrt(weighted.sum((0, 1)) / (product.sum() + 1e-6) + 1e-8)]
     for top, bottom in _cells(pixels.shape[0]):
         for left, right in _cells(pixels.shape[1]):
-            share = foreground[top:bottom, left:right]
+            share = product[top:bottom, left:right]
             parts.append(np.sqrt(weighted[top:bottom, left:right].sum((0, 1)) / (share.sum() + 1e-6) + 1e-8)
                          * np.sqrt(share.sum() / share.size))
     return np.concatenate(parts).astype(np.float32)
