@@ -148,3 +148,31 @@ def _tiny_project_left_as_found(request: pytest.FixtureRequest):
     after = _project_digest(root)
     changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
     assert not changed, f"{request.node.nodeid} changed the shared tiny_project: {', '.join(changed[:10])}"
+
+
+# --------------------------------------------------------------------------------------
+# A real local Ray cluster for the Ray Data and Ray Serve tests
+# --------------------------------------------------------------------------------------
+
+RAY_OBJECT_STORE = 200 * 1024 * 1024  # bytes a node: the cluster fits beside the tests on a 2-core machine
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A head and one more node (``ray.cluster_utils.Cluster``), 1 CPU and a 200 MB object store each, shut
+    down after the module; no driver is connected (a test joins with ``ray.init(address=...)`` as it needs)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": RAY_OBJECT_STORE,
+                                                             "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1, object_store_memory=RAY_OBJECT_STORE)
+        cluster.wait_for_nodes()
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()

@@ -36,28 +36,16 @@ from lookalike.model.runtime import EmbeddingRuntime, predict_paths
 from lookalike.params import catalogue_description, load_params
 
 REPO = Path(__file__).resolve().parents[1]
-OBJECT_STORE = 200 * 1024 * 1024
 TOLERANCE = 1e-5  # max abs difference from the single-process path
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+def cluster(ray_cluster):
+    """The shared two-node cluster with this process connected as its driver."""
     import ray
-    from ray.cluster_utils import Cluster
 
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": OBJECT_STORE,
-                                                             "include_dashboard": False})
-    try:
-        cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
-        yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    ray.init(address=ray_cluster.address, log_to_driver=False, configure_logging=False)
+    yield ray_cluster
 
 
 def _connect(cluster, env: dict[str, str] | None = None) -> None:

@@ -28,28 +28,14 @@ API_KEY = "test-key-0123456789abcdef"
 AUTH = {"X-API-Key": API_KEY}
 META = {"articleType": "Tshirts", "gender": "Men", "baseColour": "Blue", "masterCategory": "Apparel",
         "productDisplayName": "Ray tee"}
-OBJECT_STORE = 200 * 1024 * 1024
 READY_SECONDS = 600  # two replicas each load the model and index on a shared 2-core machine
 STOP_SECONDS = 120
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "object_store_memory": OBJECT_STORE,
-                                                             "include_dashboard": False})
-    try:
-        cluster.add_node(num_cpus=1, object_store_memory=OBJECT_STORE)
-        cluster.wait_for_nodes()
-        yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+def cluster(ray_cluster):
+    """The shared two-node cluster; the servers join it, this process only to look at it."""
+    return ray_cluster
 
 
 def free_port() -> int:
