@@ -114,11 +114,15 @@ def _pretrained() -> tuple[np.ndarray, Path]:
 
 def train_text_tower(items: pd.DataFrame, image_embeddings: np.ndarray, config: dict[str, Any],
                      columns: TextColumns, seed: int = 0,
-                     log: Callable[[str], object] = print) -> tuple[TextTower, dict[str, Any]]:
+                     log: Callable[[str], object] = print,
+                     image_projection: int = 0) -> tuple[TextTower, dict[str, Any]]:
     """Train on the train split, select the epoch on val; returns the tower and a training report.
 
     ``items`` carries a ``split`` column; row i of ``items`` is row i of ``image_embeddings`` (unit vectors).
     ``columns`` (:func:`lookalike.text.evaluation.text_columns`): the word columns, the title, the val queries.
+    ``image_projection`` > 0: the image side learns too (a study of locked features, as in LiT): the gallery is
+    the unit rows of ``image_embeddings @ W``, W (d, image_projection) trained with the tower; the kept epoch's W
+    is the report's ``image_projection`` (the gallery to search is ``unit(image_embeddings @ W)``).
     """
     fields = list(columns.words)
     missing = [c for c in fields if c not in items]
@@ -132,7 +136,7 @@ def train_text_tower(items: pd.DataFrame, image_embeddings: np.ndarray, config: 
     train_rows = np.flatnonzero(split == "train")
     val_rows = np.flatnonzero(split == "val")
     images = unit(image_embeddings)
-    dim = images.shape[1]
+    dim = int(image_projection) or images.shape[1]
     codes = field_codes(items, fields)
     texts_all = [" ".join(field_value(items.iloc[r].get(f, "")) for f in fields) for r in train_rows]
     vocab = build_vocabulary(texts_all, int(config["min_count"]))
@@ -158,6 +162,10 @@ def train_text_tower(items: pd.DataFrame, image_embeddings: np.ndarray, config: 
         "skip": tf.Variable(init((d_in, dim))),
         "log_scale": tf.Variable(np.log(1 / float(config["temperature"])).astype(np.float32)),
     }
+    projection = tf.Variable(init((images.shape[1], dim))) if image_projection else None
+
+    def project(gallery):  # the image side: fixed targets, or the learned projection of the locked features
+        return gallery if projection is None else tf.math.l2_normalize(gallery @ projection, axis=1)
     if use_pre:
         pre_const = tf.constant(pre_table.astype(np.float32))
         variables["pre_logits"] = tf.Variable(np.zeros(len(pre_table), np.float32))
@@ -180,7 +188,7 @@ def train_text_tower(items: pd.DataFrame, image_embeddings: np.ndarray, config: 
         return tf.math.l2_normalize(h @ variables["w2"] + variables["b2"] + x @ variables["skip"], axis=1)
 
     optimizer = tf.keras.optimizers.Adam(float(config["learning_rate"]))
-    trainable = list(variables.values())
+    trainable = list(variables.values()) + ([projection] if projection is not None else [])
     all_negatives = config["negatives"] == "all"
     train_images = tf.constant(images[train_rows])
 
@@ -189,7 +197,7 @@ def train_text_tower(items: pd.DataFrame, image_embeddings: np.ndarray, config: 
         with tf.GradientTape() as tape:
             text = encode(w_ids, p_ids, True)
             scale = tf.exp(tf.minimum(variables["log_scale"], np.log(100.0)))
-            logits = scale * text @ tf.transpose(gallery)  # (B, G)
+            logits = scale * text @ tf.transpose(project(gallery))  # (B, G)
             loss_ti = -tf.reduce_mean(tf.reduce_sum(targets_ti * tf.nn.log_softmax(logits, axis=1), axis=1))
             # photo -> text over the batch's own photos (columns ``positions`` of the gallery)
             own = tf.gather(logits, positions, axis=1)  # (B texts, B photos)
@@ -244,7 +252,8 @@ def train_text_tower(items: pd.DataFrame, image_embeddings: np.ndarray, config: 
             losses.append(float(step(w_ids, p_ids, tf.constant(targets_ti), gallery, tf.constant(targets_it),
                                      tf.constant(positions))))
         tower = TextTower(snapshot(), tokenizer)
-        val = validation_scores(tower, items, images, val_rows, np.flatnonzero(split != "test"),
+        searched = images if projection is None else unit(images @ projection.numpy())
+        val = validation_scores(tower, items, searched, val_rows, np.flatnonzero(split != "test"),
                                 int(config["val_min_relevant"]), columns)
         score = val["score"]
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), **val,
@@ -253,6 +262,7 @@ def train_text_tower(items: pd.DataFrame, image_embeddings: np.ndarray, config: 
             f"attribute P@10 {val['attribute_precision_at_10']:.4f}, score {score:.4f}")
         if score > best_score:
             best, best_score, best_epoch, waited = snapshot(), score, epoch, 0
+            best_projection = None if projection is None else projection.numpy()
         else:
             waited += 1
             if waited >= int(config["patience"]):
@@ -262,6 +272,8 @@ def train_text_tower(items: pd.DataFrame, image_embeddings: np.ndarray, config: 
               "vocabulary": len(vocab), "train_views": len(views.texts), "train_items": int(len(train_rows)),
               "val_items": int(len(val_rows)), "seconds": round(time.perf_counter() - started, 1),
               "history": history}
+    if projection is not None:
+        report["image_projection"] = best_projection
     return TextTower(best, tokenizer), report
 
 
