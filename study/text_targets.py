@@ -9,7 +9,8 @@ Reads a finished build (artifacts/items.csv, embeddings.npy, features.npy view 0
 section. Each row trains the tower with the stage's settings and seed onto one target space, then scores it by the
 stage's protocol (lookalike/text/evaluation.py) with that space as the gallery: the learned ranking with words
 hidden (title -> photo, attribute queries) and the hybrid with half the words shown. A principal-component
-projection is fitted on the train split only; every target row is a unit vector.
+projection is fitted on the train split only; every target row is a unit vector. The "learned projection" rows
+train a linear map of the locked features with the tower (as LiT does) and search the features through it.
 """
 
 from __future__ import annotations
@@ -64,7 +65,13 @@ def targets(fit_rows: np.ndarray) -> dict[str, Target]:
             [s, unit_rows(principal_components(joined(b, c), fit_rows, 128))], axis=1),
         "stored vectors at half weight + backbone + colour, whole": lambda s, b, c: np.concatenate(
             [0.5 * unit_rows(s), unit_rows(joined(b, c))], axis=1),
+        "backbone + colour, learned projection to 256": lambda s, b, c: joined(b, c),
+        "backbone + colour, learned projection to 512": lambda s, b, c: joined(b, c),
     }
+
+
+LEARNED_PROJECTION = {"backbone + colour, learned projection to 256": 256,
+                      "backbone + colour, learned projection to 512": 512}
 
 
 def main() -> None:
@@ -95,7 +102,10 @@ def main() -> None:
             continue
         started = time.perf_counter()
         space = unit_rows(target(stored, backbone, colour)).astype(np.float32)
-        tower, report = train_text_tower(items, space, config, columns, seed=int(config["seed"]), log=lambda _: None)
+        tower, report = train_text_tower(items, space, config, columns, seed=int(config["seed"]), log=lambda _: None,
+                                         image_projection=LEARNED_PROJECTION.get(name, 0))
+        if name in LEARNED_PROJECTION:  # the gallery is the locked features through the kept epoch's projection
+            space = unit_rows(space @ report["image_projection"]).astype(np.float32)
         result = evaluate_text_search(tower, items, space, config, columns, seed=int(config["seed"]))
         row = {"target": name, **overrides, "dim": space.shape[1], "best_epoch": report["best_epoch"],
                "val_score": round(report["best_val_score"], 4), "seconds": round(time.perf_counter() - started)}
