@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from lookalike.catalogue.reading import read_table
 from lookalike.evaluation.metrics import unit_rows
@@ -30,6 +29,7 @@ from lookalike.model.colour import backbone_part
 from lookalike.text.evaluation import evaluate_text_search, text_columns
 from lookalike.text.training import train_text_tower
 from study import project_catalogue
+from study.text_variants import scored_row, text_overrides
 
 
 def principal_components(x: np.ndarray, fit_rows: np.ndarray, dim: int) -> np.ndarray:
@@ -39,6 +39,10 @@ def principal_components(x: np.ndarray, fit_rows: np.ndarray, dim: int) -> np.nd
     _, _, axes = np.linalg.svd(centred[fit_rows], full_matrices=False)
     return (centred @ axes[:dim].T).astype(np.float32)
 
+
+# rows whose image side trains with the tower: name -> the projection's dimension
+LEARNED_PROJECTION = {"backbone + colour, learned projection to 256": 256,
+                      "backbone + colour, learned projection to 512": 512}
 
 Target = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (stored, backbone, colour) -> (n, d)
 
@@ -65,13 +69,8 @@ def targets(fit_rows: np.ndarray) -> dict[str, Target]:
             [s, unit_rows(principal_components(joined(b, c), fit_rows, 128))], axis=1),
         "stored vectors at half weight + backbone + colour, whole": lambda s, b, c: np.concatenate(
             [0.5 * unit_rows(s), unit_rows(joined(b, c))], axis=1),
-        "backbone + colour, learned projection to 256": lambda s, b, c: joined(b, c),
-        "backbone + colour, learned projection to 512": lambda s, b, c: joined(b, c),
+        **{name: lambda s, b, c: joined(b, c) for name in LEARNED_PROJECTION},  # the features, projected in training
     }
-
-
-LEARNED_PROJECTION = {"backbone + colour, learned projection to 256": 256,
-                      "backbone + colour, learned projection to 512": 512}
 
 
 def main() -> None:
@@ -82,7 +81,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="text.<key>=<value> overrides for every row")
     args = parser.parse_args()
     params, description = project_catalogue(args.project)
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = text_overrides(args.set)
     config = {**params["text"], **overrides}
     artifacts = args.project / "artifacts"
     items = read_table(artifacts / "items.csv")
@@ -107,11 +106,7 @@ def main() -> None:
         if name in LEARNED_PROJECTION:  # the gallery is the locked features through the kept epoch's projection
             space = unit_rows(space @ report["image_projection"]).astype(np.float32)
         result = evaluate_text_search(tower, items, space, config, columns, seed=int(config["seed"]))
-        row = {"target": name, **overrides, "dim": space.shape[1], "best_epoch": report["best_epoch"],
-               "val_score": round(report["best_val_score"], 4), "seconds": round(time.perf_counter() - started)}
-        row.update({f"learned_{k}": round(v, 4) for k, v in result["hidden"]["learned"].items()})
-        row.update({f"hybrid_half_{k}": round(v, 4) for k, v in result["half"]["hybrid"].items()
-                    if k.startswith("title") or k.endswith("at_1")})
+        row = {"target": name, **overrides, "dim": space.shape[1], **scored_row(report, result, started)}
         print(row, flush=True)
         rows.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,23 @@ VARIANTS = {
 }
 
 
+def text_overrides(settings: list[str]) -> dict:
+    """``--set key=value ...`` -> {key: YAML value}: overrides of params.yaml's ``text:`` section."""
+    return {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in settings)}
+
+
+def scored_row(report: dict, result: dict, started: float) -> dict:
+    """One study row's columns from a tower's training report and its test scores: the kept epoch and its val
+    score, the seconds since ``started``, every learned metric with words hidden and the half-shown hybrid's
+    title and P@1 metrics."""
+    row = {"best_epoch": report["best_epoch"], "val_score": round(report["best_val_score"], 4),
+           "seconds": round(time.perf_counter() - started)}
+    row.update({f"learned_{k}": round(v, 4) for k, v in result["hidden"]["learned"].items()})
+    row.update({f"hybrid_half_{k}": round(v, 4) for k, v in result["half"]["hybrid"].items()
+                if k.startswith("title") or k.endswith("at_1")})
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="metrics/text_variants.csv")
@@ -41,7 +58,7 @@ def main() -> None:
     items = read_table(PROJECT_ROOT / "artifacts/items.csv")
     embeddings = np.load(PROJECT_ROOT / "artifacts/embeddings.npy")
     columns = text_columns(catalogue_description(params), items)
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = text_overrides(args.set)
     rows = []
     for name, variant in VARIANTS.items():
         if args.only and name not in args.only:
@@ -51,11 +68,7 @@ def main() -> None:
         tower, report = train_text_tower(items, embeddings, config, columns, seed=int(config["seed"]),
                                          log=lambda _: None)
         result = evaluate_text_search(tower, items, embeddings, config, columns, seed=int(config["seed"]))
-        row = {"variant": name, **{k: v for k, v in overrides.items()}, "best_epoch": report["best_epoch"],
-               "val_score": round(report["best_val_score"], 4), "seconds": round(time.perf_counter() - started)}
-        row.update({f"learned_{k}": round(v, 4) for k, v in result["hidden"]["learned"].items()})
-        row.update({f"hybrid_half_{k}": round(v, 4) for k, v in result["half"]["hybrid"].items()
-                    if k.startswith("title") or k.endswith("at_1")})
+        row = {"variant": name, **overrides, **scored_row(report, result, started)}
         print(row, flush=True)
         rows.append(row)
     table = pd.DataFrame(rows)

@@ -77,7 +77,6 @@ def test_training_learns_colour_and_type_words_and_is_deterministic(negatives: s
     assert set(items["baseColour"].to_numpy()[test[top]]) == {"Green"}
 
 
-
 def test_learned_image_projection_searches_the_locked_vectors_through_the_kept_projection() -> None:
     """The LiT-style option: the photo side is the unit rows of vectors @ W, W trained with the tower."""
     items, vectors = made_up_catalogue()
@@ -92,6 +91,7 @@ def test_learned_image_projection_searches_the_locked_vectors_through_the_kept_p
         assert (items["baseColour"][best], items["articleType"][best]) == (colour, kind)
     _, fixed = train_text_tower(items, vectors, {**CONFIG, "epochs": 1}, COLUMNS, seed=0, log=lambda _: None)
     assert "image_projection" not in fixed  # the stage's default: fixed targets
+
 
 class NoFashionColumns(pd.DataFrame):
     """A table that fails the test if anything reads a fashion column by name."""
