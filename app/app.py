@@ -293,8 +293,9 @@ def alike_control(catalogue: PageCatalogue) -> str:
         return modes[0]
     chosen = st.segmented_control("Alike by", modes, default=modes[0], key="alike",
                                   format_func=lambda mode: ALIKE_LABELS.get(mode, mode.capitalize()),
-                                  help="Overall weighs type, colour and style together; the others rank by one "
-                                       "of them. Applies to uploads and to 'More like this'.")
+                                  help="Overall weighs type, colour and style together; whole picture compares the "
+                                       "photos as they look, with no labels (near-identical products first); the "
+                                       "others rank by one of them. Applies to uploads and to 'More like this'.")
     return chosen or modes[0]
 
 

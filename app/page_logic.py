@@ -38,7 +38,8 @@ DEFAULT_K = 5
 DEFAULT_MAX_UPLOAD_MB = 10.0
 MAX_K = 20
 UPLOAD_TYPES = UPLOAD_EXTENSIONS  # the decoder's list: the uploader offers exactly what the search accepts
-ALIKE_LABELS = {"overall": "Overall look", "colour": "Same colour", "type": "Same type", "style": "Same style"}
+ALIKE_LABELS = {"overall": "Overall look", "colour": "Same colour", "type": "Same type", "style": "Same style",
+                "picture": "Whole picture"}
 BUILD_COMMAND = "dvc repro"
 _WORD_BREAK = re.compile(r"[\s_\-.]+|(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 

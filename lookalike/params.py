@@ -23,6 +23,10 @@ ENGINES = ("local", "ray")  # embed.engine: in-process, or Ray Data
 SELECTIONS = ("map_at_r", "look", "look_map_at_r", "no_regression")  # train.selection: how the kept step is chosen
 BATCH_BY = ("label", "look")  # train.batch_by: what a P x K batch's P classes are
 INSTANCE_COLUMN = "@instance"  # a sub-space trained on the photo itself: its other views are positives
+# a sub-space that is not trained: the head's input (backbone features and colour descriptor) on its principal axes,
+# which keeps what tells one product from another of its type and colour (the label-trained sub-spaces drop it)
+FEATURES_COLUMN = "@features"
+STORED_TARGET = "stored"  # text.target: the whole stored vector (else one sub-space's name)
 
 
 class ParamsError(ValueError):
@@ -152,6 +156,18 @@ def _check_subspaces(params: dict) -> None:
     _check(not (model["colour_descriptor"] and params["train"]["finetune_blocks"]), "model.colour_descriptor",
            "needs the photo, which fine-tuning on cached maps does not see: set it to false to fine-tune "
            "(train.finetune_blocks > 0)", model["colour_descriptor"])
+    fixed = [name for name, spec in subspaces.items() if spec["column"] == FEATURES_COLUMN]
+    _check(len(fixed) <= 1, "model.subspaces", f"at most one sub-space can be the features ({FEATURES_COLUMN})", fixed)
+    _check(not (fixed and params["train"]["finetune_blocks"]), f"model.subspaces.{fixed[0] if fixed else ''}",
+           f"{FEATURES_COLUMN} projects the pretrained features, which fine-tuning changes: remove it to fine-tune "
+           "(train.finetune_blocks > 0)", FEATURES_COLUMN)
+    _check(len(fixed) < len(subspaces), "model.subspaces", f"needs a trained sub-space beside {FEATURES_COLUMN}", fixed)
+    if "text" in params:
+        target = params["text"].setdefault("target", STORED_TARGET)  # a params file from before the option
+        _check(target == STORED_TARGET or target in subspaces, "text.target",
+               f"must be {STORED_TARGET} (the whole stored vector) or a sub-space ({', '.join(subspaces)})", target)
+        _check(target == STORED_TARGET or model["embedding"] == "head", "text.target",
+               "a sub-space needs model.embedding: head (a concatenated embedding has no sub-spaces)", target)
     for mode, weights in (params.get("similarity") or {}).items():
         _check(isinstance(weights, dict) and set(weights) <= set(subspaces)
                and all(isinstance(w, (int, float)) and w >= 0 for w in weights.values()),

@@ -1,7 +1,9 @@
 """Stage text: the build's image embeddings + the items' words -> the text tower, and its evaluation.
 
 Trains the tower into the image embedding space (lookalike/text/training.py; the train split, val for
-early stopping), writes artifacts/text_tower.npz (plain numpy arrays: no TensorFlow at query time) and,
+early stopping): the whole stored vector, or the sub-space ``text.target`` names (the fashion build's "picture",
+the pretrained features on their principal axes, where one product is told from another of its type and colour).
+Writes artifacts/text_tower.npz (plain numpy arrays: no TensorFlow at query time) and,
 when it reads pretrained token embeddings, artifacts/text_tokenizer.json (copied from the pinned wordllama
 wheel); the index stage pins both in the build's manifest. Then scores lexical, learned and hybrid
 rankings on the test split (lookalike/text/evaluation.py) into metrics/text.json. A catalogue whose
@@ -19,7 +21,9 @@ import numpy as np
 
 from lookalike.artifacts import write_json, write_with
 from lookalike.catalogue.reading import read_table
-from lookalike.params import PROJECT_ROOT, catalogue_description, load_params
+from lookalike.evaluation.metrics import unit_rows
+from lookalike.params import PROJECT_ROOT, STORED_TARGET, catalogue_description, load_params
+from lookalike.search.similarity import Similarity
 from lookalike.text.evaluation import evaluate_text_search, text_columns
 from lookalike.text.lexical import FUSIONS
 from lookalike.text.tower import TextTower, pretrained_files
@@ -51,7 +55,13 @@ def main() -> None:
     print(f"words: {', '.join(columns.words) or 'none'}; title queries: "
           f"{columns.title if columns.title_queries else 'none'}; attribute queries: "
           + ", ".join(f"{name} ({' + '.join(asked)})" for name, asked in columns.attributes.items()), flush=True)
-    tower, report = train_text_tower(items, embeddings, config, columns, seed=int(config["seed"]))
+    if config["target"] == STORED_TARGET:
+        tower, report = train_text_tower(items, embeddings, config, columns, seed=int(config["seed"]))
+    else:  # one sub-space: trained on its unit sub-vectors, placed back where it lies in a stored vector
+        start, stop, length = Similarity.from_params(params["model"], params.get("similarity")).span(config["target"])
+        tower, report = train_text_tower(items, unit_rows(embeddings[:, start:stop]), config, columns,
+                                         seed=int(config["seed"]))
+        tower = tower.placed(start, embeddings.shape[1], 1.0 / length)
     tower.save(artifacts / TOWER_FILE)
     if tower.uses_pretrained:
         write_with(tokenizer, lambda tmp: shutil.copyfile(pretrained_files()[1], tmp))

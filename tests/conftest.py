@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sqlite3  # noqa: F401  before any test module imports TensorFlow, whose bundled SQLite has no FTS5 (word search)
 import subprocess
 import sys
 from pathlib import Path

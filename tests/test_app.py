@@ -449,7 +449,7 @@ def test_alike_by_changes_the_results_as_the_library_ranks_them(app: AppTest) ->
     app.selectbox(key="pick").set_value(QUERY_ID)
     app.run()
     control = app.segmented_control(key="alike")
-    assert control.options == ["Overall look", "Same colour", "Same type", "Same style"]
+    assert control.options == ["Overall look", "Same colour", "Same type", "Same style", "Whole picture"]
     assert control.value == "overall"
     searcher = Searcher.load(ARTIFACTS)
     by_mode = {}

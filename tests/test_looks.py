@@ -184,6 +184,10 @@ def test_the_colour_descriptor_and_fine_tuning_on_maps_are_refused_together(para
     with pytest.raises(ParamsError, match="model.colour_descriptor"):
         validate(params)
     params["model"]["colour_descriptor"] = False
+    with pytest.raises(ParamsError, match="@features"):  # the picture sub-space projects the pretrained features
+        validate(params)
+    del params["model"]["subspaces"]["picture"], params["similarity"]["picture"]
+    params["model"]["embedding_dim"], params["text"]["target"] = 256, "stored"
     validate(params)
 
 
@@ -191,6 +195,8 @@ def test_a_params_file_without_sub_spaces_trains_the_type_only_head(params) -> N
     for key in ("subspaces", "colour_descriptor"):
         del params["model"][key]
     del params["similarity"]  # its modes name the sub-spaces just removed
+    del params["text"]["target"]  # and words search one of them
+    params["model"]["embedding_dim"] = 256
     validate(params)
     assert params["model"]["colour_descriptor"] is False
     assert params["model"]["subspaces"] == {"type": {"column": "articleType", "dim": 256, "weight": 1.0}}

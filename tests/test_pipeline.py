@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import PER_LABEL, SLICE_LABELS, ran_stages, run, tiny_project_copy
+from test_params import for_finetuning
 
 from lookalike.model.colour import COLOUR_FEATURES, backbone_part
 
@@ -153,7 +154,7 @@ def test_finetuning_blocks_caches_their_input_maps_and_trains_only_them(tiny_pro
     shutil.copytree(tiny_project, project, symlinks=True)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train"].update(finetune_blocks=2, finetune_steps=20, eval_every=10)
-    params["model"]["colour_descriptor"] = False  # fine-tuning sees maps, not the photo the descriptor reads
+    for_finetuning(params)  # maps, not the photo the colour descriptor reads; no pretrained features to project
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert ran_stages(run(["dvc", "repro"], project)) == {"features", "train", "embed", "text", "index", "evaluate"}
     maps = np.load(project / "artifacts/feature_maps.npy")

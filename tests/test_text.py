@@ -200,7 +200,7 @@ def test_score_fusion_adds_relative_bm25_and_keeps_photo_only_items() -> None:
 
 def test_compose_is_a_renormalised_weighted_sum_and_refuses_cancelling_parts() -> None:
     a, b = _direction(0), _direction(1)
-    np.testing.assert_allclose(compose([(a, 1.0), (2 * b, 1.0)]), (a + b) / np.sqrt(2), atol=1e-6)
+    np.testing.assert_allclose(compose([(a, 1.0), (b, 2.0)]), (a + 2 * b) / np.sqrt(5), atol=1e-6)
     np.testing.assert_allclose(compose([(a + b, 1.0), (b, -0.7)]), compose([(a + b, 1.0), (b, -0.7)]))
     assert compose([(a + b, 1.0), (b, -1.0)])[0] > 0.9
     with pytest.raises(TextQueryError, match="cancel"):

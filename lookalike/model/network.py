@@ -34,6 +34,7 @@ from lookalike.model.colour import (
     reconstruction_steps,
 )
 from lookalike.model.runtime import EXPORT_MIN_COSINE, EmbeddingRuntime, agreement
+from lookalike.params import FEATURES_COLUMN
 
 
 @keras.saving.register_keras_serializable(package="lookalike")
@@ -90,12 +91,80 @@ class ColourDescriptor(keras.layers.Layer):
         return ops.concatenate(parts, axis=-1)
 
 
+@keras.saving.register_keras_serializable(package="lookalike")
+class PrincipalProjection(keras.layers.Layer):
+    """Features (batch, feature_dim) -> float32 (batch, dim) unit rows: the backbone part and the colour part (the
+    last ``colour_features`` numbers) each scaled to unit length, joined, centred and projected on fixed principal
+    axes (:meth:`fit`, on the train split's features). Not trained: the sub-space keeps what the pretrained features
+    tell apart (one product from another of its type and colour), which the label-trained sub-spaces drop."""
+
+    def __init__(self, dim: int, colour_features: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.dim, self.colour_features = int(dim), int(colour_features)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "dim": self.dim, "colour_features": self.colour_features}
+
+    def build(self, input_shape):
+        width = int(input_shape[-1])
+        if not self.dim <= width:
+            raise ValueError(f"a principal projection to {self.dim} dimensions needs at least as many features, "
+                             f"not {width}")
+        self.mean = self.add_weight(shape=(width,), initializer="zeros", trainable=False, name="mean")
+        self.axes = self.add_weight(shape=(width, self.dim), initializer="zeros", trainable=False, name="axes")
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.dim)
+
+    def call(self, features):
+        def unit(x):
+            return x / ops.maximum(ops.sqrt(ops.sum(x * x, axis=-1, keepdims=True)), 1e-12)
+
+        split = int(features.shape[-1]) - self.colour_features
+        joined = unit(features) if not self.colour_features else ops.concatenate(
+            [unit(features[:, :split]), unit(features[:, split:])], axis=-1)
+        return unit(ops.matmul(joined - self.mean, self.axes))
+
+    def joined(self, features: np.ndarray) -> np.ndarray:
+        """float64 (n, feature_dim): what :meth:`call` projects, in numpy."""
+        def unit(x):
+            return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+        features = np.asarray(features, np.float64)
+        split = features.shape[1] - self.colour_features
+        return unit(features) if not self.colour_features else np.concatenate(
+            [unit(features[:, :split]), unit(features[:, split:])], axis=1)
+
+    def fit(self, features: np.ndarray) -> None:
+        """Set the mean and the top ``dim`` principal axes from ``features`` (n, feature_dim): the covariance's
+        eigenvectors, largest first, each signed so its largest entry is positive (the same axes on any machine)."""
+        joined = self.joined(features)
+        mean = joined.mean(axis=0)
+        centred = joined - mean
+        values, vectors = np.linalg.eigh(centred.T @ centred)
+        axes = vectors[:, np.argsort(-values, kind="stable")[: self.dim]]
+        axes *= np.sign(axes[np.abs(axes).argmax(axis=0), np.arange(self.dim)])
+        self.mean.assign(mean.astype(np.float32))
+        self.axes.assign(axes.astype(np.float32))
+
+
+def fit_projections(head: keras.Model, features: np.ndarray) -> int:
+    """Fit every :class:`PrincipalProjection` of ``head`` on ``features`` (the train split's, view 0); how many."""
+    layers = [layer for layer in head.layers if isinstance(layer, PrincipalProjection)]
+    for layer in layers:
+        layer.fit(features)
+    return len(layers)
+
+
 def build_head(feature_dim: int, hidden_dim: int = 512, embedding_dim: int = 256,
                dropout: float = 0.0, embedding: str = "head", seed: int = 0,
-               subspaces: dict[str, dict] | None = None) -> keras.Model:
+               subspaces: dict[str, dict] | None = None, colour_features: int = 0) -> keras.Model:
     """Features (feature_dim,) -> Dense(hidden, ReLU) -> one Dense + L2 norm per sub-space -> weighted concat
     -> L2 norm. ``subspaces``: name -> {"dim", "weight"} in order; None: one sub-space of ``embedding_dim``
-    (the type-only head). The model has one output per sub-space after the final one, for training.
+    (the type-only head). A sub-space whose "column" is FEATURES_COLUMN is a :class:`PrincipalProjection` of the
+    features (``colour_features``: the colour descriptor's length at their end), fitted, not trained
+    (:func:`fit_projections`). With more than one sub-space the model has, after the stored embedding, one output
+    per trained sub-space, for the loss.
 
     ``embedding="concat"`` returns the unit head output beside the unit features, renormalised.
     """
@@ -104,12 +173,16 @@ def build_head(feature_dim: int, hidden_dim: int = 512, embedding_dim: int = 256
     features = keras.Input((feature_dim,), name="pooled_features")
     x = keras.layers.Dropout(dropout, seed=seed, name="dropout")(features) if dropout else features
     x = keras.layers.Dense(hidden_dim, activation="relu", kernel_initializer=init(seed), name="dense_hidden")(x)
-    parts = []
+    parts, trained = [], []
     for i, (name, spec) in enumerate(subspaces.items()):
+        if spec.get("column") == FEATURES_COLUMN:
+            parts.append(PrincipalProjection(int(spec["dim"]), colour_features, name=f"project_{name}")(features))
+            continue
         dense_name = "dense_embedding" if len(subspaces) == 1 else f"dense_{name}"
         part = keras.layers.Dense(int(spec["dim"]), kernel_initializer=init(seed + 1 + i), name=dense_name)(x)
         unit_name = "l2_normalise" if len(subspaces) == 1 else f"unit_{name}"
         parts.append(keras.layers.UnitNormalization(name=unit_name)(part))
+        trained.append(parts[-1])
     if len(parts) == 1:
         x = parts[0]
     else:
@@ -120,7 +193,7 @@ def build_head(feature_dim: int, hidden_dim: int = 512, embedding_dim: int = 256
         unit_features = keras.layers.UnitNormalization(name="unit_features")(features)
         x = keras.layers.Concatenate(name="concat")([x, unit_features])
         x = keras.layers.UnitNormalization(name="l2_normalise_concat")(x)
-    return keras.Model(features, [x, *parts] if len(parts) > 1 else x, name="head")
+    return keras.Model(features, [x, *trained] if len(parts) > 1 else x, name="head")
 
 
 def final_output(model: keras.Model) -> keras.Model:

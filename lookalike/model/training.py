@@ -20,9 +20,10 @@ import tensorflow as tf
 
 from lookalike.catalogue.reading import MISSING_VALUES
 from lookalike.evaluation.metrics import count_relevant, evaluate_retrieval, relevance, retrieval_metrics, unit_rows
+from lookalike.model.colour import COLOUR_FEATURES
 from lookalike.model.losses import info_nce_loss, metric_loss
-from lookalike.model.network import CompiledModel, build_embedding_model, build_head
-from lookalike.params import BATCH_BY, INSTANCE_COLUMN
+from lookalike.model.network import CompiledModel, build_embedding_model, build_head, fit_projections
+from lookalike.params import BATCH_BY, FEATURES_COLUMN, INSTANCE_COLUMN
 from lookalike.search.index import build_index, search
 
 SELECTION_METRIC = "map_at_r"
@@ -123,8 +124,9 @@ def attribute_labels(table: pd.DataFrame, column: str) -> np.ndarray:
     """str (n,): a sub-space's label per row; ``a+b`` joins columns (type and colour together: the look).
     Missing values (NaN, and the reader's MISSING_VALUES: one list, so a row the catalogue report counts as
     unlabelled is unlabelled here too) become MISSING, so they neither pull nor push.
-    INSTANCE_COLUMN names no column: all MISSING (``train_head`` labels those rows by identity)."""
-    if column == INSTANCE_COLUMN:
+    INSTANCE_COLUMN names no column: all MISSING (``train_head`` labels those rows by identity); nor does
+    FEATURES_COLUMN (a sub-space fitted, not trained)."""
+    if column in (INSTANCE_COLUMN, FEATURES_COLUMN):
         return np.full(len(table), MISSING)
     parts = []
     for name in column.split("+"):
@@ -213,7 +215,12 @@ def train_head(
     feature_dim = features.shape[-1] if backbone_top is None else int(backbone_top.output_shape[-1])
     subspaces = model_params.get("subspaces") if attributes else None
     head = build_head(feature_dim, model_params["hidden_dim"], model_params["embedding_dim"],
-                      train_params["dropout"], model_params["embedding"], seed, subspaces)
+                      train_params["dropout"], model_params["embedding"], seed, subspaces,
+                      COLOUR_FEATURES if model_params.get("colour_descriptor") else 0)
+    if any(spec["column"] == FEATURES_COLUMN for spec in (subspaces or {}).values()):
+        if backbone_top is not None:
+            raise ValueError(f"a {FEATURES_COLUMN} sub-space projects the pretrained features: it cannot fine-tune")
+        fit_projections(head, features[0, train_rows])
     # maps -> embedding, with the per-sub-space outputs for the loss
     embedder = head if backbone_top is None else build_embedding_model(backbone_top, head, all_outputs=True)
     steps = int(train_params["finetune_steps"] if backbone_top is not None else train_params["steps"])
@@ -223,7 +230,8 @@ def train_head(
         keras.optimizers.schedules.CosineDecay(float(train_params["finetune_learning_rate"]), steps),
         weight_decay=train_params["weight_decay"]) if top_variables else None
     loss_name, mining, margin = train_params["loss"], train_params["mining"], float(train_params["margin"])
-    specs = subspaces or {"type": {"column": INSTANCE_COLUMN if len(labelled_train) == 0 else "labels"}}
+    specs = {name: spec for name, spec in (subspaces or {}).items() if spec["column"] != FEATURES_COLUMN} \
+        or {"type": {"column": INSTANCE_COLUMN if len(labelled_train) == 0 else "labels"}}
     attributes = attributes or {"type": labels}
     is_instance = [spec["column"] == INSTANCE_COLUMN for spec in specs.values()]
     ids = instance_ids(n, items)
@@ -254,7 +262,7 @@ def train_head(
                              "validation queries with: rerun the features stage with the instance sub-space")
 
     # Proxies (one learned vector per label and sub-space) are used by proxy_softmax only; not part of the model.
-    shapes = head.output_shape[1:] if len(specs) > 1 else [head.output_shape]  # one per sub-space
+    shapes = head.output_shape[1:] if len(head.outputs) > 1 else [head.output_shape]  # one per trained sub-space
     part_dims = [int(shape[-1]) for shape in shapes]
     proxies = [tf.Variable(rng.normal(0.0, 0.01, (1 if instance else max(1, int(c.max()) + 1), dim))
                            .astype(np.float32)) for c, dim, instance in zip(codes, part_dims, is_instance, strict=True)]

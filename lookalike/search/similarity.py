@@ -56,6 +56,16 @@ class Similarity:
     def names(self) -> list[str]:
         return [name for name, _, _ in self.subspaces]
 
+    def span(self, name: str) -> tuple[int, int, float]:
+        """Where sub-space ``name`` lies in a stored vector: (start, stop, its length there, sqrt(w / sum w))."""
+        start = 0
+        for sub, dim, _ in self.subspaces:
+            if sub == name:
+                total = sum(weight for _, _, weight in self.subspaces)
+                return start, start + dim, float(np.sqrt(self.describe()[OVERALL][name] / total))
+            start += dim
+        raise SimilarityError(f"unknown sub-space {name!r}: this build has {', '.join(self.names)}")
+
     @property
     def mode_names(self) -> list[str]:
         """Every mode a query may name: "overall" first."""

@@ -86,7 +86,8 @@ def api_router(max_k: int, default_k: int, max_upload_bytes: int) -> APIRouter:
     ItemId = Annotated[str, Depends(item_id_of)]  # noqa: N806
     K = Annotated[int, Query(ge=1, le=max_k, description="how many results")]  # noqa: N806
     KForm = Annotated[int, Form(ge=1, le=max_k, description="how many results")]  # noqa: N806
-    alike = ("what 'alike' means: overall (default: type, colour and style together), colour, type, style, or "
+    alike = ("what 'alike' means: overall (default: type, colour and style together), colour, type, style, "
+             "picture (the photos as they look, no labels), or "
              "weights over the build's sub-spaces such as 'type:1,colour:0.5' (GET /v1/stats lists them)")
     SimilarityQuery = Annotated[str | None, Query(max_length=200, description=alike)]  # noqa: N806
     SimilarityForm = Annotated[str | None, Form(max_length=200, description=SIMILARITY_HELP)]  # noqa: N806

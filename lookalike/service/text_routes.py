@@ -29,7 +29,8 @@ from lookalike.text.search import Query as TextQuery
 from lookalike.text.tower import MAX_QUERY_CHARS, TextQueryError
 
 SIMILARITY_HELP = ("what 'alike' means for a photo or items: overall (default: type, colour and style together), "
-                   "colour, type, style, or weights over the build's sub-spaces such as 'type:1,colour:0.5' (GET "
+                   "colour, type, style, picture (the photos as they look, no labels), or weights over the build's "
+                   "sub-spaces such as 'type:1,colour:0.5' (GET "
                    "/v1/stats lists them). Beside words (q, negative, text, negative_text) any value but overall is "
                    f"a 422 invalid_query: {SIMILARITY_WITH_WORDS}.")
 

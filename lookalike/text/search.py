@@ -6,7 +6,9 @@
     text.search(Query(item_ids=[15970], negative_text="leather"))     # "like this one, not leather"
 
 Composition is vector arithmetic in the image embedding space (:func:`compose`): the weighted sum of
-the unit vectors of the positive parts minus the weighted negative parts, renormalised. Words alone
+the positive parts minus the weighted negative parts, renormalised. Photos and items are unit vectors; words are
+the tower's vectors, whose inner product with a stored vector is the cosine in the space the tower was trained into
+(one sub-space of the stored vectors, or all of it), so a word's weight means the same wherever it lands. Words alone
 are also ranked lexically (BM25 over the items' words) and the two rankings fused, so an exact name
 or brand is found while photos without words are still found by the tower. Negative words also
 remove the items whose own words contain all of them. Numpy, FAISS and SQLite only: no TensorFlow.
@@ -78,16 +80,26 @@ def asked_similarity(searcher: Searcher, query: Query, similarity: str | dict | 
     return similarity
 
 
-def compose(parts: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
-    """Unit vector of sum(weight * unit(vector)); negative weights subtract. Refused when nothing is left."""
+def compose(parts: Sequence[tuple[np.ndarray, float]], length: float = 1.0) -> np.ndarray:
+    """sum(weight * vector) scaled to ``length``; negative weights subtract. Refused when nothing is left.
+
+    ``length`` 1 for a query with a photo or items (its scores are cosines in the whole stored vector); the text
+    tower's :attr:`~lookalike.text.tower.TextTower.scale` for words alone, so that their scores stay cosines in the
+    tower's own space, which the hybrid ranking adds to the share of words matched (:func:`query_length`)."""
     total = np.zeros_like(np.asarray(parts[0][0], dtype=np.float32)) if parts else None
     if total is None:
         raise TextQueryError("a query needs at least one of text, image or items")
     for vector, weight in parts:
-        total = total + float(weight) * unit(np.asarray(vector, dtype=np.float32))
+        total = total + float(weight) * np.asarray(vector, dtype=np.float32)
     if not np.isfinite(total).all() or np.linalg.norm(total) < 1e-6:
         raise TextQueryError("the query's parts cancel out (positive and negative parts are the same)")
-    return unit(total)
+    return unit(total) * np.float32(length)
+
+
+def query_length(tower: TextTower, query: Query) -> float:
+    """The length :func:`compose` gives ``query``'s vector: the tower's scale for words alone, else 1."""
+    only_words = query.words_only() and not query.negative_item_ids
+    return tower.scale if only_words else 1.0
 
 
 def _weight(name: str, value: float) -> float:
@@ -193,7 +205,7 @@ class TextSearch:
             if query.negative_text and query.negative_text.strip():
                 parts.append((self.text_vector(query.negative_text), -share))
             parts.extend((self.searcher.embeddings[row], -share) for row in negative_rows)
-        return compose(parts), positive_rows + negative_rows
+        return compose(parts, query_length(self.tower, query)), positive_rows + negative_rows
 
     def search(self, query: Query, k: int = 5, filters: dict | None = None,
                similarity: str | dict | None = None) -> SearchResponse:
@@ -341,7 +353,7 @@ class LiveTextSearch:
             if has_negative_text:
                 parts.append((self.text.text_vector(query.negative_text), -share))
             parts.extend((v, -share) for v in negatives)
-        return compose(parts)
+        return compose(parts, query_length(self.text.tower, query))
 
     def _lexical(self, text: str, depth: int, filters: dict | None, without: str | None = None
                  ) -> dict[str, float]:

@@ -161,6 +161,10 @@ class TextTower:
     ``weights`` keys: ``vocab`` (str, V), ``word_table`` (V+1, d_w), ``word_logits`` (V+1,) for the catalogue
     channel; ``pre_table`` (T, d_p) float16 and ``pre_logits`` (T,) for the pretrained channel when present;
     ``w1``, ``b1``, ``w2``, ``b2``, ``skip`` for the MLP: y = relu(x w1 + b1) w2 + b2 + x skip.
+    A tower trained into one sub-space of the stored vectors (``text.target``) has ``place`` (int: where the
+    sub-space starts, the stored vector's length) and ``place_scale`` (1 / the sub-space's length in a stored vector):
+    :meth:`encode` writes its output there, so a query vector's inner product with a stored vector is their cosine
+    in that sub-space (:meth:`placed`).
     """
 
     weights: dict[str, np.ndarray]
@@ -174,7 +178,23 @@ class TextTower:
         self.uses_pretrained = "pre_table" in self.weights
         if self.uses_pretrained and self.tokenizer is None:
             raise ValueError("the tower has a pretrained channel but no tokenizer was given")
-        self.dimension = int(self.weights["w2"].shape[1])
+        self.dimension = int(self.weights["w2"].shape[1])  # of the stored vectors its queries are compared with
+        self.scale = 1.0  # the length of its query vectors (in a sub-space: the inverse of the sub-space's share)
+        self.offset = 0
+        if "place" in self.weights:
+            self.offset, self.dimension = (int(v) for v in self.weights["place"])
+            self.scale = float(self.weights["place_scale"])
+            if not (0 <= self.offset and self.offset + int(self.weights["w2"].shape[1]) <= self.dimension
+                    and np.isfinite(self.scale) and self.scale >= 1.0):
+                raise ValueError(f"the tower's place {self.weights['place'].tolist()} (scale {self.scale}) does not "
+                                 "fit its output")
+
+    def placed(self, offset: int, dimension: int, scale: float) -> TextTower:
+        """This tower writing its output at ``offset`` of a ``dimension``-long stored vector, times ``scale``: for a
+        tower trained on one sub-space, whose unit sub-vectors are 1 / ``scale`` long in the stored vectors."""
+        weights = {**self.weights, "place": np.array([offset, dimension], np.int64),
+                   "place_scale": np.array(scale, np.float64)}
+        return TextTower(weights, self.tokenizer)
 
     @classmethod
     def load(cls, path: str | Path | BinaryIO, tokenizer_path: str | Path | None = None) -> TextTower:
@@ -232,11 +252,17 @@ class TextTower:
         return unit(hidden @ w["w2"] + w["b2"] + x @ w["skip"])
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        """float32 (n, dim) unit vectors, one per query text, comparable with the build's image embeddings; a
+        """float32 (n, dim) vectors, one per query text, whose inner product with the build's image embeddings is
+        the cosine in the space the tower was trained into (unit vectors when that is the whole stored vector); a
         misspelt word is read as its correction (:meth:`corrected`). Training reads its own views' token ids, so
         only queries (the service's, the evaluation's and the val score's) come through here."""
         texts = [self.corrected(t) for t in texts]
-        return self.forward(self.features(self.word_ids(texts), self.pretrained_ids(texts)))
+        vectors = self.forward(self.features(self.word_ids(texts), self.pretrained_ids(texts)))
+        if "place" not in self.weights:
+            return vectors
+        out = np.zeros((len(vectors), self.dimension), np.float32)
+        out[:, self.offset : self.offset + vectors.shape[1]] = vectors * np.float32(self.scale)
+        return out
 
 
 def pretrained_files() -> tuple[Path, Path]:
