@@ -21,12 +21,11 @@ import numpy as np
 
 from lookalike.artifacts import write_json, write_with
 from lookalike.catalogue.reading import read_table
-from lookalike.evaluation.metrics import unit_rows
 from lookalike.params import PROJECT_ROOT, STORED_TARGET, catalogue_description, load_params
 from lookalike.search.similarity import Similarity
 from lookalike.text.evaluation import evaluate_text_search, text_columns
 from lookalike.text.lexical import FUSIONS
-from lookalike.text.tower import TextTower, pretrained_files
+from lookalike.text.tower import TextTower, pretrained_files, unit
 from lookalike.text.training import train_text_tower
 
 TOWER_FILE = "text_tower.npz"
@@ -58,8 +57,8 @@ def main() -> None:
     if config["target"] == STORED_TARGET:
         tower, report = train_text_tower(items, embeddings, config, columns, seed=int(config["seed"]))
     else:  # one sub-space: trained on its unit sub-vectors, placed back where it lies in a stored vector
-        start, stop, length = Similarity.from_params(params["model"], params.get("similarity")).span(config["target"])
-        tower, report = train_text_tower(items, unit_rows(embeddings[:, start:stop]), config, columns,
+        start, stop, length = Similarity.from_params(params["model"]).span(config["target"])
+        tower, report = train_text_tower(items, unit(embeddings[:, start:stop]), config, columns,
                                          seed=int(config["seed"]))
         tower = tower.placed(start, embeddings.shape[1], 1.0 / length)
     tower.save(artifacts / TOWER_FILE)

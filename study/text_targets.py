@@ -32,12 +32,13 @@ from study import project_catalogue
 from study.text_variants import scored_row, text_overrides
 
 
-def principal_components(x: np.ndarray, fit_rows: np.ndarray, dim: int) -> np.ndarray:
-    """float32 (n, dim): ``x`` centred and projected on the top ``dim`` principal axes of ``x[fit_rows]``."""
+def principal_components(x: np.ndarray, fit_rows: np.ndarray, dim: int, whiten: float = 0.0) -> np.ndarray:
+    """float32 (n, dim): ``x`` centred and projected on the top ``dim`` principal axes of ``x[fit_rows]``, each axis
+    divided by its singular value to the power ``whiten`` (1: whitened, every axis the same variance)."""
     x = np.asarray(x, np.float64)
     centred = x - x[fit_rows].mean(0)
-    _, _, axes = np.linalg.svd(centred[fit_rows], full_matrices=False)
-    return (centred @ axes[:dim].T).astype(np.float32)
+    _, values, axes = np.linalg.svd(centred[fit_rows], full_matrices=False)
+    return (centred @ axes[:dim].T / values[:dim] ** whiten).astype(np.float32)
 
 
 # rows whose image side trains with the tower: name -> the projection's dimension
@@ -56,10 +57,14 @@ def targets(fit_rows: np.ndarray) -> dict[str, Target]:
         return np.concatenate([unit_rows(backbone), colour_weight * unit_rows(colour)], axis=1)
 
     return {
-        "stored vectors (the stage)": lambda s, b, c: s,
+        "stored vectors": lambda s, b, c: s,
         "backbone, 256 principal components": lambda s, b, c: principal_components(unit_rows(b), fit_rows, 256),
         "backbone + colour, 256 principal components": lambda s, b, c: principal_components(joined(b, c), fit_rows,
                                                                                              256),
+        "backbone + colour, 256 principal components, whitened": lambda s, b, c: principal_components(
+            joined(b, c), fit_rows, 256, whiten=1.0),
+        "backbone + colour, 256 principal components, half whitened": lambda s, b, c: principal_components(
+            joined(b, c), fit_rows, 256, whiten=0.5),
         "backbone + colour, 512 principal components": lambda s, b, c: principal_components(joined(b, c), fit_rows,
                                                                                              512),
         "backbone + colour, whole (no projection)": lambda s, b, c: joined(b, c),
