@@ -180,7 +180,7 @@ def _k_and_json(parser: argparse.ArgumentParser, k: int = 5) -> None:
 
 def _similarity(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--similarity", default=None, metavar="MODE",
-                        help="what 'alike' means: overall (default), colour, type, style, or weights such as "
+                        help="what 'alike' means: overall (default), colour, type, style, picture, or weights such as "
                              "'type:1,colour:0.5' over the build's sub-spaces")
 
 

@@ -27,6 +27,7 @@ INSTANCE_COLUMN = "@instance"  # a sub-space trained on the photo itself: its ot
 # which keeps what tells one product from another of its type and colour (the label-trained sub-spaces drop it)
 FEATURES_COLUMN = "@features"
 STORED_TARGET = "stored"  # text.target: the whole stored vector (else one sub-space's name)
+AUTO_TARGET = "auto"  # text.target: the FEATURES_COLUMN sub-space when the build has one, else the whole stored vector
 
 
 class ParamsError(ValueError):
@@ -163,15 +164,27 @@ def _check_subspaces(params: dict) -> None:
            "(train.finetune_blocks > 0)", FEATURES_COLUMN)
     _check(len(fixed) < len(subspaces), "model.subspaces", f"needs a trained sub-space beside {FEATURES_COLUMN}", fixed)
     if "text" in params:
-        target = params["text"].setdefault("target", STORED_TARGET)  # a params file from before the option
+        target = text_target(params)
         _check(target == STORED_TARGET or target in subspaces, "text.target",
-               f"must be {STORED_TARGET} (the whole stored vector) or a sub-space ({', '.join(subspaces)})", target)
+               f"must be {AUTO_TARGET}, {STORED_TARGET} (the whole stored vector) or a sub-space "
+               f"({', '.join(subspaces)})", target)
         _check(target == STORED_TARGET or model["embedding"] == "head", "text.target",
                "a sub-space needs model.embedding: head (a concatenated embedding has no sub-spaces)", target)
     for mode, weights in (params.get("similarity") or {}).items():
         _check(isinstance(weights, dict) and set(weights) <= set(subspaces)
                and all(isinstance(w, (int, float)) and w >= 0 for w in weights.values()),
                f"similarity.{mode}", f"must map sub-spaces ({', '.join(subspaces)}) to weights >= 0", weights)
+
+
+def text_target(params: dict) -> str:
+    """What words search (``text.target``, resolved): a sub-space's name, or STORED_TARGET for the whole stored
+    vector. AUTO_TARGET (the default) is the FEATURES_COLUMN sub-space when the build has one."""
+    target = params.get("text", {}).get("target", AUTO_TARGET)
+    if target != AUTO_TARGET:
+        return target
+    model = params["model"]
+    fixed = [name for name, spec in model["subspaces"].items() if spec["column"] == FEATURES_COLUMN]
+    return fixed[0] if fixed and model.get("embedding", "head") == "head" else STORED_TARGET
 
 
 def check_k_fits(params: dict, catalogue_size: int) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from lookalike.artifacts import write_json, write_with
 from lookalike.catalogue.reading import read_table
-from lookalike.params import PROJECT_ROOT, STORED_TARGET, catalogue_description, load_params
+from lookalike.params import PROJECT_ROOT, STORED_TARGET, catalogue_description, load_params, text_target
 from lookalike.search.similarity import Similarity
 from lookalike.text.evaluation import evaluate_text_search, text_columns
 from lookalike.text.lexical import FUSIONS
@@ -54,10 +54,11 @@ def main() -> None:
     print(f"words: {', '.join(columns.words) or 'none'}; title queries: "
           f"{columns.title if columns.title_queries else 'none'}; attribute queries: "
           + ", ".join(f"{name} ({' + '.join(asked)})" for name, asked in columns.attributes.items()), flush=True)
-    if config["target"] == STORED_TARGET:
+    target = text_target(params)
+    if target == STORED_TARGET:
         tower, report = train_text_tower(items, embeddings, config, columns, seed=int(config["seed"]))
     else:  # one sub-space: trained on its unit sub-vectors, placed back where it lies in a stored vector
-        start, stop, length = Similarity.from_params(params["model"]).span(config["target"])
+        start, stop, length = Similarity.from_params(params["model"]).span(target)
         tower, report = train_text_tower(items, unit(embeddings[:, start:stop]), config, columns,
                                          seed=int(config["seed"]))
         tower = tower.placed(start, embeddings.shape[1], 1.0 / length)

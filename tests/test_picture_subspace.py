@@ -13,7 +13,7 @@ from test_text import FASHION_ROLES, catalogue, hand_searcher, hand_tower
 
 from lookalike.model.network import build_head, fit_projections
 from lookalike.model.training import MISSING, attribute_labels, train_head
-from lookalike.params import FEATURES_COLUMN, PROJECT_ROOT, ParamsError, validate
+from lookalike.params import FEATURES_COLUMN, PROJECT_ROOT, ParamsError, text_target, validate
 from lookalike.search.similarity import Similarity
 from lookalike.text.search import Query, TextSearch, compose
 from lookalike.text.tower import TextTower
@@ -98,13 +98,13 @@ def params(tmp_path) -> dict:
 def test_the_default_build_has_a_picture_sub_space_that_words_search(params) -> None:
     validate(params)
     assert params["model"]["subspaces"]["picture"]["column"] == FEATURES_COLUMN
-    assert params["text"]["target"] == "picture" and params["similarity"]["picture"] == {"picture": 1.0}
+    assert text_target(params) == "picture" and params["similarity"]["picture"] == {"picture": 1.0}
 
 
 @pytest.mark.parametrize("change, message", [
     (lambda p: p["model"]["subspaces"]["usage"].update(column=FEATURES_COLUMN), "at most one"),
     (lambda p: p["text"].update(target="shine"), "text.target"),
-    (lambda p: p["model"].update(embedding="concat"), "model.embedding: head"),
+    (lambda p: (p["model"].update(embedding="concat"), p["text"].update(target="picture")), "model.embedding: head"),
     (lambda p: (p["model"].update(colour_descriptor=False), p["train"].update(finetune_blocks=2)), "fine-tun"),
 ])
 def test_a_picture_sub_space_or_words_target_the_build_cannot_have_is_refused(params, change, message) -> None:
@@ -113,10 +113,18 @@ def test_a_picture_sub_space_or_words_target_the_build_cannot_have_is_refused(pa
         validate(params)
 
 
-def test_a_params_file_from_before_the_words_target_searches_the_whole_stored_vector(params) -> None:
-    del params["text"]["target"]
+def test_words_search_the_picture_sub_space_when_there_is_one_else_the_whole_stored_vector(params) -> None:
+    del params["text"]["target"]  # a params file from before the option: auto
     validate(params)
-    assert params["text"]["target"] == "stored"
+    assert text_target(params) == "picture"
+    # a catalogue's own sub-spaces, without the picture one (the grocery runs, a folder of photos): the whole vector
+    params["model"]["subspaces"] = {"photo": {"column": "@instance", "dim": 256, "weight": 1.0}}
+    params["model"]["embedding_dim"], params["similarity"] = 256, {}
+    validate(params)
+    assert text_target(params) == "stored"
+    params["text"]["target"] = "picture"  # named, and not there: refused
+    with pytest.raises(ParamsError, match="text.target"):
+        validate(params)
 
 
 def test_span_is_where_a_sub_space_lies_and_how_long_it_is_there() -> None:

@@ -28,10 +28,11 @@ def test_every_output_exists_and_agrees(tiny_project: Path) -> None:
     paths = np.load(artifacts / "image_paths.npy")
     manifest = json.loads((artifacts / "manifest.json").read_text())
     items = (artifacts / "items.csv").read_text().splitlines()
-    assert embeddings.dtype == np.float32 and embeddings.shape == (60, 256)
+    dimension = yaml.safe_load((tiny_project / "params.yaml").read_text())["model"]["embedding_dim"]
+    assert embeddings.dtype == np.float32 and embeddings.shape == (60, dimension) and dimension == 512
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
     assert len(paths) == 60 == len(items) - 1 == manifest["count"]
-    assert manifest["dimension"] == 256
+    assert manifest["dimension"] == dimension
     assert [Path(p).name for p in paths] == [f"{line.split(',')[0]}.jpg" for line in items[1:]]
     assert set(manifest["files"]) == {"model", "embeddings", "image_paths", "items", "index",
                                       "runtime_model", "runtime_backbone", "text_tower", "text_tokenizer",
