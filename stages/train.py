@@ -1,7 +1,8 @@
-"""Stage train: cached backbone features -> artifacts/model.keras (image -> unit 256-d embedding).
+"""Stage train: cached backbone features -> artifacts/model.keras (image -> unit embedding, 512-d by default).
 
 The head trains on the cached features (and colour descriptor) of the train split, one sub-space
-per attribute of ``model.subspaces``, each on its own label; the val split picks the step to keep.
+per attribute of ``model.subspaces``, each on its own label; the val split picks the step to keep. A sub-space of
+column ``@features`` (the picture) is fitted on the train split's features first and never trained.
 With ``train.finetune_blocks: N`` the last N backbone blocks train with it, on the cached maps that
 enter them (artifacts/feature_maps.npy).
 The saved model is the full network, backbone included, so search needs nothing else.
