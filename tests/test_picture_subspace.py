@@ -84,6 +84,27 @@ def test_training_fits_the_picture_part_on_the_train_rows_and_never_moves_it() -
     assert result.best_validation["map_at_r"] > 0  # the type sub-space trained beside it
 
 
+def test_a_large_catalogue_fits_the_axes_on_a_seeded_sample_of_its_train_rows(monkeypatch) -> None:
+    import lookalike.model.training as training
+
+    fitted: list[np.ndarray] = []
+    monkeypatch.setattr(training, "PROJECTION_FIT_ROWS", 50)
+    monkeypatch.setattr(training, "fit_projections", lambda head, features: fitted.append(np.asarray(features)))
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    labels = np.repeat(np.arange(6), 40).astype(str)
+    features = made_up_features(len(labels))
+    model = {**params["model"], "hidden_dim": 16, "embedding_dim": 11, "colour_descriptor": False,
+             "subspaces": SUBSPACES}
+    train = {**params["train"], "steps": 2, "eval_every": 1, "patience": 1, "classes_per_batch": 6,
+             "images_per_class": 4, "selection": "map_at_r"}
+    rows = np.arange(len(labels))
+    for _ in range(2):
+        train_head(features[None], labels, rows[rows % 6 != 0], rows[rows % 6 == 0], model, train,
+                   attributes={"type": labels, "picture": np.full(len(labels), MISSING)}, log=lambda _: None)
+    assert fitted[0].shape == (50, 40) and np.array_equal(fitted[0], fitted[1])  # a sample, the same each time
+    assert all(any(np.array_equal(row, f) for f in features[rows % 6 != 0]) for row in fitted[0])  # of train rows
+
+
 def test_the_features_column_names_no_column() -> None:
     assert list(attribute_labels(pd.DataFrame({"articleType": ["Shirts"] * 3}), FEATURES_COLUMN)) == [MISSING] * 3
 

@@ -29,6 +29,9 @@ from lookalike.search.index import build_index, search
 SELECTION_METRIC = "map_at_r"
 MISSING = ""  # an attribute value that does not count (one of the reader's MISSING_VALUES, or NaN)
 INSTANCE_DEFAULTS = {"instance_rows": 64, "instance_views": 2, "instance_temperature": 0.1}  # train.* if unset
+# the picture sub-space's principal axes are fitted on at most this many train rows (a seeded sample beyond it): its
+# float64 copies stay near 3 GB for a catalogue of any size, and 100,000 rows pin 256 axes of 1,920 numbers
+PROJECTION_FIT_ROWS = 100_000
 
 
 @dataclass
@@ -220,7 +223,9 @@ def train_head(
     if any(spec["column"] == FEATURES_COLUMN for spec in (subspaces or {}).values()):
         if backbone_top is not None:
             raise ValueError(f"a {FEATURES_COLUMN} sub-space projects the pretrained features: it cannot fine-tune")
-        fit_projections(head, features[0, train_rows])
+        fit_rows = train_rows if len(train_rows) <= PROJECTION_FIT_ROWS else np.sort(
+            np.random.default_rng(seed).choice(train_rows, PROJECTION_FIT_ROWS, replace=False))
+        fit_projections(head, features[0, fit_rows])
     # maps -> embedding, with the per-sub-space outputs for the loss
     embedder = head if backbone_top is None else build_embedding_model(backbone_top, head, all_outputs=True)
     steps = int(train_params["finetune_steps"] if backbone_top is not None else train_params["steps"])
