@@ -193,6 +193,18 @@ def check_k_fits(params: dict, catalogue_size: int) -> None:
            f"is larger than the catalogue ({catalogue_size} items)", params["search"]["k"])
 
 
+def with_overrides(params: dict, overrides: dict) -> dict:
+    """``params`` with another catalogue's params file over it (params-19k.yaml, params-grocery.yaml): each section
+    updated key by key, but ``similarity`` (its modes name the sub-spaces) and a section ``params`` lacks replaced
+    whole. A file that replaces ``model.subspaces`` gives its own ``model.embedding_dim``. Changes ``params``."""
+    for section, values in overrides.items():
+        if section == "similarity" or section not in params or not isinstance(params[section], dict):
+            params[section] = values
+        else:
+            params[section].update(values)
+    return params
+
+
 def load_params(path: str | Path | None = None, root: Path = PROJECT_ROOT) -> dict:
     path = Path(path) if path else root / "params.yaml"
     if not path.is_file():

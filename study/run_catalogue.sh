@@ -21,12 +21,8 @@ cd "$SCRATCH"
 python - "$CATALOGUE" "$OVERRIDES" <<'PY'
 import sys
 import yaml
-params = yaml.safe_load(open("params.yaml"))
-for section, values in yaml.safe_load(open(sys.argv[2])).items():
-    if section == "similarity" or section not in params:
-        params[section] = values
-    else:
-        params[section].update(values)
+from lookalike.params import with_overrides
+params = with_overrides(yaml.safe_load(open("params.yaml")), yaml.safe_load(open(sys.argv[2])))
 params["data"]["catalogue_dir"] = sys.argv[1]
 yaml.safe_dump(params, open("params.yaml", "w"), sort_keys=False)
 PY

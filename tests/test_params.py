@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from lookalike.params import PROJECT_ROOT, ParamsError, load_params, preprocess_spec, validate
+from lookalike.params import PROJECT_ROOT, ParamsError, load_params, preprocess_spec, validate, with_overrides
 
 PARAMS_FILE = PROJECT_ROOT / "params.yaml"
 
@@ -39,6 +39,19 @@ def raises_naming(dotted: str):
 def test_real_params_file_validates(real_params, shared_catalogue_dir):
     assert validate(copy.deepcopy(real_params)) == real_params
     assert load_params() == real_params
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in PROJECT_ROOT.glob("params-*.yaml")))
+def test_every_catalogue_s_params_file_validates_over_the_default(real_params, tmp_path, name: str):
+    """What study/run_catalogue.sh runs: the default params with another catalogue's file over them. A file that
+    brings its own sub-spaces must bring their dimension too (the default's has the picture sub-space in it)."""
+    overrides = yaml.safe_load((PROJECT_ROOT / name).read_text())
+    merged = with_overrides(copy.deepcopy(real_params), overrides)
+    merged["data"]["catalogue_dir"] = str(tmp_path)  # the script makes it absolute; its folder is checked elsewhere
+    validate(merged)
+    assert merged["similarity"] == overrides.get("similarity", real_params["similarity"])  # replaced whole
+    own = overrides.get("model", {}).get("subspaces", real_params["model"]["subspaces"])
+    assert merged["model"]["subspaces"] == own  # updated key by key: the file's sub-spaces, not a mix
 
 
 def test_mutable_copy_validates(params):
