@@ -183,8 +183,13 @@ def text_target(params: dict) -> str:
     if target != AUTO_TARGET:
         return target
     model = params["model"]
-    fixed = [name for name, spec in model["subspaces"].items() if spec["column"] == FEATURES_COLUMN]
-    return fixed[0] if fixed and model.get("embedding", "head") == "head" else STORED_TARGET
+    picture = features_subspace(model)
+    return picture if picture and model.get("embedding", "head") == "head" else STORED_TARGET
+
+
+def features_subspace(model: dict) -> str | None:
+    """The name of ``model``'s FEATURES_COLUMN sub-space (the picture), or None without one."""
+    return next((name for name, spec in model["subspaces"].items() if spec["column"] == FEATURES_COLUMN), None)
 
 
 def check_k_fits(params: dict, catalogue_size: int) -> None:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from lookalike.catalogue.reading import read_table
 from lookalike.evaluation.metrics import evaluate_retrieval, look_metrics
-from lookalike.params import FEATURES_COLUMN
+from lookalike.params import FEATURES_COLUMN, features_subspace
 from lookalike.search.similarity import OVERALL, Similarity
 from study import project_catalogue
 
@@ -32,10 +32,10 @@ LOOKS = ("type_colour_precision_at_5", "type_colour_family_precision_at_5", "col
 
 
 def picture_name(params: dict) -> str:
-    names = [name for name, spec in params["model"]["subspaces"].items() if spec["column"] == FEATURES_COLUMN]
-    if not names:
+    name = features_subspace(params["model"])
+    if name is None:
         raise SystemExit(f"this build has no {FEATURES_COLUMN} sub-space (model.subspaces)")
-    return names[0]
+    return name
 
 
 def main() -> None:

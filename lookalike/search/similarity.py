@@ -58,11 +58,10 @@ class Similarity:
 
     def span(self, name: str) -> tuple[int, int, float]:
         """Where sub-space ``name`` lies in a stored vector: (start, stop, its length there, sqrt(w / sum w))."""
-        start = 0
-        for sub, dim, _ in self.subspaces:
+        start, total = 0, sum(weight for _, _, weight in self.subspaces)
+        for sub, dim, weight in self.subspaces:
             if sub == name:
-                total = sum(weight for _, _, weight in self.subspaces)
-                return start, start + dim, float(np.sqrt(self.describe()[OVERALL][name] / total))
+                return start, start + dim, float(np.sqrt(weight / total))
             start += dim
         raise SimilarityError(f"unknown sub-space {name!r}: this build has {', '.join(self.names)}")
 
