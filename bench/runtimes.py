@@ -52,8 +52,8 @@ def tensorflow_runner(keras_model):
 
 
 def project_runner(keras_model, path: Path, photos: np.ndarray):
-    """LiteRT as the project runs it: exported by lookalike.model.network.export_runtime_model (SavedModel, then
-    TensorFlow's converter, checked against Keras), run by lookalike.model.runtime.EmbeddingRuntime."""
+    """LiteRT as the project runs it: exported by lookalike.model.network.export_runtime_model (TensorFlow's
+    converter on one traced function, checked against Keras), run by lookalike.model.runtime.EmbeddingRuntime."""
     from lookalike.model.network import export_runtime_model
     from lookalike.model.runtime import EmbeddingRuntime
 

@@ -156,8 +156,6 @@ def test_export_is_reproducible_and_refuses_a_disagreeing_model(build: dict, tmp
     """The same Keras model exports to the same bytes (a killed stage rerun leaves DVC's hashes alone); an
     export that does not compute what Keras computes (here: a converter handed other weights) is refused,
     and nothing is written over the previous file."""
-    import tensorflow as tf
-
     from lookalike.model import network as model_module
 
     keras_model = model_module.load_embedding_model(build["file"]("model"))
@@ -172,14 +170,8 @@ def test_export_is_reproducible_and_refuses_a_disagreeing_model(build: dict, tmp
     dense = altered.get_layer("head").get_layer("dense_type")  # the type sub-space's projection
     kernel, bias = dense.get_weights()
     dense.set_weights([kernel[:, ::-1].copy(), bias])  # another embedding: same shapes, other directions
-    real_from_saved_model = tf.lite.TFLiteConverter.from_saved_model
-
-    def converter_of_other_weights(_folder: str):
-        other = tmp_path / "other"
-        altered.export(str(other), format="tf_saved_model", verbose=False)
-        return real_from_saved_model(str(other))
-
-    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_saved_model", converter_of_other_weights)
+    other_flatbuffer = model_module.runtime_flatbuffer(altered)
+    monkeypatch.setattr(model_module, "runtime_flatbuffer", lambda _model: other_flatbuffer)
     before = first.read_bytes()
     with pytest.raises(model_module.ExportMismatchError, match=r"disagrees with the Keras model on 8 catalogue "
                                                                r"photos: min cosine .* < 0\.9999"):
