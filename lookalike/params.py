@@ -79,6 +79,10 @@ def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
     _choice(params, "backbone.resize_mode", ("pad", "stretch"))
     _int_at_least(params, "features.batch_size", 1)
     _int_at_least(params, "features.augmented_views", 0)
+    if "alteration_rate" in params["features"]:  # optional: 0.5 when absent
+        rate = params["features"]["alteration_rate"]
+        _check(isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 <= rate <= 1,
+               "features.alteration_rate", "must be a number from 0 to 1", rate)
     _int_at_least(params, "model.hidden_dim", 1)
     _int_at_least(params, "model.embedding_dim", 1)
     _choice(params, "model.embedding", ("head", "concat"))

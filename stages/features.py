@@ -5,8 +5,8 @@ features in data/subset.csv row order, followed by the colour descriptor (lookal
 with ``model.colour_descriptor``; view 0 is the plain image, the others are augmented views of
 train and val images (copies of view 0 elsewhere, never sampled; an instance sub-space, column ``@instance``,
 asks val images' view 1 as its validation queries): flip, crop, jitter and, with
-``features.shopper_alterations``, one of the alterations a shopper's photo brings (blur, a coloured
-background, phone JPEG: lookalike/model/alterations.py).
+``features.shopper_alterations``, with probability ``features.alteration_rate``, one of the alterations a
+shopper's photo brings (blur, a coloured background, phone JPEG: lookalike/model/alterations.py).
 
 artifacts/feature_maps.npy: with ``train.finetune_blocks: N > 0``, float16
 (1 + augmented_views, n_images, h, w, c), the maps entering the last N backbone
@@ -49,7 +49,8 @@ def run_views(model: EmbeddingRuntime, pool_maps: CompiledModel | None, paths: l
         outputs = predict_paths(model, [paths[i] for i in rows], spec, features["batch_size"],
                                 augment_seed=None if view == 0 else features["seed"] * 1000 + view,
                                 description="backbone features" if view == 0 else f"augmented view {view}",
-                                alterations=tuple(features.get("shopper_alterations", ())))
+                                alterations=tuple(features.get("shopper_alterations", ())),
+                                alteration_rate=float(features.get("alteration_rate", 0.5)))
         if pool_maps is not None:
             if view == 0:
                 maps = np.empty((views, len(paths), *outputs.shape[1:]), np.float16)

@@ -216,6 +216,21 @@ def test_training_views_take_shopper_alterations_seeded_and_only_when_asked() ->
     assert {"blur", "background", "jpeg"} <= set(ALTERATIONS)
 
 
+def test_the_alteration_rate_sets_the_share_of_altered_training_views() -> None:
+    """Rate 0 never alters (the view is the plain augment's), rate 1 always does; in between, about that share."""
+    photo = Image.fromarray(shirt((200, 30, 30))).resize((60, 80))
+    kinds = ("blur", "background", "jpeg")
+
+    def altered_share(rate: float) -> float:
+        return np.mean([not np.array_equal(np.asarray(augment(photo, np.random.default_rng([1, i]), kinds, rate)),
+                                           np.asarray(augment(photo, np.random.default_rng([1, i]), kinds, 0.0)))
+                        for i in range(60)])
+
+    assert altered_share(0.0) == 0.0
+    assert altered_share(1.0) == 1.0
+    assert 0.3 < altered_share(0.5) < 0.7
+
+
 # --- the pinned build: a mode changes what comes back, measured ---
 
 @pytest.fixture(scope="module")

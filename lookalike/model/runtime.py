@@ -81,13 +81,15 @@ def predict_paths(
     augment_seed: int | None = None,
     description: str = "images",
     alterations: tuple[str, ...] = (),
+    alteration_rate: float = 0.5,
 ) -> np.ndarray:
     """float32 (len(paths), *model.output_shape): a model (an :class:`EmbeddingRuntime`) over image
     files, decoding the next batch while the current one runs."""
     out = np.empty((len(paths), *model.output_shape), dtype=np.float32)
     position = 0
     with tqdm(total=len(paths), desc=description, unit="img", mininterval=5) as progress:
-        for batch in iter_input_batches(paths, spec, batch_size, augment_seed, alterations=alterations):
+        for batch in iter_input_batches(paths, spec, batch_size, augment_seed, alterations=alterations,
+                                        alteration_rate=alteration_rate):
             out[position : position + len(batch)] = model(batch)
             position += len(batch)
             progress.update(len(batch))

@@ -38,6 +38,7 @@ def iter_input_batches(
     augment_seed: int | None = None,
     workers: int = 1,
     alterations: tuple[str, ...] = (),
+    alteration_rate: float = 0.5,
 ):
     """Yield float32 (batch, size, size, 3) inputs in order, decoding ahead on a thread.
 
@@ -45,12 +46,13 @@ def iter_input_batches(
     pass, and on 2 cores a second decoder only competes with the model (bench/throughput.py).
 
     With ``augment_seed`` each image gets one random :func:`augment` view, seeded
-    per image, so the result does not depend on threading or batch size.
+    per image, so the result does not depend on threading or batch size; ``alterations`` and
+    ``alteration_rate`` as in :func:`augment`.
     """
     def one(position: int) -> np.ndarray:
         image = load_image(paths[position], max_side=spec.image_size)
         if augment_seed is not None:
-            image = augment(image, np.random.default_rng([augment_seed, position]), alterations)
+            image = augment(image, np.random.default_rng([augment_seed, position]), alterations, alteration_rate)
         return image_to_input(image, spec)
 
     def batch(start: int) -> np.ndarray:
