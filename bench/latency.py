@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from bench.common import print_table, summary_ms, timed, versions, write_results
-from lookalike.model.preprocessing import image_to_input, load_image, preprocess
+from lookalike.model.preprocessing import load_image, preprocess, query_input
 from lookalike.search.engine import Searcher
 from lookalike.search.index import search as index_search
 
@@ -76,7 +76,7 @@ def breakdown(searcher: Searcher, sources: list, k: int) -> dict:
     for source in sources:
         ms, image = timed(load_image, source, searcher.max_bytes)
         steps["read_decode"].append(ms)
-        ms, array = timed(image_to_input, image, searcher.spec)
+        ms, array = timed(query_input, image, searcher.spec)
         steps["pad_resize_normalise"].append(ms)
         ms, vector = timed(searcher.model, array[None])
         steps["forward"].append(ms)

@@ -77,6 +77,10 @@ def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
     _check(params["backbone"]["image_size"] <= 1024, "backbone.image_size", "must be at most 1024",
            params["backbone"]["image_size"])
     _choice(params, "backbone.resize_mode", ("pad", "stretch"))
+    if "sharpen_queries_below" in params["backbone"]:  # optional: 0 (never) when absent
+        below = params["backbone"]["sharpen_queries_below"]
+        _check(isinstance(below, (int, float)) and not isinstance(below, bool) and below >= 0,
+               "backbone.sharpen_queries_below", "must be a number at least 0", below)
     _int_at_least(params, "features.batch_size", 1)
     _int_at_least(params, "features.augmented_views", 0)
     if "alteration_rate" in params["features"]:  # optional: 0.5 when absent
@@ -242,4 +246,5 @@ def preprocess_spec(params: dict) -> PreprocessSpec:
         image_size=int(backbone["image_size"]),
         resize_mode=backbone["resize_mode"],
         normalisation=backbone_info(backbone["name"]).normalisation,
+        sharpen_queries_below=float(backbone.get("sharpen_queries_below", 0)),
     )

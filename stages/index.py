@@ -53,7 +53,7 @@ def main() -> None:
     manifest = make_manifest(files, {"count": int(len(embeddings)), "dimension": int(embeddings.shape[1]),
                                      "photos": photos.photos}, {
         "preprocess": {"image_size": spec.image_size, "resize_mode": spec.resize_mode,
-                       "normalisation": spec.normalisation},
+                       "normalisation": spec.normalisation, "sharpen_queries_below": spec.sharpen_queries_below},
         "label_column": description.label,
         "catalogue": description.roles().to_manifest(),  # what each column is for: page, API, text search
         "catalogue_dir": params["data"]["catalogue_dir"],

@@ -35,7 +35,7 @@ from lookalike.catalogue.reading import read_table
 from lookalike.evaluation.metrics import unit_rows
 from lookalike.model.alterations import ALTERATIONS
 from lookalike.model.colour import backbone_part
-from lookalike.model.preprocessing import image_to_input, load_image
+from lookalike.model.preprocessing import load_image, query_input
 from lookalike.params import preprocess_spec
 from study import project_catalogue
 
@@ -93,7 +93,7 @@ def main() -> None:
             image = load_image(str(paths[q]), max_side=spec.image_size)
             if alter is not None:
                 image = alter(image, np.random.default_rng([args.seed, int(items["id"][q]), len(name)]))
-            inputs.append(image_to_input(image, spec))
+            inputs.append(query_input(image, spec))  # as the service sees a shopper's photo
         features = np.concatenate([backbone(np.stack(inputs[i:i + 64])) for i in range(0, len(inputs), 64)])
         vectors = {"trained": embed_features(head, features),
                    "pretrained": unit_rows(backbone_part(features, with_colour))}

@@ -82,6 +82,9 @@ def test_mutable_copy_validates(params):
     ("train.selection", "best"),
     ("train.batch_by", "colour"),
     ("backbone.resize_mode", "crop"),
+    ("backbone.sharpen_queries_below", -1),
+    ("backbone.sharpen_queries_below", True),
+    ("backbone.sharpen_queries_below", "blurred"),
     ("model.embedding", "both"),
     ("search.max_upload_mb", 0),
 ])

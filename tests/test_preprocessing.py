@@ -17,6 +17,9 @@ from lookalike.model.preprocessing import (
     load_image,
     normalise,
     preprocess,
+    query_input,
+    restore_blur,
+    sharpness,
 )
 from lookalike.model.views import augment, iter_input_batches
 
@@ -214,10 +217,36 @@ def test_unknown_normalisation_raises():
     ({"normalisation": "torch"}, "normalisation"),
     ({"image_size": 16}, "image_size"),
     ({"image_size": 2048}, "image_size"),
+    ({"sharpen_queries_below": -1.0}, "sharpen_queries_below"),
+    ({"sharpen_queries_below": float("nan")}, "sharpen_queries_below"),
 ])
 def test_preprocess_spec_rejects_bad_values(kwargs, named):
     with pytest.raises(ValueError, match=named):
         PreprocessSpec(**kwargs)
+
+
+def test_blurred_photo_is_sharpened_and_a_sharp_one_is_left_alone():
+    from PIL import ImageFilter
+    sharp = noise_image(60, 80)
+    blurred = sharp.filter(ImageFilter.GaussianBlur(2))
+    assert sharpness(blurred) < 400 <= sharpness(sharp)
+    restoring, plain = PreprocessSpec(image_size=64, sharpen_queries_below=400), PreprocessSpec(image_size=64)
+    np.testing.assert_array_equal(query_input(sharp, restoring), image_to_input(sharp, plain))
+    restored = restore_blur(blurred, 400)
+    assert sharpness(restored) > 2 * sharpness(blurred)  # the edges come back
+    np.testing.assert_array_equal(query_input(blurred, restoring), image_to_input(restored, plain))
+    # catalogue photos and training views are never restored: restoring them cost every metric
+    np.testing.assert_array_equal(image_to_input(blurred, restoring), image_to_input(blurred, plain))
+    assert restore_blur(blurred, 0) is blurred  # 0: never
+
+
+def test_a_query_file_is_restored_like_a_query_image():
+    from PIL import ImageFilter
+    blurred = noise_image(60, 80).filter(ImageFilter.GaussianBlur(2))
+    data = encode(blurred, "PNG")
+    spec = PreprocessSpec(image_size=96, sharpen_queries_below=400)  # the 60x80 photo decodes at its own size
+    expected = image_to_input(restore_blur(blurred, 400), PreprocessSpec(image_size=96))
+    np.testing.assert_array_equal(preprocess(data, spec), expected)
 
 
 # ---------------------------------------------------------------- invalid input
