@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from bench.common import print_table, summary_ms, timed, versions, write_results
-from lookalike.model.preprocessing import load_image, preprocess, query_input
+from lookalike.model.preprocessing import preprocess, query_input
 from lookalike.search.engine import Searcher
 from lookalike.search.index import search as index_search
 
@@ -74,7 +74,7 @@ def breakdown(searcher: Searcher, sources: list, k: int) -> dict:
     """p50 of each step of a query, timed one after another on the same images."""
     steps = {name: [] for name in ("read_decode", "pad_resize_normalise", "forward", "index_search", "metadata")}
     for source in sources:
-        ms, image = timed(load_image, source, searcher.max_bytes)
+        ms, image = timed(searcher.decode, source)  # as Searcher.search decodes: at most the input side
         steps["read_decode"].append(ms)
         ms, array = timed(query_input, image, searcher.spec)
         steps["pad_resize_normalise"].append(ms)

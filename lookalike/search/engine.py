@@ -18,6 +18,7 @@ this module imports no TensorFlow (tests/test_runtime.py checks it).
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -171,8 +172,13 @@ class Searcher:
                 rows.item_of(np.arange(rows.photos, dtype=np.int64)))
 
     def resolve_path(self, row: int) -> Path:
-        path = Path(str(self.image_paths[row]))
-        return path if path.is_absolute() else self.root / path
+        return Path(self.path_text(row))
+
+    def path_text(self, row: int) -> str:
+        """The photo file of the item at ``row``, as text: string joins, because pathlib cost a photo query
+        0.15 ms for its five results (cProfile)."""
+        path = str(self.image_paths[row])
+        return path if os.path.isabs(path) else os.path.join(str(self.root), path)
 
     def row_of(self, item_id: int) -> int:
         try:
@@ -193,7 +199,7 @@ class Searcher:
     def item(self, item_id: int) -> Match:
         """One catalogue item as a rank-0 match with score 1: its id, image path and metadata."""
         row = self.row_of(item_id)
-        return Match(0, int(item_id), 1.0, str(self.resolve_path(row)), self.metadata(row))
+        return Match(0, int(item_id), 1.0, self.path_text(row), self.metadata(row))
 
     def decode(self, source: ImageSource) -> Image.Image:
         """An upload decoded once, as the search will see it (shrunk to the model's input side), for a preview."""
@@ -239,7 +245,7 @@ class Searcher:
 
     def match(self, rank: int, row: int, score: float) -> Match:
         """The result at ``row`` of the build."""
-        return Match(rank, int(self._item_ids[row]), float(score), str(self.resolve_path(row)), self.metadata(row))
+        return Match(rank, int(self._item_ids[row]), float(score), self.path_text(row), self.metadata(row))
 
     def search_vector(self, vector: np.ndarray, k: int, filters: dict | None = None,
                       exclude_rows: tuple[int, ...] = (), similarity: str | dict | None = None) -> SearchResponse:
