@@ -27,7 +27,7 @@ from lookalike.search.engine import Searcher
 from lookalike.search.index import search as index_search
 
 TARGET_P50_MS = 40.0
-TARGET_RATIO = 1.3
+TARGET_RATIO = 1.2  # the looks-and-words pass asks 1.2x (1.3x before)
 
 
 def non_catalogue_photo(path: str, variant: int, rng: np.random.Generator) -> bytes:
@@ -130,10 +130,10 @@ def main() -> None:
                   "large_p50_ms": steps_large.get(name, {}).get("p50_ms", "")} for name, s in steps.items()])
     overall = results["all target queries"]
     met = {"p50_le_40ms": overall["search"]["p50_ms"] <= TARGET_P50_MS,
-           "p50_le_1.3x_forward": overall["ratio_p50"] <= TARGET_RATIO}
+           "p50_within_ratio_of_forward": overall["ratio_p50"] <= TARGET_RATIO}
     print(f"\ntarget p50 <= {TARGET_P50_MS:.0f} ms: {overall['search']['p50_ms']} ms -> "
           f"{'met' if met['p50_le_40ms'] else 'MISSED'}; p50 <= {TARGET_RATIO}x forward: {overall['ratio_p50']}x -> "
-          f"{'met' if met['p50_le_1.3x_forward'] else 'MISSED'}")
+          f"{'met' if met['p50_within_ratio_of_forward'] else 'MISSED'}")
     write_results("latency_quick" if args.quick else "latency", {
         "k": args.k, "searcher_load_s": round(load_s, 2), "groups": results, "steps": steps,
         "steps_large_uploads": steps_large, "targets_met": met, "seconds": round(time.perf_counter() - started, 1),
