@@ -59,6 +59,18 @@ def _fraction(params: dict, dotted: str) -> None:
     _check(isinstance(value, (int, float)) and 0 < value < 1, dotted, "must be a number between 0 and 1", value)
 
 
+def _optional_number(params: dict, dotted: str, minimum: float, maximum: float | None = None) -> None:
+    """A number within [minimum, maximum] if ``section.key`` is given; the code's default applies when absent."""
+    section, key = dotted.split(".")
+    if key not in params[section]:
+        return
+    value = params[section][key]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    _check(number and minimum <= value and (maximum is None or value <= maximum), dotted,
+           f"must be a number from {minimum} to {maximum}" if maximum is not None
+           else f"must be a number at least {minimum}", value)
+
+
 def _choice(params: dict, dotted: str, choices: tuple[str, ...]) -> None:
     value = _require(params, dotted)
     _check(value in choices, dotted, f"must be one of {', '.join(choices)}", value)
@@ -77,16 +89,10 @@ def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
     _check(params["backbone"]["image_size"] <= 1024, "backbone.image_size", "must be at most 1024",
            params["backbone"]["image_size"])
     _choice(params, "backbone.resize_mode", ("pad", "stretch"))
-    if "sharpen_queries_below" in params["backbone"]:  # optional: 0 (never) when absent
-        below = params["backbone"]["sharpen_queries_below"]
-        _check(isinstance(below, (int, float)) and not isinstance(below, bool) and below >= 0,
-               "backbone.sharpen_queries_below", "must be a number at least 0", below)
+    _optional_number(params, "backbone.sharpen_queries_below", 0)  # 0 (never) when absent
     _int_at_least(params, "features.batch_size", 1)
     _int_at_least(params, "features.augmented_views", 0)
-    if "alteration_rate" in params["features"]:  # optional: 0.5 when absent
-        rate = params["features"]["alteration_rate"]
-        _check(isinstance(rate, (int, float)) and not isinstance(rate, bool) and 0 <= rate <= 1,
-               "features.alteration_rate", "must be a number from 0 to 1", rate)
+    _optional_number(params, "features.alteration_rate", 0, 1)  # 0.5 when absent
     _int_at_least(params, "model.hidden_dim", 1)
     _int_at_least(params, "model.embedding_dim", 1)
     _choice(params, "model.embedding", ("head", "concat"))

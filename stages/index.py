@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 
 import numpy as np
 
@@ -52,8 +53,7 @@ def main() -> None:
             files[name] = artifacts / file
     manifest = make_manifest(files, {"count": int(len(embeddings)), "dimension": int(embeddings.shape[1]),
                                      "photos": photos.photos}, {
-        "preprocess": {"image_size": spec.image_size, "resize_mode": spec.resize_mode,
-                       "normalisation": spec.normalisation, "sharpen_queries_below": spec.sharpen_queries_below},
+        "preprocess": asdict(spec),  # read back as PreprocessSpec(**...) by every consumer of the build
         "label_column": description.label,
         "catalogue": description.roles().to_manifest(),  # what each column is for: page, API, text search
         "catalogue_dir": params["data"]["catalogue_dir"],

@@ -8,7 +8,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from lookalike.model.preprocessing import (
     InvalidImageError,
@@ -226,7 +226,6 @@ def test_preprocess_spec_rejects_bad_values(kwargs, named):
 
 
 def test_blurred_photo_is_sharpened_and_a_sharp_one_is_left_alone():
-    from PIL import ImageFilter
     sharp = noise_image(60, 80)
     blurred = sharp.filter(ImageFilter.GaussianBlur(2))
     assert sharpness(blurred) < 400 <= sharpness(sharp)
@@ -241,7 +240,6 @@ def test_blurred_photo_is_sharpened_and_a_sharp_one_is_left_alone():
 
 
 def test_a_query_file_is_restored_like_a_query_image():
-    from PIL import ImageFilter
     blurred = noise_image(60, 80).filter(ImageFilter.GaussianBlur(2))
     data = encode(blurred, "PNG")
     spec = PreprocessSpec(image_size=96, sharpen_queries_below=400)  # the 60x80 photo decodes at its own size
