@@ -6,6 +6,7 @@ trace twenty minutes into a run.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,9 @@ def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
     _check(params["backbone"]["image_size"] <= 1024, "backbone.image_size", "must be at most 1024",
            params["backbone"]["image_size"])
     _choice(params, "backbone.resize_mode", ("pad", "stretch"))
-    _optional_number(params, "backbone.sharpen_queries_below", 0)  # 0 (never) when absent
+    moved = params["backbone"].get("sharpen_queries_below")
+    _check(moved is None, "backbone.sharpen_queries_below",
+           "moved to search.sharpen_queries_below (a query-time setting)", moved)
     _int_at_least(params, "features.batch_size", 1)
     _int_at_least(params, "features.augmented_views", 0)
     _optional_number(params, "features.alteration_rate", 0, 1)  # 0.5 when absent
@@ -144,6 +147,7 @@ def validate(params: dict, root: Path = PROJECT_ROOT) -> dict:
     _int_at_least(params, "search.k", 1)
     max_mb = _require(params, "search.max_upload_mb")
     _check(isinstance(max_mb, (int, float)) and max_mb > 0, "search.max_upload_mb", "must be > 0", max_mb)
+    _optional_number(params, "search.sharpen_queries_below", 0)  # 0 (never) when absent
     return params
 
 
@@ -247,10 +251,18 @@ def catalogue_description(params: dict, root: Path = PROJECT_ROOT) -> CatalogueD
 
 
 def preprocess_spec(params: dict) -> PreprocessSpec:
+    """How catalogue and training photos become model input: the ``backbone`` section alone (what the features,
+    train and embed stages declare), so a query-time setting never reruns them."""
     backbone = params["backbone"]
     return PreprocessSpec(
         image_size=int(backbone["image_size"]),
         resize_mode=backbone["resize_mode"],
         normalisation=backbone_info(backbone["name"]).normalisation,
-        sharpen_queries_below=float(backbone.get("sharpen_queries_below", 0)),
     )
+
+
+def query_spec(params: dict) -> PreprocessSpec:
+    """:func:`preprocess_spec` with the query-time setting of ``search``: what a build's manifest pins for its
+    searcher (a blurred query photo is sharpened below ``search.sharpen_queries_below``; 0, never, when absent)."""
+    return replace(preprocess_spec(params),
+                   sharpen_queries_below=float(params["search"].get("sharpen_queries_below", 0)))

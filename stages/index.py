@@ -17,7 +17,7 @@ from dataclasses import asdict
 import numpy as np
 
 from lookalike.artifacts import make_manifest, publish_build, write_json, write_with
-from lookalike.params import PROJECT_ROOT, catalogue_description, check_k_fits, load_params, preprocess_spec
+from lookalike.params import PROJECT_ROOT, catalogue_description, check_k_fits, load_params, query_spec
 from lookalike.search.duplicates import calibrate_build
 from lookalike.search.index import build_index, save_index
 from lookalike.search.photos import MORE_PHOTOS_FILE, load_more_photos
@@ -39,7 +39,7 @@ def main() -> None:
     print(f"{params['index']['type']} index of {index.ntotal} x {index.d} built in {seconds:.2f} s "
           f"({len(embeddings)} items, {len(more)} more photos)")
     write_with(artifacts / "faiss.index", lambda tmp: save_index(index, tmp))
-    spec = preprocess_spec(params)
+    spec = query_spec(params)
     description = catalogue_description(params)
     report = json.loads((PROJECT_ROOT / "data/subset_report.json").read_text())
     live_fold = {"live_fold": report["live_fold"]} if "live_fold" in report else {}  # see lookalike/live/fold.py

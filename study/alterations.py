@@ -36,7 +36,7 @@ from lookalike.evaluation.metrics import unit_rows
 from lookalike.model.alterations import ALTERATIONS
 from lookalike.model.colour import backbone_part
 from lookalike.model.preprocessing import load_image, query_input
-from lookalike.params import preprocess_spec
+from lookalike.params import query_spec
 from study import project_catalogue
 
 
@@ -68,7 +68,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     test = np.flatnonzero(items["split"].to_numpy() == "test")
     query_rows = np.sort(rng.choice(test, size=min(args.queries, len(test)), replace=False))
-    spec = preprocess_spec(params)
+    spec = query_spec(params)  # the query path: blurred photos sharpened as the service does
     with_colour = bool(params["model"].get("colour_descriptor"))
     backbone = CompiledModel(build_feature_model(new_backbone(params["backbone"]["name"], spec.image_size,
                                                               params["backbone"]["weights"]),

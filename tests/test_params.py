@@ -8,7 +8,15 @@ import re
 import pytest
 import yaml
 
-from lookalike.params import PROJECT_ROOT, ParamsError, load_params, preprocess_spec, validate, with_overrides
+from lookalike.params import (
+    PROJECT_ROOT,
+    ParamsError,
+    load_params,
+    preprocess_spec,
+    query_spec,
+    validate,
+    with_overrides,
+)
 
 PARAMS_FILE = PROJECT_ROOT / "params.yaml"
 
@@ -82,9 +90,10 @@ def test_mutable_copy_validates(params):
     ("train.selection", "best"),
     ("train.batch_by", "colour"),
     ("backbone.resize_mode", "crop"),
-    ("backbone.sharpen_queries_below", -1),
-    ("backbone.sharpen_queries_below", True),
-    ("backbone.sharpen_queries_below", "blurred"),
+    ("search.sharpen_queries_below", -1),
+    ("search.sharpen_queries_below", True),
+    ("search.sharpen_queries_below", "blurred"),
+    ("backbone.sharpen_queries_below", 400),  # its place before it became a query-time setting: named, not ignored
     ("model.embedding", "both"),
     ("search.max_upload_mb", 0),
 ])
@@ -212,3 +221,15 @@ def test_a_missing_catalogue_description_is_named(params):
     params["data"]["catalogue"] = "catalogues/no-such-catalogue.yaml"
     with raises_naming("data.catalogue"):
         validate(params)
+
+
+def test_the_query_time_sharpening_reaches_the_manifest_spec_only(params):
+    """The features, train and embed stages declare the ``backbone`` section and build their spec from it alone;
+    the sharpening threshold reaches only the spec the index stage pins for the searcher."""
+    params["search"]["sharpen_queries_below"] = 123.0
+    validate(params)
+    assert preprocess_spec(params).sharpen_queries_below == 0
+    assert query_spec(params).sharpen_queries_below == 123.0
+    assert query_spec(params).image_size == preprocess_spec(params).image_size
+    del params["search"]["sharpen_queries_below"]
+    assert query_spec(params).sharpen_queries_below == 0  # absent: never

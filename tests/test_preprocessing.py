@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 
@@ -276,6 +277,27 @@ def test_truncated_jpeg_is_refused():
 def test_missing_file_is_refused(tmp_path):
     with pytest.raises(InvalidImageError, match="not found"):
         load_image(tmp_path / "nowhere.jpg")
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "under a file"])
+def test_a_path_that_is_no_regular_file_is_refused_without_waiting(tmp_path, kind):
+    """A FIFO would block a blocking open until some writer came: the read opens without blocking and refuses it."""
+    path = tmp_path / "photo.jpg"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        (tmp_path / "file").write_bytes(b"x")
+        path = tmp_path / "file" / "photo.jpg"
+    with pytest.raises(InvalidImageError, match="not found"):
+        load_image(path)
+
+
+def test_a_path_given_as_text_reads_like_a_path(tmp_path):
+    path = tmp_path / "photo.png"
+    path.write_bytes(encode(noise_image(), "PNG"))
+    assert np.array_equal(np.asarray(load_image(str(path))), np.asarray(load_image(path)))
 
 
 def test_bytes_over_max_bytes_are_refused():

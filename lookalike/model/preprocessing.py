@@ -7,6 +7,8 @@ query photo is treated exactly like the catalogue photos it is compared with.
 from __future__ import annotations
 
 import io
+import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,17 +80,31 @@ def _over_the_limit(size: int, limit: int) -> str:
     return f"{size / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB"
 
 
+def _read_file(path: str, max_bytes: int) -> bytes:
+    """A regular file's bytes, refused past ``max_bytes`` before reading: one open and one fstat (pathlib's
+    is_file, stat and read_bytes cost a photo query 0.11 ms). Non-blocking open, so a FIFO is refused, never
+    waited on."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise InvalidImageError(f"image file not found: {path}") from None
+    try:
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode):
+            raise InvalidImageError(f"image file not found: {path}")
+        if status.st_size > max_bytes:
+            raise InvalidImageError(f"{os.path.basename(path)} is {_over_the_limit(status.st_size, max_bytes)}")
+        with open(descriptor, "rb", closefd=False) as stream:
+            return stream.read(max_bytes + 1)  # a file grown since fstat is caught by the length check after
+    finally:
+        os.close(descriptor)
+
+
 def _read_bytes(source: ImageSource, max_bytes: int) -> bytes:
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise InvalidImageError(f"image file not found: {path}")
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise InvalidImageError(f"{path.name} is {_over_the_limit(size, max_bytes)}")
-        data = path.read_bytes()
+        data = _read_file(os.fspath(source), max_bytes)
     if not data:
         raise InvalidImageError("the file is empty")
     if len(data) > max_bytes:
@@ -231,8 +247,12 @@ def fit_square(image: Image.Image, image_size: int, resize_mode: str) -> Image.I
 def normalise(pixels_uint8: np.ndarray, normalisation: str) -> np.ndarray:
     """RGB uint8 (..., 3) to the backbone's float32 input range."""
     pixels = pixels_uint8.astype(np.float32)
+    # "lite" works in place on astype's copy (the same values): each fresh 600 KB array of a 224 px photo costs its
+    # page faults, and two more took a photo's normalise from 0.07 ms to 0.7 ms when glibc had returned the memory.
     if normalisation == "lite":  # EfficientNet-Lite: (x - 127) / 128
-        return (pixels - 127.0) / 128.0
+        pixels -= 127.0
+        pixels /= 128.0
+        return pixels
     if normalisation == "caffe":  # ResNet50 (keras.applications): BGR, ImageNet mean removed
         return pixels[..., ::-1] - np.array([103.939, 116.779, 123.68], dtype=np.float32)
     raise ValueError(f"unknown normalisation {normalisation!r}")
@@ -241,8 +261,9 @@ def normalise(pixels_uint8: np.ndarray, normalisation: str) -> np.ndarray:
 def sharpness(image: Image.Image) -> float:
     """Variance of the Laplacian of the grey image: low for a blurred photo (fashion-5k's catalogue photos:
     1st percentile 192, median 2168; the same photos through the blur alteration: median 92)."""
-    grey = np.asarray(image.convert("L"), dtype=np.float32)
-    return float(cv2.Laplacian(grey, cv2.CV_32F).var())
+    grey = np.asarray(image.convert("L"))
+    _, deviation = cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_16S))  # exact in 16 bits: |value| <= 4 * 255
+    return float(deviation[0, 0]) ** 2
 
 
 def restore_blur(image: Image.Image, sharpen_below: float) -> Image.Image:
