@@ -49,11 +49,14 @@ def item_metadata(searcher) -> dict[str, str]:
     """The metadata fields the benchmark's adds send: the build's own columns (any catalogue's), with the
     values of its first item that has a label (a write must give it), missing values left out, titled
     "Bench item"."""
-    from lookalike.catalogue.reading import MISSING_VALUES
+    import pandas as pd
+
+    from lookalike.catalogue.reading import missing
 
     roles = searcher.roles
     for row in range(len(searcher.items)):
-        metadata = {c: v for c, v in searcher.metadata(row).items() if v.strip() not in MISSING_VALUES}
+        fields = pd.Series(searcher.metadata(row), dtype="string")
+        metadata = fields[~missing(fields)].to_dict()
         if roles.label is None or roles.label in metadata:
             break
     if roles.title:

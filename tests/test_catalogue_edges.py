@@ -12,18 +12,39 @@ import pytest
 from test_catalogue_layouts import describe, photo, write  # the layouts' own scratch-catalogue helpers
 
 from lookalike.catalogue.description import DescriptionError
-from lookalike.catalogue.reading import MISSING_VALUES, CatalogueError, load_catalogue
+from lookalike.catalogue.reading import MISSING_VALUES, CatalogueError, load_catalogue, missing
 
 # ---------------------------------------------------------------- 1. one list of missing labels
 
 
-@pytest.mark.parametrize("value", [*MISSING_VALUES, "  NaN ", None], ids=repr)
+SPELLINGS = [*MISSING_VALUES, "  NaN ", "NA", "N/A", "None", "NULL", None]  # letter case and spaces aside
+
+
+@pytest.mark.parametrize("value", SPELLINGS, ids=repr)
 def test_training_reads_every_value_the_reader_calls_missing_as_missing(value):
     from lookalike.model import training
 
     table = pd.DataFrame({"type": ["Shirts", value, "Shoes"], "colour": ["Blue", "Red", value]})
     assert training.attribute_labels(table, "type").tolist() == ["Shirts", "", "Shoes"]
     assert training.attribute_labels(table, "type+colour").tolist() == ["Shirts|Blue", "", ""]
+
+
+@pytest.mark.parametrize("value", ["N/A", "na", "None", " null "], ids=repr)
+def test_a_missing_label_in_any_letter_case_is_no_label_for_the_reader_and_the_split(tmp_path, value):
+    from lookalike.catalogue.subset import label_values
+
+    folder = tmp_path / "shop"
+    write(folder / "items.csv", f"sku,category,photo\n1,Shirts,a.jpg\n2,{value},b.jpg\n")
+    for name in "ab":
+        photo(folder / f"{name}.jpg")
+    table, report = load_catalogue(folder, describe(table="items.csv", id="sku", photos=["photo"],
+                                                    labels=["category"]))
+    assert report.rows_without_label == [2]
+    assert label_values(table, "category").tolist() == ["Shirts", ""]
+
+
+def test_a_word_that_only_looks_like_a_missing_value_is_a_label():
+    assert missing(pd.Series(["Nan Blue", "nana", "NA ", "none"])).tolist() == [False, False, True, True]
 
 
 # ---------------------------------------------------------------- 2. a join naming a column the table has
@@ -117,7 +138,64 @@ def test_an_id_column_that_is_the_id_is_read_without_a_word(tmp_path, caplog):
     assert caplog.messages == []
 
 
-# ---------------------------------------------------------------- 4. lines of several table files
+# ---------------------------------------------------------------- 4. table columns named like the reader's own
+
+
+def make_with_columns(folder: Path, header: str, *rows: str) -> Path:
+    write(folder / "items.csv", "\n".join([header, *rows]) + "\n")
+    for name in "ab":
+        photo(folder / f"{name}.jpg")
+    return folder
+
+
+@pytest.mark.parametrize(("header", "rows", "raw", "column", "role", "meaning"), [
+    ("sku,image_path,photo", ("1,http://shop/a,a.jpg", "2,http://shop/b,b.jpg"), dict(card=["image_path"]),
+     "image_path", "card", "each item's first photo file"),
+    ("sku,split_given,photo", ("1,x,a.jpg", "2,y,b.jpg"), dict(labels=["split_given"]),
+     "split_given", "labels", "the split each table file gives"),
+    ("sku,external_id,photo", ("A,SUP-1,a.jpg", "B,SUP-2,b.jpg"), dict(filters=["external_id"]),
+     "external_id", "filters", "the items' own ids where they are not decimal"),
+])
+def test_a_role_reading_a_column_the_reader_writes_is_refused(tmp_path, header, rows, raw, column, role, meaning):
+    folder = make_with_columns(tmp_path / "shop", header, *rows)
+    with pytest.raises(CatalogueError) as error:
+        load_catalogue(folder, describe(table="items.csv", id="sku", photos=["photo"], **raw))
+    assert str(error.value) == (f"items.csv, column '{column}': shop.yaml reads it as {role}, but the reader "
+                                f"writes {meaning} under that name, so the role would not read the catalogue's "
+                                "values: rename the column")
+
+
+@pytest.mark.parametrize(("header", "rows", "column"), [
+    ("sku,image_path,photo", ("1,http://shop/a,a.jpg", "2,http://shop/b,b.jpg"), "image_path"),
+    ("sku,more_image_paths,photo", ("1,zz,a.jpg", "2,,b.jpg"), "more_image_paths"),
+    ("sku,external_id,photo", ("A,SUP-1,a.jpg", "B,SUP-2,b.jpg"), "external_id"),
+    ("sku,split_given,photo", ("1,train,a.jpg", "2,test,b.jpg"), "split_given"),
+])
+def test_a_column_the_reader_writes_without_a_role_is_left_out_and_said(tmp_path, caplog, header, rows, column):
+    folder = make_with_columns(tmp_path / "shop", header, *rows)
+    with caplog.at_level(logging.WARNING, logger="lookalike.catalogue.reading"):
+        table, _ = load_catalogue(folder, describe(table="items.csv", id="sku", photos=["photo"]))
+    assert [Path(p).name for p in table["image_path"]] == ["a.jpg", "b.jpg"]
+    assert "more_image_paths" not in table  # neither item has a second photo
+    assert table.get("external_id", pd.Series(["A", "B"])).tolist() == ["A", "B"]  # the skus, not SUP-1
+    assert table["split_given"].tolist() == ["", ""]  # one file that gives no split
+    assert len(caplog.messages) == 1 and caplog.messages[0].startswith(
+        f"items.csv, column '{column}': it has no role in shop.yaml and the reader writes ")
+
+
+def test_the_photos_may_read_image_path_and_an_external_id_beside_decimal_ids_stays_the_items_own(tmp_path, caplog):
+    folder = make_with_columns(tmp_path / "shop", "sku,external_id,image_path,more_image_paths",
+                               "1,SKU-A,a.jpg,", "2,SKU-B,b.jpg,")
+    with caplog.at_level(logging.WARNING, logger="lookalike.catalogue.reading"):
+        table, _ = load_catalogue(folder, describe(table="items.csv", id="sku",
+                                                   photos=["image_path", "more_image_paths"]))
+    assert table["id"].tolist() == [1, 2] and table["external_id"].tolist() == ["SKU-A", "SKU-B"]
+    assert [Path(p).name for p in table["image_path"]] == ["a.jpg", "b.jpg"]
+    assert "more_image_paths" not in table  # read as photos, none there: not left as the raw column
+    assert caplog.messages == []
+
+
+# ---------------------------------------------------------------- 5. lines of several table files
 
 
 def test_skipped_and_repaired_lines_of_several_files_name_their_file(tmp_path):

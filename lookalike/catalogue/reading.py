@@ -10,7 +10,8 @@ the catalogue's own columns as text.
 Refused with a :class:`CatalogueError` that names the file, the row and the column (nothing is written then):
 a column the description names but the table lacks, duplicate ids, a photo path that leaves the catalogue
 folder, an empty table, a joined column named like one the table has, a role reading a table column called id
-when another column (or numbering) gives the items' id. Counted in the :class:`CatalogueReport` and set
+when another column (or numbering) gives the items' id, a role reading a column named like one the reader
+writes (:data:`READER_COLUMNS`). Counted in the :class:`CatalogueReport` and set
 aside: rows without a photo file, 0-byte photo files (and, once decoded by :func:`check_images`, files that are
 no image). Counted and kept: rows without a label (indexed and found; never trained on nor a query).
 """
@@ -50,7 +51,22 @@ DELTA_PHOTO_COLUMN = "image"  # the delta's photo file, under images/
 EXTERNAL_ID_COLUMN = "external_id"  # an item's own id when it is not a decimal number
 LIVE_SPLIT = "live"  # delta items: in the gallery, never trained on, never a query
 MORE_PHOTOS_COLUMN = "more_image_paths"  # an item's other photos (JSON list), after its first in image_path
-MISSING_VALUES = ("", "NA", "nan", "NaN", "None", "null")  # a label with one of these is no label
+# The columns the reader writes into every table: the meaning of each, and the roles that may read a catalogue
+# column of that name (they read it before it is written)
+READER_COLUMNS = {
+    EXTERNAL_ID_COLUMN: ("the items' own ids where they are not decimal", ("id",)),  # see _reader_columns
+    "image_path": ("each item's first photo file", ("photos",)),
+    MORE_PHOTOS_COLUMN: ("each item's other photo files", ("photos",)),
+    SPLIT_GIVEN_COLUMN: ("the split each table file gives", ()),
+}
+# A value that is one of these (spaces around and letter case aside: "NA", "N/A", "None") is no value: a label
+# with one is no label, for the reader, the split, training, and the words' evaluation alike (:func:`missing`)
+MISSING_VALUES = ("", "na", "n/a", "nan", "none", "null")
+
+
+def missing(values: pd.Series) -> pd.Series:
+    """bool per value: no value (NaN / None, or one of :data:`MISSING_VALUES` in any letter case, spaces around)."""
+    return values.astype("string").fillna("").str.strip().str.lower().isin(MISSING_VALUES).astype(bool)
 
 
 class CatalogueError(ValueError):
@@ -208,11 +224,12 @@ def _inside(folder: Path, relative: str, column: str, row: object) -> Path:
 
 def _table_layout(folder: Path, description: CatalogueDescription, report: CatalogueReport
                   ) -> tuple[pd.DataFrame, list[tuple[str, int]], str]:
-    parts, numbers = [], []
+    parts, numbers, written = [], [], set()
     for file in description.tables:
         path = _inside(folder, file.path, "table", file.path)
         before = len(report.repaired_lines), len(report.malformed_lines)
         table, lines = read_table_file(path, file.path, description, report)
+        written |= set(table.columns) & set(READER_COLUMNS)  # before split_given is written over
         if len(description.tables) > 1:  # a line number alone does not say which file
             for found, start in zip((report.repaired_lines, report.malformed_lines), before, strict=True):
                 found[start:] = [f"{file.path}, line {number}" for number in found[start:]]
@@ -234,6 +251,7 @@ def _table_layout(folder: Path, description: CatalogueDescription, report: Catal
         for column in template_fields(photo) or [photo]:
             named.setdefault(column, "photos")
     table = _join(table, folder, description, report)
+    written |= set().union(*(join.columns.values() for join in description.joins)) & set(READER_COLUMNS)
     for role in ("labels", "attributes", "filters", "words", "card"):
         for column in getattr(description, role):
             named.setdefault(column, role)
@@ -241,6 +259,7 @@ def _table_layout(folder: Path, description: CatalogueDescription, report: Catal
         named.setdefault(description.title, "title")
     _require_columns(table, named, where, description)
     _other_id_column(table, named, where, description)
+    table = _reader_columns(table, sorted(written), named, where, description)
     report.extra_columns = [c for c in table.columns if c not in named and c != SPLIT_GIVEN_COLUMN]
     if description.split:
         values = table[description.split].str.strip()
@@ -262,6 +281,38 @@ def _other_id_column(table: pd.DataFrame, named: dict[str, str], where: str, des
                              "items' id is called id too, so which one is meant is ambiguous; make it the id "
                              "(id: id) or rename the column")
     log.warning("%s, column 'id': %s %s; this column has no role and the items' id replaces it", where, source, ours)
+
+
+def _reader_columns(table: pd.DataFrame, found: list[str], named: dict[str, str], where: str,
+                    description: CatalogueDescription) -> pd.DataFrame:
+    """The catalogue's own columns named like one the reader writes (:data:`READER_COLUMNS`). Read by a role
+    before the reader writes it (the photos' ``image_path``), it is read; by any other role, refused, as that role
+    would read the reader's values; by none, left out, and said. An ``external_id`` is written only beside ids
+    that are not decimal: beside decimal ids (or numbered items) it stays the items' own id, as the live delta
+    writes it."""
+    source = description.source or "the description"
+    for column in found:
+        role = named.get(column)
+        if role in READER_COLUMNS[column][1]:
+            continue
+        if column == EXTERNAL_ID_COLUMN and (not description.id or _decimal(table[description.id].str.strip())):
+            continue
+        meaning = READER_COLUMNS[column][0]
+        if role:
+            raise CatalogueError(f"{where}, column '{column}': {source} reads it as {role}, but the reader writes "
+                                 f"{meaning} under that name, so the role would not read the catalogue's values: "
+                                 "rename the column")
+        log.warning("%s, column '%s': it has no role in %s and the reader writes %s under that name; the "
+                    "catalogue's values are left out", where, column, source, meaning)
+        if column != SPLIT_GIVEN_COLUMN:  # already written over as each table file was read
+            table = table.drop(columns=column)
+    return table
+
+
+def _decimal(ids: pd.Series) -> bool:
+    """Whether every id is a decimal number without a leading zero ("007" stays "007": as int64 it would be 7,
+    and "007" and "7" one id)."""
+    return bool(ids.str.fullmatch(r"0|[1-9][0-9]{0,17}").all())
 
 
 def _lines_at(places: list[tuple[str, int]]) -> str:
@@ -291,9 +342,7 @@ def _numbered_ids(table: pd.DataFrame, numbers: list[tuple[str, int]], descripti
             raise CatalogueError(f"{_lines_at(places[:5])}, column '{description.id}': the id {value!r} is used "
                                  f"{len(places)} times ({len(report.duplicate_ids)} duplicated ids in all): every "
                                  "item needs its own id")
-        # no leading zero: "007" stays "007" (as int64 it would be 7, and "007" and "7" one id)
-        decimal = own.str.fullmatch(r"0|[1-9][0-9]{0,17}").all()
-        if decimal:
+        if _decimal(own):
             table = table.assign(id=own.astype("int64"))
         else:
             table = table.assign(**{EXTERNAL_ID_COLUMN: own}).assign(id=range(1, len(table) + 1))
@@ -332,6 +381,7 @@ def _photos(table: pd.DataFrame, folder: Path, numbers: list[tuple[str, int]], d
                 found.append(str(path))
         chosen.append(found[0] if found else "")
         more.append(found[1:])
+    table = table.drop(columns=[MORE_PHOTOS_COLUMN], errors="ignore")  # a photos column of that name, read above
     if any(more):
         table = table.assign(**{MORE_PHOTOS_COLUMN: [json.dumps(m) if m else "" for m in more]})
     table = table.assign(image_path=chosen)
@@ -415,7 +465,7 @@ def load_catalogue(folder: str | Path, description: CatalogueDescription) -> tup
         raise CatalogueError(f"no item of {where} has a photo file that exists and is not empty "
                              f"({report.summary()})")
     if description.label:
-        has_label = ~table[description.label].str.strip().isin(MISSING_VALUES)
+        has_label = ~missing(table[description.label])
         report.rows_without_label = sorted(own_ids(table)[~has_label].tolist())
     report.items = len(table)
     return table.reset_index(drop=True), report

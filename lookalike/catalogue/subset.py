@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lookalike.catalogue.reading import MISSING_VALUES, SPLIT_GIVEN_COLUMN
+from lookalike.catalogue.reading import SPLIT_GIVEN_COLUMN, missing
 
 SPLITS = ("train", "val", "test")
 GALLERY_SPLIT = "gallery"  # indexed and found; neither trained on nor a query
@@ -33,7 +33,7 @@ def label_values(table: pd.DataFrame, label_column: str | None) -> pd.Series:
     if label_column is None:
         return pd.Series("", index=table.index)
     values = table[label_column].astype(str).str.strip()
-    return values.where(~values.isin(MISSING_VALUES), "")
+    return values.where(~missing(values), "")
 
 
 def stratified_subset(table: pd.DataFrame, label_column: str | None, size: int, seed: int) -> pd.DataFrame:

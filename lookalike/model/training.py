@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from lookalike.catalogue.reading import MISSING_VALUES
+from lookalike.catalogue.reading import missing
 from lookalike.evaluation.metrics import count_relevant, evaluate_retrieval, relevance, retrieval_metrics, unit_rows
 from lookalike.model.colour import COLOUR_FEATURES
 from lookalike.model.losses import info_nce_loss, metric_loss
@@ -58,8 +58,8 @@ def instance_ids(n: int, items: np.ndarray | None = None) -> np.ndarray:
         return np.arange(n, dtype=np.int32)
     items = np.asarray(items).astype(str)
     ids = pd.factorize(items)[0]
-    missing = items == MISSING
-    ids[missing] = ids.max(initial=0) + 1 + np.arange(missing.sum())  # no item: a class of its own
+    unnamed = items == MISSING
+    ids[unnamed] = ids.max(initial=0) + 1 + np.arange(unnamed.sum())  # no item: a class of its own
     return ids.astype(np.int32)
 
 
@@ -125,16 +125,16 @@ def sample_pk_batch(rng: np.random.Generator, groups: list[np.ndarray], classes:
 
 def attribute_labels(table: pd.DataFrame, column: str) -> np.ndarray:
     """str (n,): a sub-space's label per row; ``a+b`` joins columns (type and colour together: the look).
-    Missing values (NaN, and the reader's MISSING_VALUES: one list, so a row the catalogue report counts as
-    unlabelled is unlabelled here too) become MISSING, so they neither pull nor push.
+    Missing values (the reader's :func:`~lookalike.catalogue.reading.missing`: one rule, so a row the catalogue
+    report counts as unlabelled is unlabelled here too) become MISSING, so they neither pull nor push.
     INSTANCE_COLUMN names no column: all MISSING (``train_head`` labels those rows by identity); nor does
     FEATURES_COLUMN (a sub-space fitted, not trained)."""
     if column in (INSTANCE_COLUMN, FEATURES_COLUMN):
         return np.full(len(table), MISSING)
     parts = []
     for name in column.split("+"):
-        values = table[name].astype("string").fillna(MISSING).str.strip().to_numpy(dtype=object)
-        parts.append(np.where(np.isin(values, MISSING_VALUES), MISSING, values))
+        values = table[name].astype("string").fillna(MISSING).str.strip()
+        parts.append(np.where(missing(values).to_numpy(), MISSING, values.to_numpy(dtype=object)))
     joined = parts[0].astype(str)
     for part in parts[1:]:
         joined = np.where((joined == MISSING) | (part == MISSING), MISSING, joined + "|" + part.astype(str))

@@ -23,6 +23,7 @@ import pandas as pd
 
 # sqlite3 (through lexical) before any TensorFlow import: TensorFlow bundles a SQLite without FTS5, and the
 # first library loaded wins
+from lookalike.catalogue.reading import missing
 from lookalike.text.lexical import LexicalIndex, fuse
 from lookalike.text.tower import field_value, item_text, word_columns
 
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 COLOUR = "colour"  # the metric name of the colour role's queries, whatever the column is called
 PARENT_PURITY = 0.95  # a label's parent class: at least this share of items carry their label's usual value of it
-MISSING_VALUES = ("", "na", "nan")
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def metric_name(column: str) -> str:
 
 def _present(values: pd.Series) -> pd.Series:
     text = values.astype(str)
-    return text[~text.str.strip().str.lower().isin(MISSING_VALUES)]
+    return text[~missing(text)]
 
 
 def parent_class(items: pd.DataFrame, label: str, candidates: Sequence[str]) -> str | None:
@@ -147,7 +147,7 @@ def label_words(values: Sequence[str]) -> str:
 def attribute_queries(items: pd.DataFrame, columns: Sequence[str], min_relevant: int) -> list[tuple[str, tuple]]:
     """(query words, label values) for each value combination with at least ``min_relevant`` items."""
     present = items[list(columns)].astype(str)
-    usable = present[~present.apply(lambda c: c.str.lower().isin(MISSING_VALUES)).any(axis=1)]
+    usable = present[~present.apply(missing).any(axis=1)]
     counts = usable.value_counts()
     return [(label_words(values), tuple(values)) for values, count in sorted(counts.items())
             if count >= min_relevant]
