@@ -1,6 +1,7 @@
 """Catalogue edges that once gave a pandas traceback or a silent wrong answer: a join naming a column the table
-has, a table column called id beside the description's id, lines of several table files, and one list of the
-values that are no label for the reader and for training."""
+has, a table column called id beside the description's id or named like a column the reader writes, lines of
+several table files (joined ones too), and one rule for the values that are no label for the reader and for
+training."""
 
 from __future__ import annotations
 
@@ -220,3 +221,15 @@ def test_a_single_table_files_lines_stay_numbers(tmp_path):
     _, report = load_catalogue(folder, describe(table="items.csv", id="sku", photos=["photo"],
                                                 free_text_column="name"))
     assert report.malformed_lines == [3] and report.repaired_lines == [2]
+
+
+def test_a_joined_tables_malformed_lines_are_counted_and_named_by_file(tmp_path):
+    folder = make_joined(tmp_path / "shop")  # items.csv joined with classes.csv by class id
+    write(folder / "items.csv", "sku,class_id,photo\n1,0,a.jpg\n2,1\n3,1,c.jpg\n")
+    write(folder / "classes.csv", "Class ID,Class Name\n0,Apple\n1,Pear,Green\n")
+    join = {"table": "classes.csv", "keys": {"class_id": "Class ID"}, "columns": {"Class Name": "fruit"}}
+    table, report = load_catalogue(folder, describe(table="items.csv", id="sku", photos=["photo"],
+                                                    labels=["fruit"], joins=[join]))
+    assert report.malformed_lines == ["items.csv, line 3", "classes.csv, line 3"]
+    assert table["fruit"].tolist() == ["Apple", ""]  # class 1's line was skipped: item 3 has no label
+    assert report.rows_without_label == [3]

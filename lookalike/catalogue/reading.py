@@ -191,8 +191,10 @@ def _join(table: pd.DataFrame, folder: Path, description: CatalogueDescription, 
           ) -> pd.DataFrame:
     for join in description.joins:
         other_description = CatalogueDescription(header=join.header, column_names=join.column_names)
+        before = _line_counts(report)
         other, _ = read_table_file(_inside(folder, join.table, "joins.table", join.table), join.table,
-                                   other_description, CatalogueReport())
+                                   other_description, report)
+        _name_file(report, before, join.table)  # its lines are counted with the table's, named by file
         _require_columns(table, {c: "join key" for c in join.on}, description.tables[0].path, description)
         _require_columns(other, {c: "join key" for c in join.on.values()} | {c: "joined column" for c in join.columns},
                          join.table, description)
@@ -211,6 +213,16 @@ def _join(table: pd.DataFrame, folder: Path, description: CatalogueDescription, 
     return table
 
 
+def _line_counts(report: CatalogueReport) -> tuple[int, int]:
+    return len(report.repaired_lines), len(report.malformed_lines)
+
+
+def _name_file(report: CatalogueReport, before: tuple[int, int], file: str) -> None:
+    """The repaired and malformed lines counted since ``before`` as ``"<file>, line <n>"``."""
+    for found, start in zip((report.repaired_lines, report.malformed_lines), before, strict=True):
+        found[start:] = [f"{file}, line {number}" for number in found[start:]]
+
+
 def _inside(folder: Path, relative: str, column: str, row: object) -> Path:
     """``folder / relative``, refused when it leaves the folder (``..``, a link pointing out); a leading ``/``
     is read as the catalogue's root (datasets write paths that way), never the machine's."""
@@ -227,12 +239,11 @@ def _table_layout(folder: Path, description: CatalogueDescription, report: Catal
     parts, numbers, written = [], [], set()
     for file in description.tables:
         path = _inside(folder, file.path, "table", file.path)
-        before = len(report.repaired_lines), len(report.malformed_lines)
+        before = _line_counts(report)
         table, lines = read_table_file(path, file.path, description, report)
         written |= set(table.columns) & set(READER_COLUMNS)  # before split_given is written over
-        if len(description.tables) > 1:  # a line number alone does not say which file
-            for found, start in zip((report.repaired_lines, report.malformed_lines), before, strict=True):
-                found[start:] = [f"{file.path}, line {number}" for number in found[start:]]
+        if len(description.tables) > 1 or description.joins:  # a line number alone does not say which file
+            _name_file(report, before, file.path)
         table[SPLIT_GIVEN_COLUMN] = file.split or ""
         parts.append(table)
         numbers.extend((file.path, line) for line in lines)  # each row's file and line, for messages
