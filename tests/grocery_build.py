@@ -24,22 +24,33 @@ FASHION = ("gender", "masterCategory", "subCategory", "articleType", "baseColour
            "productDisplayName")
 
 
-def grocery_build(artifacts: Path, out: Path) -> Path:
+def grocery_build(artifacts: Path, out: Path, names: dict[str, str] | None = None) -> Path:
     """The published build of ``artifacts`` copied to ``out`` (a new artifacts folder, no pointer) with grocery
     columns: its items' type, category and name renamed, a whole-number ``pack_grams`` added, every other fashion
-    column dropped; the manifest's roles name the new columns. Returns ``out``."""
+    column dropped; the manifest's roles name the new columns. ``names``: the grocery columns renamed once more
+    (``{"coarse_class": "k"}``: a column named like a route parameter). Returns ``out``."""
+    names = names or {}
     folder, manifest = resolve_build(artifacts)
     out.mkdir(parents=True)
     for entry in manifest["files"].values():
         shutil.copy(folder / entry["path"], out / entry["path"])
     items = read_table(out / manifest["files"]["items"]["path"]).rename(columns=RENAMED)
     items["pack_grams"] = [str(100 + int(i) % 900) for i in items["id"]]
-    items = items[[c for c in items.columns if c not in FASHION]]
+    items = items[[c for c in items.columns if c not in FASHION]].rename(columns=names)
     (out / manifest["files"]["items"]["path"]).write_bytes(write_table(items))
     manifest = json.loads(json.dumps(manifest))
     manifest["files"]["items"]["sha256"] = sha256_file(out / manifest["files"]["items"]["path"])
-    manifest["params"]["label_column"] = "class"
-    manifest["params"]["catalogue"] = ROLES.to_manifest()
+    manifest["params"]["label_column"] = names.get("class", "class")
+    manifest["params"]["catalogue"] = _renamed(ROLES.to_manifest(), names)
     manifest["build_id"] = build_id(manifest)
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return out
+
+
+def _renamed(value, names: dict[str, str]):
+    """The manifest's roles with every column name in ``names`` renamed."""
+    if isinstance(value, dict):
+        return {k: _renamed(v, names) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_renamed(v, names) for v in value]
+    return names.get(value, value) if isinstance(value, str) else value

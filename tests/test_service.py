@@ -280,6 +280,50 @@ def test_a_grocery_build_filters_and_writes_by_its_own_columns(grocery_server: t
     assert "gender" not in schema and "articleType" not in schema  # nothing fashion is declared
 
 
+CLASHING = {"coarse_class": "k", "class": "similarity", "name": "image"}  # columns named like route parameters
+
+
+@pytest.fixture(scope="module")
+def clashing_server(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A server on a grocery build whose columns are called k, similarity and image (and pack_grams)."""
+    folder = tmp_path_factory.mktemp("clashing")
+    artifacts = grocery_build(tiny_project / "artifacts", folder / "artifacts", CLASHING)
+    running = Server(artifacts, folder / "live.db", folder / "server.log")
+    yield running, read_table(artifacts / "items.csv")
+    running.stop()
+    assert "Traceback" not in running.log.read_text(), running.log.read_text()[-3000:]
+
+
+def test_columns_named_like_a_routes_parameters_are_filtered_and_written_by_prefix(clashing_server: tuple,
+                                                                                    build: dict):
+    server, items = clashing_server
+    client = server.client
+    assert set(client.get("/v1/stats").json()["catalogue"]["filters"]) == {"k", "similarity"}
+    image, item_id = build["paths"][3].read_bytes(), build["ids"][3]
+    wanted = items["k"].value_counts().index[0]  # the commonest coarse class: enough items for k results
+    body = search(client, image, k=4, **{"filter.k": [wanted]}).json()
+    assert body["filters"] == {"k": [wanted]} and len(body["matches"]) == 4  # k is still the number of results
+    assert {m["metadata"]["k"] for m in body["matches"]} == {wanted}
+    kind = items.loc[items["k"] == wanted, "similarity"].value_counts().index[0]
+    similar = client.get(f"/v1/items/{item_id}/similar", params={"k": 2, "filter.similarity": kind}).json()
+    assert len(similar["matches"]) == 2 and {m["metadata"]["similarity"] for m in similar["matches"]} == {kind}
+    words = client.get("/v1/search", params={"q": "black", "k": 3, "filter.k": wanted})
+    assert words.status_code == 200, words.text
+    assert {m["metadata"]["k"] for m in words.json()["matches"]} == {wanted}
+    assert "valid integer" in json.dumps(assert_error(client.get(f"/v1/items/{item_id}/similar",
+                                                                 params={"k": wanted}), 422))  # k is the route's
+    assert "unknown parameter 'nope'" in assert_error(client.get(f"/v1/items/{item_id}/similar",
+                                                          params={"filter.nope": "x"}), 422)["detail"]
+    added = client.put("/v1/items/SKU-FRUIT", files={"image": ("p.jpg", image, "image/jpeg")}, headers=AUTH,
+                       data={"metadata.image": "Granny Smith", "similarity": "Apple", "metadata.k": "Fruit"})
+    assert added.status_code == 201, added.text
+    assert added.json()["metadata"] == {"image": "Granny Smith", "similarity": "Apple", "k": "Fruit"}
+    assert ids_of(search(client, image, k=5, **{"filter.k": ["Fruit"]})) == ["SKU-FRUIT"]
+    assert "more than once" in assert_error(client.put(
+        "/v1/items/SKU-PEAR", files={"image": ("p.jpg", image, "image/jpeg")}, headers=AUTH,
+        data={"similarity": "Pear", "metadata.similarity": "Apple"}), 422)["detail"]
+
+
 # ------------------------------------------------------------------------------ hostile input
 
 

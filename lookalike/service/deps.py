@@ -29,7 +29,11 @@ FILTERS_HELP = ("Filters: each of the build's filter columns, by the column's ow
                 "(GET /v1/stats lists them and their values under catalogue.filters). Values of one column are "
                 "alternatives, columns must all match: ?coarse_class=Apple&coarse_class=Pear&class=Granny-Smith. "
                 f"At most {MAX_FILTER_VALUES} values of {MAX_FILTER_CHARS} characters per column; a parameter that "
-                "is neither a filter column nor one of the route's is refused (422).")
+                "is neither a filter column nor one of the route's is refused (422). A column named like one of the "
+                "route's own parameters (k, q, similarity, ...) is asked as filter.<column> (filter.k=3); any "
+                "column may be.")
+FILTER_PREFIX = "filter."  # filter.<column>: always the filter column, even one named like a route parameter
+METADATA_PREFIX = "metadata."  # metadata.<column>: always the metadata column (a column called image, say)
 # OpenAPI for a GET route's filters: free-form query parameters (the build's columns are not known up front)
 FILTER_QUERY_OPENAPI = {"parameters": [{
     "name": "filters", "in": "query", "required": False, "style": "form", "explode": True,
@@ -168,17 +172,21 @@ def check_filters(filters: dict[str, list[str]], columns: Iterable[str]) -> dict
     return {c: v for c, v in filters.items() if v}
 
 
+def _columns_given(given: list[tuple[str, Any]], own: set[str], prefix: str) -> list[tuple[str, Any]]:
+    """(column, value) of the parameters that name the build's columns: ``<prefix><column>`` always (so a column
+    named like one of the route's parameters can be asked), any other name the route does not declare itself."""
+    return [(name[len(prefix):], value) if name.startswith(prefix) else (name, value)
+            for name, value in given if name.startswith(prefix) or name not in own]
+
+
 async def filters_of(request: Request, catalogue: Annotated[LiveCatalogue, Depends(catalogue_of)]
                      ) -> dict[str, list[str]]:
     """The filters a search asks for: every parameter that is not the route's own, by column name
     (:data:`FILTERS_HELP`), checked against the filter columns of the build being served."""
-    own = _route_parameters(request)
     filters: dict[str, list[str]] = {}
     given = await _given(request)
     refuse_repeated_files(given)
-    for name, value in given:
-        if name in own:
-            continue
+    for name, value in _columns_given(given, _route_parameters(request), FILTER_PREFIX):
         if not isinstance(value, str):
             raise ServiceError(422, "invalid_request", f"filter {name!r} must be text")
         filters.setdefault(name, []).append(value)
@@ -186,17 +194,15 @@ async def filters_of(request: Request, catalogue: Annotated[LiveCatalogue, Depen
 
 
 async def metadata_of(request: Request) -> dict[str, str]:
-    """An item's metadata from a write's form: every field but the route's own, by column name, each given once.
+    """An item's metadata from a write's form: every field but the route's own, by column name (metadata.<column>
+    for a column named like one of the route's fields, image say), each given once.
     Whether each is a metadata column of the build and the required one is there, the write itself checks
     (:meth:`lookalike.live.LiveCatalogue.put`, against the build it writes to; GET /v1/stats lists them under
     catalogue.metadata and catalogue.required)."""
-    own = _route_parameters(request)
     metadata: dict[str, str] = {}
     given = await _given(request, query=False)
     refuse_repeated_files(given)
-    for name, value in given:
-        if name in own:
-            continue
+    for name, value in _columns_given(given, _route_parameters(request), METADATA_PREFIX):
         if not isinstance(value, str):
             raise ServiceError(422, "invalid_request", f"metadata field {name!r} must be text")
         if name in metadata:

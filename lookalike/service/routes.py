@@ -157,7 +157,8 @@ def api_router(max_k: int, default_k: int, max_upload_bytes: int) -> APIRouter:
                             f"repeated; at most {MAX_PHOTOS_PER_ITEM} photos in all, each under the upload limit: "
                             "every photo is searched, the item found by its best) and the item's metadata, one "
                             "form field per metadata column of the build, by the column's own name (GET /v1/stats "
-                            "lists them under catalogue.metadata; catalogue.required must be given, a column in "
+                            "lists them under catalogue.metadata; metadata.<column> for a column named like a "
+                            "field of this form, image say; catalogue.required must be given, a column in "
                             f"catalogue.numbers takes a number), at most {MAX_FIELD_CHARS} characters each. "
                             "Another field is refused (422).",
                 responses={201: {"description": "added"}, 200: {"description": "replaced"}})
