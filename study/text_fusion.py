@@ -22,7 +22,8 @@ from lookalike.text.training import train_text_tower
 
 SETTINGS = [{"fusion": "rrf", "lexical_weight": w, "rrf_constant": c} for w in (1.0, 2.0) for c in (10, 60)] + \
     [{"fusion": "score", "lexical_weight": w} for w in (0.1, 0.25, 0.5, 1.0, 2.0)] + \
-    [{"fusion": "coverage", "lexical_weight": w} for w in (0.1, 0.2, 0.3, 0.5, 1.0)]
+    [{"fusion": "coverage", "lexical_weight": w, "name_weight": 0.0} for w in (0.1, 0.2, 0.3, 0.5, 1.0)] + \
+    [{"fusion": "coverage", "lexical_weight": 0.5, "name_weight": w} for w in (0.25, 0.5, 1.0, 2.0)]
 
 
 def main() -> None:

@@ -484,3 +484,34 @@ def test_fuse_refuses_an_unknown_fusion() -> None:
     with pytest.raises(ValueError, match="coverage, score, rrf"):
         fuse(np.array([1]), np.array([1.0]), np.array([0]), np.zeros, np.zeros, {"fusion": "max",
                                                                                  "lexical_weight": 1.0}, 3)
+
+
+def test_the_name_share_puts_an_exact_name_before_longer_names_holding_it() -> None:
+    from lookalike.text.lexical import coverage_fusion
+
+    index = LexicalIndex(["acme red dress", "acme red dress long sleeve", "", "red", "acme blue shoe"])
+    coverage, named = index.shares("acme red dress", np.arange(5))
+    np.testing.assert_allclose(coverage, index.coverage("acme red dress", np.arange(5)))
+    assert coverage[0] == pytest.approx(1.0) and coverage[1] == pytest.approx(1.0)
+    assert named[0] == pytest.approx(1.0) and 0 < named[1] < 1  # the longer name holds words not asked
+    assert named[2] == 0.0 and named[3] == pytest.approx(1.0) and coverage[3] < 1  # "red": every word asked
+    assert named[4] < 1 and coverage[4] < 1
+    assert index.shares("", np.arange(2)).tolist() == [[0.0, 0.0], [0.0, 0.0]]
+    # the longer name is nearer by the tower: without the name share it comes first, with it the exact name does
+    cosines = np.array([0.50, 0.55])
+    assert coverage_fusion(np.array([0, 1]), cosines, coverage[:2], 0.5, 2)[0].tolist() == [1, 0]
+    rows, scores = coverage_fusion(np.array([0, 1]), cosines, coverage[:2], 0.5, 2, named[:2], 1.0)
+    assert rows.tolist() == [0, 1] and scores[0] == pytest.approx(0.50 + 0.5 + 1.0)
+
+
+def test_text_search_ranks_an_exact_name_first_by_the_name_weight() -> None:
+    items, vectors = catalogue()
+    items.loc[0, "productDisplayName"] = "Acme Red Dress Maxi Party"  # the red dress, nearest by the tower
+    items.loc[2, ["productDisplayName", "baseColour"]] = ["Acme Red Dress", "Red"]  # another red dress, a bit
+    vectors[2] = (vectors[0] + 0.3 * _direction(7)) / np.linalg.norm(vectors[0] + 0.3 * _direction(7))  # further
+    fusion = {"fusion": "coverage", "lexical_weight": 0.5, "name_weight": 0.0, "rrf_constant": 60, "depth": 100}
+    text = TextSearch(hand_searcher(items, vectors, FASHION_ROLES), hand_tower(), dict(fusion))
+    assert [m.id for m in text.search(Query(text="acme red dress maxi party"), k=1).matches] == [100]
+    assert [m.id for m in text.search(Query(text="acme red dress"), k=2).matches] == [100, 102]
+    text.fusion["name_weight"] = 1.0
+    assert [m.id for m in text.search(Query(text="acme red dress"), k=2).matches] == [102, 100]

@@ -246,6 +246,19 @@ def test_an_item_removed_between_ranking_and_reading_is_skipped_not_a_404(tmp_pa
         assert removed[-1] not in ids(posted)
 
 
+@pytest.mark.parametrize(("name_weight", "first"), [(0.0, "100"), (1.0, "LIVE-DRESS")])
+def test_a_live_item_named_exactly_as_asked_comes_first_by_the_builds_name_weight(tmp_path: Path, name_weight: float,
+                                                                                 first: str) -> None:
+    items, vectors = catalogue()
+    items.loc[0, "productDisplayName"] = "Acme Red Dress Maxi Party"  # the build's red dress: a longer name
+    live = LiveCatalogue.open(hand_build(tmp_path / "build", items, vectors), LiveStore(tmp_path / "live.db"))
+    live.searcher.manifest["params"]["text"]["name_weight"] = name_weight
+    nearly = vectors[0] + 0.3 * np.eye(DIM, dtype=np.float32)[7]  # a red dress photo, a little further by the tower
+    put_live(live, "LIVE-DRESS", nearly / np.linalg.norm(nearly), "Acme Red Dress")
+    found = text_search_for(live).search(Query(text="acme red dress"), k=2)
+    assert [m.id for m in found.matches] == [first, *{"100", "LIVE-DRESS"} - {first}]
+
+
 # ---------------------------------------------------------------- 4. similarity beside words and items
 
 

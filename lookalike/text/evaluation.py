@@ -189,7 +189,7 @@ def rank_all(query_texts: Sequence[str], gallery_vectors: np.ndarray, text_vecto
         rows, bm25 = lexical.search(text, depth)
         lexical_ranked[i, : len(rows)] = rows
         fused = fuse(rows, bm25, learned[i], scores[i].__getitem__,
-                     lambda candidates, text=text: lexical.coverage(text, candidates), fusion, depth)[0]
+                     lambda candidates, text=text: lexical.shares(text, candidates), fusion, depth)[0]
         hybrid[i, : len(fused)] = fused
     return {"lexical": lexical_ranked, "learned": learned, "hybrid": hybrid}
 

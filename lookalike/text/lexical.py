@@ -219,20 +219,33 @@ class LexicalIndex:
         rare words count more, as in BM25. Unlike a BM25 score it is on one scale for every query. A misspelt
         word counts as the catalogue word :meth:`search` corrects it to.
         """
+        return self.shares(query, rows)[0]
+
+    def shares(self, query: str, rows: np.ndarray) -> np.ndarray:
+        """float (2, len(rows)): each row's :meth:`coverage`, and the IDF-weighted share of the row's own words
+        that the query holds (its name share: 1 when the query names every word of the item, lower for an item
+        with more words than asked; 0 for a row without words)."""
         rows = np.asarray(rows, dtype=np.int64)
         with self._lock:
             terms = self._stems(query) if query.strip() else frozenset()
             if terms and (corrections := self._corrections(query)):  # typed term -> the corrected word's
                 terms = (terms - {term for term, _, _ in corrections.values()}) \
                     | {corrected for _, _, corrected in corrections.values()}
-            documents = len(self._terms)
-            weights = {t: math.log((documents - f + 0.5) / (f + 0.5) + 1.0)
-                       for t in terms for f in [self._document_frequency.get(t, 0)]}
             held = [self._terms.get(int(r), frozenset()) for r in rows.tolist()]
-        total = sum(weights.values())
+            weights = {t: self._idf(t) for t in terms.union(*held)}
+        asked = {t: weights[t] for t in terms}  # summed in one order for every row: equal sets, equal shares
+        total = sum(asked.values())
         if not terms or total <= 0:
-            return np.zeros(len(rows))
-        return np.array([sum(w for t, w in weights.items() if t in h) for h in held]) / total
+            return np.zeros((2, len(rows)))
+        found = [sum(w for t, w in asked.items() if t in h) for h in held]
+        own = [sum(weights[t] for t in h) for h in held]
+        return np.array([[f / total for f in found],
+                         [min(f / o, 1.0) if o > 0 else 0.0 for f, o in zip(found, own, strict=True)]])
+
+    def _idf(self, term: str) -> float:
+        """BM25's inverse document frequency of ``term`` among the rows (caller holds the lock)."""
+        documents, frequency = len(self._terms), self._document_frequency.get(term, 0)
+        return math.log((documents - frequency + 0.5) / (frequency + 0.5) + 1.0)
 
 
 def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], weights: Sequence[float], k: int,
@@ -252,13 +265,19 @@ def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], weights: Sequence[flo
 
 
 def coverage_fusion(candidate_rows: np.ndarray, cosines: np.ndarray, coverage: np.ndarray, weight: float,
-                    k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Merge by score: cosine + weight * coverage (the share of the query's words the item's words hold).
+                    k: int, named: np.ndarray | None = None, name_weight: float = 0.0
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Merge by score: cosine + weight * coverage (the share of the query's words the item's words hold)
+    + name_weight * coverage * named (``named``: the share of the item's own words the query holds).
 
-    An item holding every word of the query gains ``weight`` over a photo without words; items with
-    the same coverage keep the tower's order. Ties keep ``candidate_rows`` order.
+    An item holding every word of the query gains ``weight`` over a photo without words; of those, the item
+    the query names most nearly (fewest words beyond the query's) gains up to ``name_weight`` more, so an exact
+    name comes before longer names holding it. Ties keep ``candidate_rows`` order.
     """
-    fused = np.asarray(cosines, dtype=np.float64) + weight * np.asarray(coverage, dtype=np.float64)
+    coverage = np.asarray(coverage, dtype=np.float64)
+    fused = np.asarray(cosines, dtype=np.float64) + weight * coverage
+    if named is not None and name_weight:
+        fused = fused + name_weight * coverage * np.asarray(named, dtype=np.float64)
     order = np.argsort(-fused, kind="stable")[:k]
     return np.asarray(candidate_rows, dtype=np.int64)[order], fused[order]
 
@@ -283,17 +302,18 @@ def score_fusion(lexical_rows: np.ndarray, lexical_scores: np.ndarray, candidate
 
 
 def fuse(lexical_rows: np.ndarray, lexical_scores: np.ndarray, learned_rows: np.ndarray,
-         cosine_of: Callable[[np.ndarray], np.ndarray], coverage_of: Callable[[np.ndarray], np.ndarray],
+         cosine_of: Callable[[np.ndarray], np.ndarray], shares_of: Callable[[np.ndarray], np.ndarray],
          fusion: dict, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The hybrid ranking of one query, top-k (rows, scores), by ``fusion['fusion']``: ``coverage`` (cosine +
-    ``lexical_weight`` * the share of the query's words the item holds), ``score`` (cosine + weight * BM25 / the
+    ``lexical_weight`` * the share of the query's words the item holds + ``name_weight`` * that share * the share
+    of the item's words the query holds: :func:`coverage_fusion`), ``score`` (cosine + weight * BM25 / the
     query's best BM25) or ``rrf`` (reciprocal rank fusion, ``rrf_constant``).
 
     The one home of the fusion: the service (build and live items) and the evaluation both call it, so the
     metrics score the ranking a shopper gets. Rows are any non-negative int keys (gallery rows, or positions in
     a list of item ids); the candidates are the learned rows, then the lexical rows the tower did not find.
-    ``cosine_of(rows)``: the query vector's cosine to those rows; ``coverage_of(rows)``: their share of the
-    query's words (:meth:`LexicalIndex.coverage`), asked only by ``coverage``.
+    ``cosine_of(rows)``: the query vector's cosine to those rows; ``shares_of(rows)``: their
+    :meth:`LexicalIndex.shares` of the query, asked only by ``coverage``.
     """
     lexical_rows = np.asarray(lexical_rows, dtype=np.int64)
     learned_rows = np.asarray(learned_rows, dtype=np.int64)
@@ -303,7 +323,8 @@ def fuse(lexical_rows: np.ndarray, lexical_scores: np.ndarray, learned_rows: np.
     candidates = np.concatenate([learned_rows, lexical_rows[~np.isin(lexical_rows, learned_rows)]])
     cosines = np.asarray(cosine_of(candidates), dtype=np.float64)
     if fusion["fusion"] == "coverage":
-        return coverage_fusion(candidates, cosines, coverage_of(candidates), weight, k)
+        coverage, named = shares_of(candidates)
+        return coverage_fusion(candidates, cosines, coverage, weight, k, named, float(fusion.get("name_weight", 0.0)))
     if fusion["fusion"] == "score":
         return score_fusion(lexical_rows, np.asarray(lexical_scores, dtype=np.float64), candidates, cosines, weight, k)
     raise ValueError(f"unknown fusion {fusion['fusion']!r}: one of {', '.join(FUSIONS)}")

@@ -51,7 +51,7 @@ log = logging.getLogger("lookalike.text")
 
 MAX_ITEMS = 20  # item ids per query, positive or negative
 MAX_WEIGHT = 10.0
-DEFAULT_FUSION = {"fusion": "coverage", "lexical_weight": 0.5, "rrf_constant": 60, "depth": 100}
+DEFAULT_FUSION = {"fusion": "coverage", "lexical_weight": 0.5, "name_weight": 0.0, "rrf_constant": 60, "depth": 100}
 # a query with negative words ranks this many times its depth by the tower, then leaves out the items holding them:
 # enough survivors unless nearly every close item holds the words, and the same work in any catalogue
 NEGATIVE_OVERFETCH = 4
@@ -238,7 +238,7 @@ class TextSearch:
             keep = ~np.isin(lexical_rows, named)
             lexical_rows, bm25 = lexical_rows[keep], bm25[keep]
             rows, scores = fuse(lexical_rows, bm25, learned_rows, lambda r: self.searcher.embeddings[r] @ vector,
-                                lambda r: self.lexical.coverage(query.text, r), self.fusion, k)
+                                lambda r: self.lexical.shares(query.text, r), self.fusion, k)
         else:
             rows, scores = learned_rows[:k], learned_scores[:k]
         matches = [self.searcher.match(rank, int(row), score)
@@ -384,16 +384,17 @@ class LiveTextSearch:
                 bool(terms) and terms <= self.text.lexical.terms(item_text(h.metadata, self.text.words))
                 for h in hits]
 
-    def _coverage(self, text: str, item_ids: list[str]) -> np.ndarray:
+    def _shares(self, text: str, item_ids: list[str]) -> np.ndarray:
+        """(2, len(item_ids)): :meth:`LexicalIndex.shares` of each item, build or live, in its own index."""
         live = self._live_index()
-        out = np.zeros(len(item_ids))
+        out = np.zeros((2, len(item_ids)))
         build = [(n, self.catalogue.build_row(i)) for n, i in enumerate(item_ids) if live.slot(i) is None]
         build = [(n, r) for n, r in build if r is not None]
         if build:
-            out[[n for n, _ in build]] = self.text.lexical.coverage(text, np.array([r for _, r in build]))
+            out[:, [n for n, _ in build]] = self.text.lexical.shares(text, np.array([r for _, r in build]))
         slots = [(n, live.slot(i)) for n, i in enumerate(item_ids) if live.slot(i) is not None]
         if slots:
-            out[[n for n, _ in slots]] = live.lexical.coverage(text, np.array([s for _, s in slots]))
+            out[:, [n for n, _ in slots]] = live.lexical.shares(text, np.array([s for _, s in slots]))
         return out
 
     def _cosines(self, item_ids: list[str], vector: np.ndarray) -> np.ndarray:
@@ -437,7 +438,7 @@ class LiveTextSearch:
                 np.array([key_of[i] for i in lexical_ids], np.int64), np.array([lexical[i] for i in lexical_ids]),
                 np.arange(len(learned_ids), dtype=np.int64),
                 lambda found: self._cosines([keys[n] for n in found.tolist()], vector),
-                lambda found: self._coverage(query.text, [keys[n] for n in found.tolist()]), self.text.fusion, k)
+                lambda found: self._shares(query.text, [keys[n] for n in found.tolist()]), self.text.fusion, k)
             chosen = [(keys[n], float(score)) for n, score in zip(order.tolist(), scores.tolist(), strict=True)]
         else:
             chosen = [(h.id, h.score) for h in hits[:k]]
