@@ -27,7 +27,7 @@ from lookalike.service.routes import api_router
 from lookalike.service.settings import Settings
 from lookalike.service.text_routes import text_router
 from lookalike.text.lexical import LexicalIndex
-from lookalike.text.search import LiveTextSearch, Query, TextSearch, text_search_for
+from lookalike.text.search import LiveTextSearch, Query, TextSearch, recent_limit, text_search_for
 
 # the hand vectors: dimensions 0-3 a colour, 4-7 a type; "colour" asks the first four alone
 SIMILARITY = {"subspaces": [{"name": "colour", "dim": 4, "weight": 1.0}, {"name": "type", "dim": DIM - 4,
@@ -410,3 +410,41 @@ def test_queries_stay_consistent_while_live_items_change(tmp_path: Path) -> None
         thread.join(120)
     assert not problems, problems[:3]
     assert "SKU-39" in [m.id for m in text.search(Query(text="zorblax dress 39"), k=20).matches]  # by its words
+
+
+def test_a_write_remakes_the_word_index_of_the_items_written_since_the_base_only(tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch
+                                                                                ) -> None:
+    """The live items' word index is a base plus the items written since: a write costs an index of those, not of
+    every live item; once they outgrow recent_limit the base is remade. Answers are those of one whole index: an
+    item rewritten after the base is found by its new words only, a removed one not at all."""
+    live = hand_catalogue(tmp_path)
+    text = LiveTextSearch(live, TextSearch.load(live.searcher))
+    red_dress = catalogue()[1][0]  # every item here: the words decide
+    sizes: list[int] = []
+    made = LexicalIndex.__init__
+
+    def counting(self, texts=(), known=None):
+        sizes.append(len(texts))
+        made(self, texts, known=known)
+
+    monkeypatch.setattr(LexicalIndex, "__init__", counting)
+    base = 100
+    limit = recent_limit(base + 1)
+    for n in range(base):
+        put_live(live, f"SKU-{n}", red_dress, f"Zorblax Dress {n}")
+    assert text.search(Query(text="zorblax dress 7"), k=1).matches[0].id == "SKU-7"
+    assert sizes == [base]  # the first query makes the base of every live item
+    put_live(live, "SKU-7", red_dress, "Quuxle Red Dress")  # rewritten after the base
+    live.remove("SKU-8")
+    put_live(live, "SKU-NEW", red_dress, "Zorblax Dress new")
+    found = [m.id for m in text.search(Query(text="zorblax dress"), k=150).matches]
+    assert sizes == [base, 2]  # the two items written since the base, not the hundred
+    assert "SKU-8" not in found and "SKU-NEW" in found and len(found) == len(set(found))
+    assert "SKU-7" not in [m.id for m in text.search(Query(text="zorblax dress 7"), k=1).matches]
+    assert [m.id for m in text.search(Query(text="quuxle red dress"), k=1).matches] == ["SKU-7"]
+    for n in range(limit):  # enough writes since the base: the next query remakes it whole
+        put_live(live, f"SKU-MORE-{n}", red_dress, f"Zorblax Dress more {n}")
+    assert [m.id for m in text.search(Query(text="quuxle red dress"), k=1).matches] == ["SKU-7"]
+    assert sizes[-1] == base + limit  # 100 - SKU-8 + SKU-NEW + the new ones
+    assert "SKU-8" not in [m.id for m in text.search(Query(text="zorblax dress 8"), k=150).matches]

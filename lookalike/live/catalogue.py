@@ -224,6 +224,15 @@ class LiveCatalogue:
         with self.state.lock:
             return sorted(self.state.live)
 
+    def live_words_since(self, seq: int) -> tuple[int, frozenset[str], dict[str, dict]]:
+        """(the journal position read first, every live item's id, id -> metadata of the live items written after
+        ``seq``), as one consistent read: what the live word index remakes (items written after the position
+        read may be among them; never an item older than it missing)."""
+        applied = self.applied_seq
+        with self.state.lock:
+            return applied, frozenset(self.state.live), {i: dict(e.metadata) for i, e in self.state.live.items()
+                                                         if e.seq > seq}
+
     def item(self, item_id: str) -> Item:
         with self.state.lock:
             entry = self.state.live.get(item_id)

@@ -271,21 +271,53 @@ def _changed_since_loaded(path: Path, name: str) -> ArtifactMismatchError:
 
 
 @dataclass(frozen=True, eq=False)
-class LiveWords:
-    """The live items' words as of one journal position (``seq``): ids and metadata by slot, their BM25 index.
-    Never changed once made, so a query reads one consistent snapshot without a lock."""
+class WordPart:
+    """Some live items' words: ids and metadata by slot, and their BM25 index. Never changed once made."""
 
-    seq: int
     ids: tuple[str, ...] = ()
     metadata: tuple[dict, ...] = ()
-    lexical: LexicalIndex = field(default_factory=LexicalIndex)
+    lexical: LexicalIndex | None = None  # None for no items
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_slots", {item_id: n for n, item_id in enumerate(self.ids)})
 
     def slot(self, item_id: str) -> int | None:
-        """The item's row in this snapshot's index; None for an item that is not live here."""
         return self._slots.get(item_id)
+
+
+@dataclass(frozen=True, eq=False)
+class LiveWords:
+    """The live items' words as of one journal position (``seq``), in two parts: ``base``, made from every live
+    item as of ``base_seq``, and ``recent``, the items written since (``stale``: the base's items written or
+    removed since, never answered from the base). A write remakes only the recent part; the base is remade when
+    the recent part outgrows :func:`recent_limit`, so a write costs about the square root of the live items, not
+    all of them. Never changed once made, so a query reads one consistent snapshot without a lock."""
+
+    seq: int
+    base_seq: int = -1
+    base: WordPart = field(default_factory=WordPart)
+    recent: WordPart = field(default_factory=WordPart)
+    stale: frozenset[str] = frozenset()
+
+    def where(self, item_id: str) -> tuple[WordPart, int] | None:
+        """The part and slot holding the item's current words; None for an item that is not live here."""
+        slot = self.recent.slot(item_id)
+        if slot is not None:
+            return self.recent, slot
+        slot = None if item_id in self.stale else self.base.slot(item_id)
+        return (self.base, slot) if slot is not None else None
+
+    def parts(self) -> list[tuple[WordPart, frozenset[str]]]:
+        """Each part that holds items, with the ids it must not answer for."""
+        return [(part, stale) for part, stale in ((self.base, self.stale), (self.recent, frozenset()))
+                if part.lexical is not None]
+
+
+def recent_limit(live_items: int) -> int:
+    """How many items written since the base the recent part holds before the base is remade: about
+    sqrt(2 n), which makes a write's share of the rebuilding (the recent part's size, plus the base's n spread over
+    that many writes) smallest."""
+    return max(64, int(math.sqrt(2 * live_items)))
 
 
 class LiveTextSearch:
@@ -297,7 +329,7 @@ class LiveTextSearch:
     def __init__(self, catalogue, text: TextSearch):
         self.catalogue = catalogue
         self.text = text
-        self._live_words = LiveWords(seq=-1)
+        self._live_words = LiveWords(seq=-2)  # below any journal position: the first query makes the base
         self._live_words_lock = threading.Lock()  # one rebuild at a time; readers take the snapshot as it is
 
     @classmethod
@@ -306,24 +338,32 @@ class LiveTextSearch:
         return cls(catalogue, text_search_for(catalogue.searcher))
 
     def _live_index(self) -> LiveWords:
-        """The live items' words as the catalogue holds them now (remade only when the journal moved)."""
+        """The live items' words as the catalogue holds them now (remade only when the journal moved: the items
+        written since the base, or, when those are many, everything: :class:`LiveWords`)."""
         current = self._live_words
         if current.seq == self.catalogue.applied_seq:
             return current
         with self._live_words_lock:
-            seq = self.catalogue.applied_seq  # read before the items: the snapshot is at least this new
-            if self._live_words.seq == seq:
-                return self._live_words
-            items = []
-            for item_id in self.catalogue.live_ids():
-                try:
-                    items.append((item_id, self.catalogue.item(item_id).metadata))
-                except UnknownItemError:  # removed since it was listed: the next change remakes the index
-                    continue
-            self._live_words = LiveWords(seq, tuple(i for i, _ in items), tuple(m for _, m in items),
-                                         LexicalIndex([item_text(m, self.text.words) for _, m in items],
-                                                      known=self.text.lexical))
+            current = self._live_words
+            if current.base_seq >= 0:
+                seq, live_ids, written = self.catalogue.live_words_since(current.base_seq)
+                if current.seq == seq:
+                    return current
+                if len(written) <= recent_limit(len(live_ids)):  # the recent part alone is remade
+                    stale = frozenset(i for i in current.base.ids if i not in live_ids or i in written)
+                    self._live_words = LiveWords(seq, current.base_seq, current.base, self._part(written), stale)
+                    return self._live_words
+            seq, _, everything = self.catalogue.live_words_since(-1)
+            self._live_words = LiveWords(seq, seq, self._part(everything))
             return self._live_words
+
+    def _part(self, items: dict[str, dict]) -> WordPart:
+        """An index of ``items`` (id -> metadata), whose words the build's own index spells right."""
+        if not items:
+            return WordPart()
+        ordered = sorted(items)
+        return WordPart(tuple(ordered), tuple(items[i] for i in ordered),
+                        LexicalIndex([item_text(items[i], self.text.words) for i in ordered], known=self.text.lexical))
 
     def _vectors(self, item_ids: Sequence[int | str], what: str) -> list[np.ndarray]:
         if isinstance(item_ids, (str, bytes)) or len(item_ids) > MAX_ITEMS:
@@ -366,12 +406,13 @@ class LiveTextSearch:
             item_id = build_ids[row]
             if self.catalogue.build_row(item_id) == row:  # not removed, not replaced by a live version
                 found[item_id] = score
-        live = self._live_index()
         active = {c: set(v) for c, v in (filters or {}).items() if v}
-        slots, scores = live.lexical.search(text, depth, None, without=without)
-        for slot, score in zip(slots.tolist(), scores.tolist(), strict=True):
-            if all(live.metadata[slot].get(c) in values for c, values in active.items()):
-                found[live.ids[slot]] = score
+        for part, stale in self._live_index().parts():
+            slots, scores = part.lexical.search(text, depth + len(stale), None, without=without)
+            for slot, score in zip(slots.tolist(), scores.tolist(), strict=True):
+                if part.ids[slot] not in stale and all(part.metadata[slot].get(c) in values
+                                                       for c, values in active.items()):
+                    found[part.ids[slot]] = score
         return found
 
     def _holding(self, terms: frozenset[str], hits: list) -> list[bool]:
@@ -388,13 +429,16 @@ class LiveTextSearch:
         """(2, len(item_ids)): :meth:`LexicalIndex.shares` of each item, build or live, in its own index."""
         live = self._live_index()
         out = np.zeros((2, len(item_ids)))
-        build = [(n, self.catalogue.build_row(i)) for n, i in enumerate(item_ids) if live.slot(i) is None]
+        places = [live.where(i) for i in item_ids]
+        build = [(n, self.catalogue.build_row(i)) for n, (i, place) in enumerate(zip(item_ids, places, strict=True))
+                 if place is None]
         build = [(n, r) for n, r in build if r is not None]
         if build:
             out[:, [n for n, _ in build]] = self.text.lexical.shares(text, np.array([r for _, r in build]))
-        slots = [(n, live.slot(i)) for n, i in enumerate(item_ids) if live.slot(i) is not None]
-        if slots:
-            out[:, [n for n, _ in slots]] = live.lexical.shares(text, np.array([s for _, s in slots]))
+        for part, _ in live.parts():
+            slots = [(n, place[1]) for n, place in enumerate(places) if place is not None and place[0] is part]
+            if slots:
+                out[:, [n for n, _ in slots]] = part.lexical.shares(text, np.array([s for _, s in slots]))
         return out
 
     def _cosines(self, item_ids: list[str], vector: np.ndarray) -> np.ndarray:
