@@ -37,11 +37,11 @@ from lookalike.live.records import (
     Change,
     JournalBusyError,
     LiveError,
-    StaleDatabaseError,
     UnknownItemError,
     now,
     parse_build_switch,
 )
+from lookalike.live.sql_journal import SqlJournal
 from lookalike.live.store import Compaction
 
 if TYPE_CHECKING:
@@ -129,13 +129,15 @@ def _psycopg():
     return psycopg
 
 
-class PostgresStore:
+class PostgresStore(SqlJournal):
     """The append-only change log in PostgreSQL, shared by every process and replica that opens the same URL.
     Thread-safe: threads borrow connections from a small pool (at most ``max_connections`` per store).
 
     ``readonly`` opens it for a reader beside the writing servers (the search page): its sessions are read-only,
     and it refuses a database holding no journal (:class:`FileNotFoundError`, as LiveStore does for a missing file).
     """
+
+    PARAM = "%s"
 
     def __init__(self, url: str, readonly: bool = False, busy_seconds: float = 30.0, max_connections: int = 8):
         if not is_database_url(url):
@@ -422,12 +424,6 @@ class PostgresStore:
             "INSERT INTO meta (key, value) VALUES ('reload_requests', '1') ON CONFLICT (key) DO UPDATE"
             " SET value = (meta.value::bigint + 1)::text RETURNING value").fetchone()[0], serialise=False))
 
-    def reload_requests(self) -> int:
-        """How many reloads were requested through this journal so far (a follower compares it with the last)."""
-        row = self._read(lambda cursor: cursor.execute(
-            "SELECT value FROM meta WHERE key = 'reload_requests'").fetchone())
-        return int(row[0]) if row else 0
-
     # ---------------------------------------------------------------- one build switch for every process
 
     def announce_build(self, version: str, switch_at: float) -> float:
@@ -446,37 +442,7 @@ class PostgresStore:
 
         return self._write(write, serialise=False)
 
-    def build_switch(self) -> tuple[str, float] | None:
-        """The last announced build switch: (build version, instant), None before any."""
-        row = self._read(lambda cursor: cursor.execute(
-            "SELECT value FROM meta WHERE key = 'build_switch'").fetchone())
-        return parse_build_switch(row[0] if row else None)
-
     # ---------------------------------------------------------------- folds and compaction
-
-    def record_fold(self, fold_id: str, through_seq: int) -> None:
-        """Remember a fold written from this database (shown in the service's stats until a build holds it)."""
-        self._write(lambda cursor: cursor.execute(
-            "INSERT INTO folds (fold_id, through_seq, created_at) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-            (fold_id, int(through_seq), now())))
-
-    def latest_fold(self) -> dict | None:
-        """The newest fold written from this database: fold_id, through_seq, created_at; None before any."""
-        row = self._read(lambda cursor: cursor.execute(
-            "SELECT fold_id, through_seq, created_at FROM folds ORDER BY through_seq DESC, created_at DESC"
-            " LIMIT 1").fetchone())
-        return None if row is None else {"fold_id": row[0], "through_seq": int(row[1]), "created_at": row[2]}
-
-    def check_holds(self, through_seq: int, build_id: str) -> None:
-        """Refuse a database that ends before a fold the build holds: it is a backup from before that fold,
-        and replaying it would silently drop every change made after the backup."""
-        last = self.last_seq()
-        if last < through_seq:
-            raise StaleDatabaseError(
-                f"the live database {self.path.name} ends at change {last}, but build {build_id} already holds "
-                f"changes up to {through_seq} (a fold of this database): it is a backup from before that fold, and "
-                f"serving it would lose changes {last + 1}..{through_seq} and everything after. Restore the newest "
-                f"backup (taken after the fold), or serve the build the backup was taken under")
 
     def compact(self, through_seq: int) -> Compaction:
         """Drop every change up to ``through_seq`` that a later change of its item superseded, with its photos
@@ -488,54 +454,18 @@ class PostgresStore:
         reads it from the build): the replay after that build starts after it anyway.
         """
         before = self.size_bytes()
-        superseded = ("SELECT c.seq FROM changes c WHERE c.seq <= %s AND EXISTS "
-                      "(SELECT 1 FROM changes later WHERE later.item_id = c.item_id AND later.seq > c.seq)")
-        through = (int(through_seq),)
-
-        def write(cursor: psycopg.Cursor) -> int:
-            cursor.execute(f"DELETE FROM reembeddings WHERE seq IN ({superseded})", through)
-            cursor.execute(f"DELETE FROM change_photos WHERE seq IN ({superseded})", through)
-            dropped = cursor.execute(f"DELETE FROM changes WHERE seq IN ({superseded})", through).rowcount
-            cursor.execute("INSERT INTO meta (key, value) VALUES ('compacted_through', %s)"
-                           " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (str(int(through_seq)),))
-            return int(dropped)
-
-        dropped = self._write(write)
+        dropped = self._write(lambda cursor: self._drop_superseded(cursor, through_seq))
         try:
             self._read(lambda cursor: cursor.execute("VACUUM (ANALYZE) changes, change_photos, reembeddings"))
         except JournalBusyError as error:  # the rows are gone either way; autovacuum reclaims them later
             log.warning("compaction of %s: VACUUM failed, autovacuum will reclaim the space: %s", self.path, error)
-        kept = int(self._read(lambda cursor: cursor.execute("SELECT COUNT(*) FROM changes").fetchone()[0]))
-        return Compaction(int(through_seq), dropped, kept, before, self.size_bytes())
+        return Compaction(int(through_seq), dropped, self._kept(), before, self.size_bytes())
 
     def size_bytes(self) -> int:
         """The journal's tables on the server: rows, photos (TOAST) and indexes."""
         return int(self._read(lambda cursor: cursor.execute(
             "SELECT COALESCE(SUM(pg_total_relation_size(to_regclass(name))), 0) FROM unnest(%s::text[]) AS name",
             (list(TABLES),)).fetchone()[0]))
-
-    # ---------------------------------------------------------------- numeric ids for folds
-
-    def numeric_ids(self, item_ids: list[str], taken: set[int], start: int) -> dict[str, int]:
-        """A stable numeric id per item id (for the Kaggle-layout catalogue), allocated once, never reused."""
-
-        def write(cursor: psycopg.Cursor) -> dict[str, int]:
-            known = {item_id: int(number) for item_id, number in
-                     cursor.execute("SELECT item_id, numeric_id FROM numeric_ids").fetchall()}
-            used = set(known.values()) | taken
-            following = max([start - 1, *used]) + 1 if used else start
-            for item_id in item_ids:
-                if item_id not in known:
-                    while following in used:
-                        following += 1
-                    known[item_id] = following
-                    used.add(following)
-                    cursor.execute("INSERT INTO numeric_ids (item_id, numeric_id) VALUES (%s, %s)",
-                                   (item_id, following))
-            return known
-
-        known = self._write(write)
-        return {item_id: int(known[item_id]) for item_id in item_ids}
 
     def close(self) -> None:
         """Close the idle connections (a later call connects again, as LiveStore's does)."""

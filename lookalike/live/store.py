@@ -18,7 +18,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,11 +28,11 @@ from lookalike.live.records import (
     Change,
     JournalBusyError,
     LiveError,
-    StaleDatabaseError,
     UnknownItemError,
     now,
     parse_build_switch,
 )
+from lookalike.live.sql_journal import Result, SqlJournal
 
 SCHEMA_VERSION = 1
 DURABILITY = {"journal_mode": "wal", "synchronous": 2}  # 2 = FULL: the WAL is fsynced at every commit
@@ -94,7 +94,7 @@ class Compaction:
                 f"{self.changes_kept} kept; {self.bytes_before / 1e6:.2f} MB -> {self.bytes_after / 1e6:.2f} MB")
 
 
-class LiveStore:
+class LiveStore(SqlJournal):
     """The append-only change log in SQLite (WAL, synchronous=FULL). Thread-safe, and safe across processes.
 
     ``readonly`` opens it for a reader beside the writing server (the search page): it never writes,
@@ -171,6 +171,13 @@ class LiveStore:
         if self.readonly:
             raise LiveError("the live catalogue is open read-only")
         return LiveStore._Tx(self._connection())
+
+    def _read(self, work: Callable[[sqlite3.Cursor], Result]) -> Result:
+        return work(self._connection().cursor())
+
+    def _write(self, work: Callable[[sqlite3.Cursor], Result]) -> Result:
+        with self._write_lock, self._transaction() as cursor:
+            return work(cursor)
 
     @property
     def store_id(self) -> str:
@@ -276,11 +283,6 @@ class LiveStore:
             cursor.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('reload_requests', ?)", (str(number),))
         return number
 
-    def reload_requests(self) -> int:
-        """How many reloads were requested through this journal so far (a follower compares it with the last)."""
-        row = self._connection().execute("SELECT value FROM meta WHERE key = 'reload_requests'").fetchone()
-        return int(row[0]) if row else 0
-
     # ---------------------------------------------------------------- one build switch for every process
 
     def announce_build(self, version: str, switch_at: float) -> float:
@@ -296,36 +298,7 @@ class LiveStore:
                            (json.dumps({"version": version, "at": switch_at}),))
         return switch_at
 
-    def build_switch(self) -> tuple[str, float] | None:
-        """The last announced build switch: (build version, instant), None before any."""
-        row = self._connection().execute("SELECT value FROM meta WHERE key = 'build_switch'").fetchone()
-        return parse_build_switch(row[0] if row else None)
-
     # ---------------------------------------------------------------- folds and compaction
-
-    def record_fold(self, fold_id: str, through_seq: int) -> None:
-        """Remember a fold written from this database (shown in the service's stats until a build holds it)."""
-        with self._write_lock, self._transaction() as cursor:
-            cursor.execute("INSERT OR IGNORE INTO folds (fold_id, through_seq, created_at) VALUES (?, ?, ?)",
-                           (fold_id, int(through_seq), now()))
-
-    def latest_fold(self) -> dict | None:
-        """The newest fold written from this database: fold_id, through_seq, created_at; None before any."""
-        row = self._connection().execute(
-            "SELECT fold_id, through_seq, created_at FROM folds ORDER BY through_seq DESC, created_at DESC"
-            " LIMIT 1").fetchone()
-        return None if row is None else {"fold_id": row[0], "through_seq": int(row[1]), "created_at": row[2]}
-
-    def check_holds(self, through_seq: int, build_id: str) -> None:
-        """Refuse a database that ends before a fold the build holds: it is a backup from before that fold,
-        and replaying it would silently drop every change made after the backup."""
-        last = self.last_seq()
-        if last < through_seq:
-            raise StaleDatabaseError(
-                f"the live database {self.path.name} ends at change {last}, but build {build_id} already holds "
-                f"changes up to {through_seq} (a fold of this database): it is a backup from before that fold, and "
-                f"serving it would lose changes {last + 1}..{through_seq} and everything after. Restore the newest "
-                f"backup (taken after the fold), or serve the build the backup was taken under")
 
     def compact(self, through_seq: int) -> Compaction:
         """Drop every change up to ``through_seq`` that a later change of its item superseded, with its photo
@@ -335,44 +308,19 @@ class LiveStore:
         reads it from the build): the replay after that build starts after it anyway.
         """
         before = self.size_bytes()
-        superseded = ("SELECT c.seq FROM changes c WHERE c.seq <= ? AND EXISTS "
-                      "(SELECT 1 FROM changes later WHERE later.item_id = c.item_id AND later.seq > c.seq)")
-        with self._write_lock:
+        with self._write_lock:  # no writer of this process between the rows' transaction and the VACUUM
             with self._transaction() as cursor:
-                cursor.execute(f"DELETE FROM reembeddings WHERE seq IN ({superseded})", (int(through_seq),))
-                cursor.execute(f"DELETE FROM change_photos WHERE seq IN ({superseded})", (int(through_seq),))
-                dropped = cursor.execute(f"DELETE FROM changes WHERE seq IN ({superseded})",
-                                         (int(through_seq),)).rowcount
-                cursor.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('compacted_through', ?)",
-                               (str(int(through_seq)),))
+                dropped = self._drop_superseded(cursor, through_seq)
             connection = self._connection()
             connection.execute("VACUUM")
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        kept = int(self._connection().execute("SELECT COUNT(*) FROM changes").fetchone()[0])
+        kept = self._kept()
         return Compaction(int(through_seq), int(dropped), kept, before, self.size_bytes())
 
     def size_bytes(self) -> int:
         """The database on disk: the main file and its write-ahead log."""
         return sum(p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal"))
                    if p.exists())
-
-    # ---------------------------------------------------------------- numeric ids for folds
-
-    def numeric_ids(self, item_ids: list[str], taken: set[int], start: int) -> dict[str, int]:
-        """A stable numeric id per item id (for the Kaggle-layout catalogue), allocated once, never reused."""
-        with self._write_lock, self._transaction() as cursor:
-            known = dict(cursor.execute("SELECT item_id, numeric_id FROM numeric_ids").fetchall())
-            used = set(known.values()) | taken
-            following = max([start - 1, *used]) + 1 if used else start
-            for item_id in item_ids:
-                if item_id not in known:
-                    while following in used:
-                        following += 1
-                    known[item_id] = following
-                    used.add(following)
-                    cursor.execute("INSERT INTO numeric_ids (item_id, numeric_id) VALUES (?, ?)",
-                                   (item_id, following))
-        return {item_id: int(known[item_id]) for item_id in item_ids}
 
     def close(self) -> None:
         connection = getattr(self._local, "connection", None)
