@@ -177,6 +177,18 @@ def test_parquet_table_keeps_whole_numbers_whole_next_to_a_missing_value(tmp_pat
     assert names(table) == ["7.jpg", "8.jpg", "9.jpg"]
 
 
+def test_a_headerless_list_separated_by_tabs_is_split_into_its_named_columns(tmp_path):
+    folder = tmp_path / "shop"
+    write(folder / "train.txt", "img/a.jpg\tApple, green\t0\nimg/b.jpg\tPear\t1\n")
+    for name in "ab":
+        photo(folder / f"img/{name}.jpg")
+    table, report = load_catalogue(folder, describe(table="train.txt", header=False,
+                                                    column_names=["path", "name", "class"], photos=["path"],
+                                                    labels=["class"]))
+    assert table["name"].tolist() == ["Apple, green", "Pear"] and table["class"].tolist() == ["0", "1"]
+    assert names(table) == ["a.jpg", "b.jpg"] and report.malformed_lines == []
+
+
 def test_json_lines_table(tmp_path):
     folder = tmp_path / "shop"
     rows = [{"sku": "A-1", "category": "shoes", "size": 42, "photo": "p/a1.jpg", "tags": ["x"]},

@@ -53,6 +53,22 @@ def test_a_table_with_a_column_of_photo_paths(tmp_path):
     assert sorted(table["external_id"]) == sorted(f"A{i}" for i in range(12))
 
 
+@pytest.mark.parametrize(("name", "separator"), [("items.tsv", "\t"), ("items.csv", ";"), ("items.csv", "\t")])
+def test_a_table_separated_by_tabs_or_semicolons_is_guessed_and_read(tmp_path, name, separator):
+    rows = [separator.join(["sku", "name", "category", "price", "picture"])] + [
+        separator.join([f"A{i}", f"Shirt, size {i}", ("Tea", "Coffee")[i % 2], f"{i},50", f"pics/{i}.png"])
+        for i in range(12)]
+    for i in range(12):
+        photo(tmp_path / "pics" / f"{i}.png")
+    (tmp_path / name).write_text("\n".join(rows) + "\n")
+    description, _ = guess_description(tmp_path)
+    assert (description.id, description.photos, description.labels) == ("sku", ("picture",), ("category",))
+    table, report = load_catalogue(tmp_path, description)
+    assert len(table) == 12 and report.malformed_lines == [] and report.repaired_lines == []
+    first = table.set_index("external_id").loc["A1"]
+    assert (first["name"], first["price"]) == ("Shirt, size 1", "1,50")  # commas inside fields stay text
+
+
 def test_folders_and_loose_photos_are_told_apart(tmp_path):
     for name in ("a/1.jpg", "a/2.jpg", "b/3.jpg", "b/4.jpg"):
         photo(tmp_path / "classes" / name)

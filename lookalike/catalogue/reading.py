@@ -109,15 +109,34 @@ class CatalogueReport:
 # ------------------------------------------------------------------------------ tables
 
 
+DELIMITERS = (",", "\t", ";", "|")  # a table's field separator: comma, tab, semicolon (Excel in many locales), bar
+
+
+def _delimiter(first_line: str, suffix: str, names: tuple[str, ...]) -> str:
+    """The field separator of a text table, read from its first line: tab for ``.tsv``; else the one of
+    :data:`DELIMITERS` that splits the header into the most fields (for a headerless table with
+    ``column_names``, into that many), a comma when none splits it."""
+    if suffix == ".tsv":
+        return "\t"
+    fields = {d: len(next(csv.reader([first_line], delimiter=d))) for d in DELIMITERS}
+    if names:
+        return next((d for d in DELIMITERS if fields[d] == len(names)), ",")
+    best = max(DELIMITERS, key=lambda d: fields[d])  # the first of equals: the comma
+    return best if fields[best] > 1 else ","
+
+
 def _parse_csv(text: str, where: str, header_line: bool, names: tuple[str, ...], free_text: str | None,
-               report: CatalogueReport) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, rows and their 1-based line numbers. ``free_text``: the last column may hold unquoted commas
-    (Kaggle's product names): a line with too many fields keeps them in it."""
+               report: CatalogueReport, suffix: str = ".csv") -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, rows and their 1-based line numbers; fields split by :func:`_delimiter`. ``free_text``: the last
+    column may hold unquoted separators (Kaggle's product names, commas): a line with too many fields keeps them
+    in it."""
     lines = text.splitlines()
+    delimiter = _delimiter(next((line for line in lines if line.strip()), ""), suffix,
+                           () if header_line else names)
     if header_line:
         if not lines or not lines[0].strip():
             raise CatalogueError(f"{where} is empty: it needs a header line and at least one row")
-        header = [h.strip() for h in next(csv.reader([lines[0]]))]
+        header = [h.strip() for h in next(csv.reader([lines[0]], delimiter=delimiter))]
         first = 1
     else:
         header, first = list(names), 0
@@ -129,9 +148,9 @@ def _parse_csv(text: str, where: str, header_line: bool, names: tuple[str, ...],
     for number, line in enumerate(lines[first:], start=first + 1):
         if not line.strip():
             continue
-        fields = next(csv.reader([line], skipinitialspace=not header_line))
+        fields = next(csv.reader([line], delimiter=delimiter, skipinitialspace=not header_line))
         if len(fields) > n_fields and free_text_last and '"' not in line:
-            fields = line.split(",", n_fields - 1)  # the free text keeps its commas
+            fields = line.split(delimiter, n_fields - 1)  # the free text keeps its separators
             report.repaired_lines.append(number)
         if len(fields) != n_fields:
             report.malformed_lines.append(number)
@@ -166,7 +185,7 @@ def read_table_file(path: Path, where: str, description: CatalogueDescription,
         else:  # CSV, and headerless lists such as train.txt ("path, class id, coarse id")
             text = path.read_bytes().decode("utf-8-sig", errors="replace")  # -sig: Excel's byte-order mark
             header, rows, numbers = _parse_csv(text, where, description.header, description.column_names,
-                                               description.free_text_column, report)
+                                               description.free_text_column, report, suffix)
             table = pd.DataFrame(rows, columns=header, dtype="string")
     except CatalogueError:
         raise
