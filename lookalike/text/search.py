@@ -188,24 +188,32 @@ class TextSearch:
 
     def vector(self, query: Query) -> tuple[np.ndarray, list[int]]:
         """The composed query vector, and the rows of the items the query names (never returned)."""
-        parts: list[tuple[np.ndarray, float]] = []
         positive_rows = self._rows(query.item_ids, "item_ids")
         negative_rows = self._rows(query.negative_item_ids, "negative_item_ids")
+        vector = self.compose_query(query, [self.searcher.embeddings[row] for row in positive_rows],
+                                    [self.searcher.embeddings[row] for row in negative_rows])
+        return vector, positive_rows + negative_rows
+
+    def compose_query(self, query: Query, positives: Sequence[np.ndarray], negatives: Sequence[np.ndarray]
+                      ) -> np.ndarray:
+        """The query's vector (:func:`compose`) from its words, its photo and the vectors of the items it names
+        (``positives``, ``negatives``: a build's rows or a live catalogue's items, as the caller finds them)."""
+        parts: list[tuple[np.ndarray, float]] = []
         if query.text is not None and query.text.strip():
             parts.append((self.text_vector(query.text), _weight("text_weight", query.text_weight)))
         if query.image is not None:
             parts.append((self.searcher.embed_image(query.image), _weight("image_weight", query.image_weight)))
         item_weight = _weight("item_weight", query.item_weight)
-        parts.extend((self.searcher.embeddings[row], item_weight / len(positive_rows)) for row in positive_rows)
+        parts.extend((vector, item_weight / len(positives)) for vector in positives)
         if not parts:
             raise TextQueryError("a query needs at least one of text, image or item_ids")
-        negatives = len(negative_rows) + bool(query.negative_text and query.negative_text.strip())
-        if negatives:
-            share = _weight("negative_weight", query.negative_weight) / negatives
-            if query.negative_text and query.negative_text.strip():
+        has_negative_text = bool(query.negative_text and query.negative_text.strip())
+        if len(negatives) or has_negative_text:
+            share = _weight("negative_weight", query.negative_weight) / (len(negatives) + has_negative_text)
+            if has_negative_text:
                 parts.append((self.text_vector(query.negative_text), -share))
-            parts.extend((self.searcher.embeddings[row], -share) for row in negative_rows)
-        return compose(parts, query_length(self.tower, query)), positive_rows + negative_rows
+            parts.extend((vector, -share) for vector in negatives)
+        return compose(parts, query_length(self.tower, query))
 
     def search(self, query: Query, k: int = 5, filters: dict | None = None,
                similarity: str | dict | None = None) -> SearchResponse:
@@ -374,26 +382,9 @@ class LiveTextSearch:
             raise TextQueryError(f"{what}: {error}") from None
 
     def vector(self, query: Query) -> np.ndarray:
-        """The composed query vector (see :func:`compose`)."""
-        parts: list[tuple[np.ndarray, float]] = []
-        positives = self._vectors(query.item_ids, "item_ids")
-        negatives = self._vectors(query.negative_item_ids, "negative_item_ids")
-        if query.text is not None and query.text.strip():
-            parts.append((self.text.text_vector(query.text), _weight("text_weight", query.text_weight)))
-        if query.image is not None:
-            parts.append((self.catalogue.searcher.embed_image(query.image),
-                          _weight("image_weight", query.image_weight)))
-        item_weight = _weight("item_weight", query.item_weight)
-        parts.extend((v, item_weight / len(positives)) for v in positives)
-        if not parts:
-            raise TextQueryError("a query needs at least one of text, image or item_ids")
-        has_negative_text = bool(query.negative_text and query.negative_text.strip())
-        if negatives or has_negative_text:
-            share = _weight("negative_weight", query.negative_weight) / (len(negatives) + has_negative_text)
-            if has_negative_text:
-                parts.append((self.text.text_vector(query.negative_text), -share))
-            parts.extend((v, -share) for v in negatives)
-        return compose(parts, query_length(self.text.tower, query))
+        """The composed query vector (see :func:`compose`); named items build or live."""
+        return self.text.compose_query(query, self._vectors(query.item_ids, "item_ids"),
+                                       self._vectors(query.negative_item_ids, "negative_item_ids"))
 
     def _lexical(self, text: str, depth: int, filters: dict | None, without: str | None = None
                  ) -> dict[str, float]:
