@@ -17,7 +17,7 @@ import numpy as np
 from lookalike.artifacts import write_bytes, write_json, write_with
 from lookalike.catalogue.reading import read_table
 from lookalike.model.backbones import split_backbone
-from lookalike.model.network import build_embedding_model, new_backbone
+from lookalike.model.network import build_embedding_model, new_backbone, save_embedding_model
 from lookalike.model.training import (
     MISSING,
     attribute_labels,
@@ -73,7 +73,7 @@ def main() -> None:
     summary = {"train_seconds": round(result.seconds, 1), "seconds_per_step": round(result.seconds / steps, 4),
                "steps_run": steps, "best_step": result.best_step,
                **{f"val_{k}": v for k, v in result.best_validation.items()}}
-    write_with(PROJECT_ROOT / "artifacts/model.keras", model.save)
+    write_with(PROJECT_ROOT / "artifacts/model.keras", lambda path: save_embedding_model(model, path))
     write_bytes(PROJECT_ROOT / "metrics/train_loss.csv", result.history[["step", "loss"]].to_csv(index=False).encode())
     write_json(PROJECT_ROOT / "metrics/train.json", summary)
 

@@ -122,3 +122,23 @@ def test_finetuning_on_cached_maps_trains_the_top_blocks_only_and_the_saved_mode
     full = build_embedding_model(backbone, result.head)
     on_maps = embed_features(build_embedding_model(top, result.head), maps[0])
     np.testing.assert_allclose(full(images).numpy(), on_maps, atol=2e-3)  # maps were cached as float16
+
+
+def test_a_saved_model_is_byte_stable_and_loads_back_the_same(tmp_path):
+    """Keras stamps the time of saving into the archive; the saved model carries none, so the same weights
+    always hash the same (DVC skips what follows an unchanged training)."""
+    import json
+    import zipfile
+
+    import keras
+
+    from lookalike.model.network import load_embedding_model, save_embedding_model
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, kernel_initializer="ones")])
+    save_embedding_model(model, tmp_path / "a.keras")
+    with zipfile.ZipFile(tmp_path / "a.keras") as archive:
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+        assert "date_saved" not in json.loads(archive.read("metadata.json"))
+        assert {info.filename for info in archive.infolist()} >= {"config.json", "model.weights.h5"}
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_array_equal(load_embedding_model(tmp_path / "a.keras")(x), model(x))

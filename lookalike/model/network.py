@@ -13,6 +13,8 @@ own sub-vectors to ask another question of the same index (:mod:`lookalike.searc
 
 from __future__ import annotations
 
+import json
+import zipfile
 from pathlib import Path
 
 import keras
@@ -238,6 +240,25 @@ def new_backbone(name: str, image_size: int, weights: str | None) -> keras.Model
 
 def load_embedding_model(path: str | Path) -> keras.Model:
     return keras.models.load_model(path, compile=False)
+
+
+def save_embedding_model(model: keras.Model, path: str | Path) -> None:
+    """``model.save``, then the archive made byte-stable: Keras stamps the time of saving into metadata.json and
+    into the weights' zip entry, so the same weights saved twice hashed differently (and DVC reran every stage
+    after a training that changed nothing). Entries keep their order, contents and compression; their times
+    are 1980-01-01 and ``date_saved`` is left out."""
+    model.save(path)
+    with zipfile.ZipFile(path) as archive:
+        entries = [(info, archive.read(info)) for info in archive.infolist()]
+    with zipfile.ZipFile(path, "w") as archive:
+        for info, data in entries:
+            if info.filename == "metadata.json":
+                metadata = json.loads(data)
+                metadata.pop("date_saved", None)
+                data = json.dumps(metadata).encode()
+            stable = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
+            stable.compress_type, stable.external_attr = info.compress_type, info.external_attr
+            archive.writestr(stable, data)
 
 
 class CompiledModel:
