@@ -142,3 +142,13 @@ def test_a_saved_model_is_byte_stable_and_loads_back_the_same(tmp_path):
         assert {info.filename for info in archive.infolist()} >= {"config.json", "model.weights.h5"}
     x = np.arange(8, dtype=np.float32).reshape(2, 4)
     np.testing.assert_array_equal(load_embedding_model(tmp_path / "a.keras")(x), model(x))
+
+
+def test_objects_shared_between_layers_are_numbered_not_named_by_address():
+    from lookalike.model.network import _numbered_shared_objects
+
+    config = {"layers": [{"a": {"shared_object_id": 139700560750864}}, {"b": [{"shared_object_id": 5}]},
+                         {"c": {"shared_object_id": 139700560750864}}], "name": "m"}
+    assert _numbered_shared_objects(config, {}) == {
+        "layers": [{"a": {"shared_object_id": 1}}, {"b": [{"shared_object_id": 2}]}, {"c": {"shared_object_id": 1}}],
+        "name": "m"}

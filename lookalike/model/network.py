@@ -244,9 +244,10 @@ def load_embedding_model(path: str | Path) -> keras.Model:
 
 def save_embedding_model(model: keras.Model, path: str | Path) -> None:
     """``model.save``, then the archive made byte-stable: Keras stamps the time of saving into metadata.json and
-    into the weights' zip entry, so the same weights saved twice hashed differently (and DVC reran every stage
-    after a training that changed nothing). Entries keep their order, contents and compression; their times
-    are 1980-01-01 and ``date_saved`` is left out."""
+    into the weights' zip entry, and names objects shared between layers by their memory address in
+    config.json, so the same weights saved twice hashed differently (and DVC reran every stage after a training
+    that changed nothing). Entries keep their order, contents and compression; their times are 1980-01-01,
+    ``date_saved`` is left out and shared objects are numbered in order of appearance."""
     model.save(path)
     with zipfile.ZipFile(path) as archive:
         entries = [(info, archive.read(info)) for info in archive.infolist()]
@@ -256,9 +257,22 @@ def save_embedding_model(model: keras.Model, path: str | Path) -> None:
                 metadata = json.loads(data)
                 metadata.pop("date_saved", None)
                 data = json.dumps(metadata).encode()
+            elif info.filename == "config.json":
+                data = json.dumps(_numbered_shared_objects(json.loads(data), {})).encode()
             stable = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
             stable.compress_type, stable.external_attr = info.compress_type, info.external_attr
             archive.writestr(stable, data)
+
+
+def _numbered_shared_objects(config, numbers: dict[int, int]):
+    """``config`` with each ``shared_object_id`` (a memory address) replaced by its order of first appearance:
+    the loader only asks which entries share one object."""
+    if isinstance(config, dict):
+        return {key: numbers.setdefault(value, len(numbers) + 1) if key == "shared_object_id" else
+                _numbered_shared_objects(value, numbers) for key, value in config.items()}
+    if isinstance(config, list):
+        return [_numbered_shared_objects(value, numbers) for value in config]
+    return config
 
 
 class CompiledModel:
