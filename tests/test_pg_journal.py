@@ -270,6 +270,20 @@ def test_a_reload_requested_through_one_replica_is_seen_by_the_others(location: 
     assert first.reload_requests() == second.reload_requests() == 2 and first.last_seq() == 0  # no change written
 
 
+def test_one_read_gives_a_follower_the_build_switch_and_the_reload_requests(location: str, tmp_path: Path):
+    journal = open_journal(location, tmp_path)
+    assert journal.signals() == (None, 0)
+    journal.announce_build("build-v1", 1234.5)
+    journal.request_reload()
+    journal.request_reload()
+    assert journal.signals() == (journal.build_switch(), journal.reload_requests()) == (("build-v1", 1234.5), 2)
+    reads: list = []
+    read = journal._read
+    journal._read = lambda work: reads.append(work) or read(work)
+    journal.signals()
+    assert len(reads) == 1
+
+
 def test_compaction_keeps_the_latest_change_of_every_item(journal: LiveStore | PostgresStore):
     for n in range(12):  # seq n + 1 puts ID-(n % 4) with 1 + n % 3 photos
         put(journal, f"ID-{n % 4}", n, photos=1 + n % 3)

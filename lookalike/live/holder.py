@@ -158,14 +158,13 @@ class CatalogueHolder:
             self.request_reload()
 
     def _follow_reload_requests(self, catalogue: LiveCatalogue) -> None:
-        announced = catalogue.store.build_switch()
+        announced, requests = catalogue.store.signals()  # one read a round
         if announced is not None and announced != self._announced:
             self._announced = announced
             pending = self._pending
             if announced[0] not in (build_version(catalogue), pending.version if pending else None):
                 log.info("build %s announced through the journal", announced[0])
                 self._look_now = True
-        requests = catalogue.store.reload_requests()
         if self._reloads_seen is None:
             self._reloads_seen = requests  # those made before this process started are not for it
         elif requests > self._reloads_seen:

@@ -45,6 +45,13 @@ class SqlJournal:
         value = self._meta("reload_requests")
         return int(value) if value else 0
 
+    def signals(self) -> tuple[tuple[str, float] | None, int]:
+        """(:meth:`build_switch`, :meth:`reload_requests`) in one read: what every follower asks each round."""
+        rows = dict(self._read(lambda cursor: cursor.execute(
+            "SELECT key, value FROM meta WHERE key IN ('build_switch', 'reload_requests')").fetchall()))
+        requests = rows.get("reload_requests")
+        return parse_build_switch(rows.get("build_switch")), int(requests) if requests else 0
+
     # ---------------------------------------------------------------- folds and compaction
 
     def record_fold(self, fold_id: str, through_seq: int) -> None:
