@@ -31,26 +31,20 @@ class SqlJournal:
     def last_seq(self) -> int:
         raise NotImplementedError
 
-    def _meta(self, key: str) -> str | None:
-        row = self._read(lambda cursor: cursor.execute(
-            f"SELECT value FROM meta WHERE key = {self.PARAM}", (key,)).fetchone())
-        return None if row is None else row[0]
-
-    def build_switch(self) -> tuple[str, float] | None:
-        """The last announced build switch: (build version, instant), None before any."""
-        return parse_build_switch(self._meta("build_switch"))
-
-    def reload_requests(self) -> int:
-        """How many reloads were requested through this journal so far (a follower compares it with the last)."""
-        value = self._meta("reload_requests")
-        return int(value) if value else 0
-
     def signals(self) -> tuple[tuple[str, float] | None, int]:
         """(:meth:`build_switch`, :meth:`reload_requests`) in one read: what every follower asks each round."""
         rows = dict(self._read(lambda cursor: cursor.execute(
             "SELECT key, value FROM meta WHERE key IN ('build_switch', 'reload_requests')").fetchall()))
         requests = rows.get("reload_requests")
         return parse_build_switch(rows.get("build_switch")), int(requests) if requests else 0
+
+    def build_switch(self) -> tuple[str, float] | None:
+        """The last announced build switch: (build version, instant), None before any."""
+        return self.signals()[0]
+
+    def reload_requests(self) -> int:
+        """How many reloads were requested through this journal so far (a follower compares it with the last)."""
+        return self.signals()[1]
 
     # ---------------------------------------------------------------- folds and compaction
 
