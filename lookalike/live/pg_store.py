@@ -25,7 +25,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -38,8 +38,6 @@ from lookalike.live.records import (
     JournalBusyError,
     LiveError,
     UnknownItemError,
-    now,
-    parse_build_switch,
 )
 from lookalike.live.sql_journal import SqlJournal
 from lookalike.live.store import Compaction
@@ -285,6 +283,10 @@ class PostgresStore(SqlJournal):
                     return result
         raise AssertionError("unreachable")
 
+    def _lock_meta(self, cursor: psycopg.Cursor) -> None:
+        """Meta writes skip the changes' lock (``serialise=False``): a read-then-write of meta takes its own."""
+        cursor.execute("LOCK TABLE meta IN EXCLUSIVE MODE")
+
     def _roll_back(self, connection: psycopg.Connection) -> None:
         """End a failed transaction; a connection that cannot even roll back is dropped (its transaction with it)."""
         try:
@@ -309,44 +311,6 @@ class PostgresStore(SqlJournal):
         return self._store_id
 
     # ---------------------------------------------------------------- the change log
-
-    def append(self, op: str, item_id: str, build_id: str, key: str, embedding: np.ndarray | None = None,
-               metadata: dict | None = None, image: bytes | None = None,
-               content_type: str | None = None, more: Sequence[tuple[np.ndarray, bytes, str]] = (),
-               in_build: bool = False) -> Change:
-        """Append one change in its own transaction; on return it is committed to disk. ``more``: a put's
-        other photos (embedding, image, content type), in the same transaction.
-
-        The change's ``existed`` (its latest change is a put, or it has none and ``in_build``) is read in that
-        transaction, under the write lock every replica takes, so two replicas never both create an item; a
-        remove of an item that does not exist raises :class:`UnknownItemError` and writes nothing."""
-        blob = None if embedding is None else np.ascontiguousarray(embedding, dtype="<f4").tobytes()
-        text = None if metadata is None else json.dumps(metadata, sort_keys=True)
-        photos = [(position, np.ascontiguousarray(vector, dtype="<f4").tobytes(), bytes(data), kind)
-                  for position, (vector, data, kind) in enumerate(more, start=1)]
-        created = now()
-
-        def write(cursor: psycopg.Cursor) -> tuple[int, bool]:
-            latest = cursor.execute("SELECT op FROM changes WHERE item_id = %s ORDER BY seq DESC LIMIT 1",
-                                    (item_id,)).fetchone()
-            existed = in_build if latest is None else latest[0] == "put"
-            if op == "remove" and not existed:
-                raise UnknownItemError(f"no item with id {item_id!r}")
-            seq = int(cursor.execute(
-                "INSERT INTO changes (op, item_id, build_id, model_key, embedding, metadata, image, content_type,"
-                " created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING seq",
-                (op, item_id, build_id, key, blob, text, None if image is None else bytes(image), content_type,
-                 created)).fetchone()[0])
-            if photos:
-                cursor.executemany("INSERT INTO change_photos (seq, position, embedding, image, content_type)"
-                                   " VALUES (%s, %s, %s, %s, %s)", [(seq, *photo) for photo in photos])
-            return seq, existed
-
-        seq, existed = self._write(write)
-        more_embeddings = np.array([v for v, _, _ in more], np.float32) if more else None
-        return Change(seq, op, item_id, build_id, key,
-                      None if embedding is None else np.asarray(embedding, np.float32), metadata, content_type,
-                      created, more_embeddings, existed)
 
     def changes_after(self, seq: int, through: int | None = None) -> Iterator[Change]:
         """Every change with a larger seq (up to ``through``), in order (images not loaded); read in one
@@ -400,47 +364,6 @@ class PostgresStore(SqlJournal):
         row = self._read(lambda cursor: cursor.execute(
             "SELECT embedding FROM reembeddings WHERE seq = %s AND model_key = %s", (int(seq), key)).fetchone())
         return None if row is None else np.frombuffer(row[0], dtype="<f4").astype(np.float32)
-
-    def save_reembedding(self, seq: int, key: str, embedding: np.ndarray) -> None:
-        if self.readonly:
-            return
-        blob = np.ascontiguousarray(embedding, dtype="<f4").tobytes()
-
-        def write(cursor: psycopg.Cursor) -> None:
-            if cursor.execute("SELECT 1 FROM changes WHERE seq = %s", (int(seq),)).fetchone() is None:
-                return  # compacted away meanwhile: nothing to cache it for
-            cursor.execute("INSERT INTO reembeddings (seq, model_key, embedding) VALUES (%s, %s, %s)"
-                           " ON CONFLICT (seq, model_key) DO UPDATE SET embedding = EXCLUDED.embedding",
-                           (int(seq), key, blob))
-
-        self._write(write)
-
-    # ---------------------------------------------------------------- reloads every process sees
-
-    def request_reload(self) -> int:
-        """Ask every process following this journal to look for a new build now (the admin reload reaches every
-        worker and replica, not just the one that took the request); returns the request's number."""
-        return int(self._write(lambda cursor: cursor.execute(
-            "INSERT INTO meta (key, value) VALUES ('reload_requests', '1') ON CONFLICT (key) DO UPDATE"
-            " SET value = (meta.value::bigint + 1)::text RETURNING value").fetchone()[0], serialise=False))
-
-    # ---------------------------------------------------------------- one build switch for every process
-
-    def announce_build(self, version: str, switch_at: float) -> float:
-        """Agree when every process following this journal switches to build ``version``: the first process to
-        announce it sets the instant (``switch_at``, seconds since the epoch), a later one is answered that same
-        instant, and another version replaces the announcement. Returns the agreed instant."""
-        def write(cursor: psycopg.Cursor) -> float:
-            cursor.execute("LOCK TABLE meta IN EXCLUSIVE MODE")
-            row = cursor.execute("SELECT value FROM meta WHERE key = 'build_switch'").fetchone()
-            agreed = parse_build_switch(row[0] if row else None)
-            if agreed is not None and agreed[0] == version:
-                return agreed[1]
-            cursor.execute("INSERT INTO meta (key, value) VALUES ('build_switch', %s) ON CONFLICT (key) DO UPDATE"
-                           " SET value = EXCLUDED.value", (json.dumps({"version": version, "at": switch_at}),))
-            return switch_at
-
-        return self._write(write, serialise=False)
 
     # ---------------------------------------------------------------- folds and compaction
 

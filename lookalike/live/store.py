@@ -18,7 +18,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +29,6 @@ from lookalike.live.records import (
     JournalBusyError,
     LiveError,
     UnknownItemError,
-    now,
-    parse_build_switch,
 )
 from lookalike.live.sql_journal import Result, SqlJournal
 
@@ -175,48 +173,19 @@ class LiveStore(SqlJournal):
     def _read(self, work: Callable[[sqlite3.Cursor], Result]) -> Result:
         return work(self._connection().cursor())
 
-    def _write(self, work: Callable[[sqlite3.Cursor], Result]) -> Result:
+    def _write(self, work: Callable[[sqlite3.Cursor], Result], serialise: bool = True) -> Result:
+        """``work`` in one transaction, committed (and on disk) on return. Every write is serial here:
+        ``BEGIN IMMEDIATE`` takes the database's one write lock, whatever ``serialise`` says."""
         with self._write_lock, self._transaction() as cursor:
             return work(cursor)
+
+    def _lock_meta(self, cursor: sqlite3.Cursor) -> None:
+        """Nothing to take: the write transaction already holds the database's one write lock."""
 
     @property
     def store_id(self) -> str:
         """Names this database (kept by backups): a build's fold marker says which database it folded."""
         return self._connection().execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0]
-
-    def append(self, op: str, item_id: str, build_id: str, key: str, embedding: np.ndarray | None = None,
-               metadata: dict | None = None, image: bytes | None = None,
-               content_type: str | None = None, more: Sequence[tuple[np.ndarray, bytes, str]] = (),
-               in_build: bool = False) -> Change:
-        """Append one change in its own transaction; on return it is committed to disk. ``more``: a put's
-        other photos (embedding, image, content type), in the same transaction.
-
-        The change's ``existed`` (whether the item was in the catalogue just before it: its latest change is a
-        put, or it has none and ``in_build``) is read in that transaction, under the database's write lock, so
-        two writers (processes, replicas) never both create an item; a remove of an item that does not exist
-        raises :class:`UnknownItemError` and writes nothing."""
-        blob = None if embedding is None else np.ascontiguousarray(embedding, dtype="<f4").tobytes()
-        text = None if metadata is None else json.dumps(metadata, sort_keys=True)
-        created = now()
-        with self._write_lock, self._transaction() as cursor:
-            latest = cursor.execute("SELECT op FROM changes WHERE item_id = ? ORDER BY seq DESC LIMIT 1",
-                                    (item_id,)).fetchone()
-            existed = in_build if latest is None else latest[0] == "put"
-            if op == "remove" and not existed:
-                raise UnknownItemError(f"no item with id {item_id!r}")
-            cursor.execute(
-                "INSERT INTO changes (op, item_id, build_id, model_key, embedding, metadata, image, content_type,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (op, item_id, build_id, key, blob, text, image, content_type, created))
-            seq = int(cursor.lastrowid)
-            cursor.executemany(
-                "INSERT INTO change_photos (seq, position, embedding, image, content_type) VALUES (?, ?, ?, ?, ?)",
-                [(seq, position, np.ascontiguousarray(vector, dtype="<f4").tobytes(), bytes(data), kind)
-                 for position, (vector, data, kind) in enumerate(more, start=1)])
-        more_embeddings = np.array([v for v, _, _ in more], np.float32) if more else None
-        return Change(seq, op, item_id, build_id, key,
-                      None if embedding is None else np.asarray(embedding, np.float32), metadata, content_type,
-                      created, more_embeddings, existed)
 
     def changes_after(self, seq: int, through: int | None = None) -> Iterator[Change]:
         """Every change with a larger seq (up to ``through``), in order (images not loaded)."""
@@ -262,41 +231,6 @@ class LiveStore(SqlJournal):
         row = self._connection().execute("SELECT embedding FROM reembeddings WHERE seq = ? AND model_key = ?",
                                          (seq, key)).fetchone()
         return None if row is None else np.frombuffer(row[0], dtype="<f4").astype(np.float32)
-
-    def save_reembedding(self, seq: int, key: str, embedding: np.ndarray) -> None:
-        if self.readonly:
-            return
-        with self._write_lock, self._transaction() as cursor:
-            if cursor.execute("SELECT 1 FROM changes WHERE seq = ?", (seq,)).fetchone() is None:
-                return  # compacted away meanwhile: nothing to cache it for
-            cursor.execute("INSERT OR REPLACE INTO reembeddings (seq, model_key, embedding) VALUES (?, ?, ?)",
-                           (seq, key, np.ascontiguousarray(embedding, dtype="<f4").tobytes()))
-
-    # ---------------------------------------------------------------- reloads every process sees
-
-    def request_reload(self) -> int:
-        """Ask every process following this journal to look for a new build now (the admin reload reaches every
-        worker and replica, not just the one that took the request); returns the request's number."""
-        with self._write_lock, self._transaction() as cursor:
-            row = cursor.execute("SELECT value FROM meta WHERE key = 'reload_requests'").fetchone()
-            number = int(row[0]) + 1 if row else 1
-            cursor.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('reload_requests', ?)", (str(number),))
-        return number
-
-    # ---------------------------------------------------------------- one build switch for every process
-
-    def announce_build(self, version: str, switch_at: float) -> float:
-        """Agree when every process following this journal switches to build ``version``: the first process to
-        announce it sets the instant (``switch_at``, seconds since the epoch), a later one is answered that same
-        instant, and another version replaces the announcement. Returns the agreed instant."""
-        with self._write_lock, self._transaction() as cursor:
-            row = cursor.execute("SELECT value FROM meta WHERE key = 'build_switch'").fetchone()
-            agreed = parse_build_switch(row[0] if row else None)
-            if agreed is not None and agreed[0] == version:
-                return agreed[1]
-            cursor.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('build_switch', ?)",
-                           (json.dumps({"version": version, "at": switch_at}),))
-        return switch_at
 
     # ---------------------------------------------------------------- folds and compaction
 
