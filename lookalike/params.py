@@ -172,14 +172,8 @@ def _check_subspaces(params: dict) -> None:
     total = sum(spec["dim"] for spec in subspaces.values())
     _check(total == model["embedding_dim"], "model.subspaces",
            f"dims add up to {total}, not model.embedding_dim ({model['embedding_dim']})", list(subspaces))
-    _check(not (model["colour_descriptor"] and params["train"]["finetune_blocks"]), "model.colour_descriptor",
-           "needs the photo, which fine-tuning on cached maps does not see: set it to false to fine-tune "
-           "(train.finetune_blocks > 0)", model["colour_descriptor"])
     fixed = [name for name, spec in subspaces.items() if spec["column"] == FEATURES_COLUMN]
     _check(len(fixed) <= 1, "model.subspaces", f"at most one sub-space can be the features ({FEATURES_COLUMN})", fixed)
-    _check(not (fixed and params["train"]["finetune_blocks"]), f"model.subspaces.{fixed[0] if fixed else ''}",
-           f"{FEATURES_COLUMN} projects the pretrained features, which fine-tuning changes: remove it to fine-tune "
-           "(train.finetune_blocks > 0)", FEATURES_COLUMN)
     _check(len(fixed) < len(subspaces), "model.subspaces", f"needs a trained sub-space beside {FEATURES_COLUMN}", fixed)
     if "text" in params:
         target = text_target(params)

@@ -9,8 +9,10 @@ asks val images' view 1 as its validation queries): flip, crop, jitter and, with
 shopper's photo brings (blur, a coloured background, phone JPEG: lookalike/model/alterations.py).
 
 artifacts/feature_maps.npy: with ``train.finetune_blocks: N > 0``, float16
-(1 + augmented_views, n_images, h, w, c), the maps entering the last N backbone
-blocks, so fine-tuning those blocks never re-runs the frozen ones; an empty array otherwise.
+(1 + augmented_views, n_images, h*w*c [+ colour descriptor]): per view, the maps entering the last N backbone
+blocks, flattened, and with ``model.colour_descriptor`` the view's descriptor after them
+(lookalike.model.network.build_bottom_model), so fine-tuning those blocks never re-runs the frozen ones and the
+head still sees the photo's colours; an empty array otherwise.
 artifacts/feature_maps.json says which blocks they feed: maps of two cuts can share a shape.
 
 artifacts/backbone.tflite: the pretrained backbone with its pooling (image -> pooled features),
@@ -31,7 +33,15 @@ import numpy as np
 from lookalike.artifacts import write_json, write_npy
 from lookalike.catalogue.reading import images_set_aside, read_table
 from lookalike.model.backbones import split_backbone
-from lookalike.model.network import CompiledModel, build_feature_model, export_runtime_model, new_backbone
+from lookalike.model.colour import COLOUR_FEATURES
+from lookalike.model.network import (
+    CompiledModel,
+    build_bottom_model,
+    build_feature_model,
+    build_pooled_top,
+    export_runtime_model,
+    new_backbone,
+)
 from lookalike.model.runtime import EmbeddingRuntime, check_images, predict_paths
 from lookalike.model.training import augmented_rows, embed_features, maps_description
 from lookalike.params import PROJECT_ROOT, load_params, preprocess_spec
@@ -39,8 +49,8 @@ from lookalike.params import PROJECT_ROOT, load_params, preprocess_spec
 
 def run_views(model: EmbeddingRuntime, pool_maps: CompiledModel | None, paths: list[str],
               rows_with_views: np.ndarray, spec, features: dict) -> tuple[list[np.ndarray], np.ndarray]:
-    """Pooled features of every view (and, with ``pool_maps``, the maps ``model`` gives, pooled by it);
-    views after the first are computed for ``rows_with_views`` only."""
+    """Pooled features of every view (and, with ``pool_maps``, the flat map rows ``model`` gives, turned into
+    pooled features by it); views after the first are computed for ``rows_with_views`` only."""
     views = features["augmented_views"] + 1
     pooled_views = []
     maps = np.zeros((0,), np.float16)  # filled in place: one copy of every view's maps in memory, no stacking
@@ -57,7 +67,7 @@ def run_views(model: EmbeddingRuntime, pool_maps: CompiledModel | None, paths: l
             else:
                 maps[view] = maps[0]  # rows without augmented views keep the plain view (never sampled)
             maps[view, rows] = outputs
-            outputs = embed_features(pool_maps, outputs)  # pooled from the float32 maps, as the full model does
+            outputs = embed_features(pool_maps, outputs, 256)  # pooled from float32 maps, as the full model does
         pooled = pooled_views[0].copy() if view else np.empty((len(paths), outputs.shape[1]), np.float32)
         pooled[rows] = outputs
         pooled_views.append(pooled)
@@ -83,9 +93,10 @@ def main() -> None:
         if finetune_blocks:
             bottom, top = split_backbone(backbone, backbone_params["name"], finetune_blocks)
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lookalike-bottom-")))
-            export_runtime_model(bottom, folder / "bottom.tflite", photos,
+            export_runtime_model(build_bottom_model(bottom, colour), folder / "bottom.tflite", photos,
                                  f"backbone below its last {finetune_blocks} blocks")
-            model, pool_maps = EmbeddingRuntime(folder / "bottom.tflite"), CompiledModel(build_feature_model(top))
+            pooled_top = build_pooled_top(top, COLOUR_FEATURES if colour else 0)
+            model, pool_maps = EmbeddingRuntime(folder / "bottom.tflite"), CompiledModel(pooled_top)
         else:
             model = EmbeddingRuntime(backbone_file)
         print(f"backbone exported and checked against Keras in {time.perf_counter() - exported:.1f} s")

@@ -4,7 +4,7 @@ The head trains on the cached features (and colour descriptor) of the train spli
 per attribute of ``model.subspaces``, each on its own label; the val split picks the step to keep. A sub-space of
 column ``@features`` (the picture) is fitted on the train split's features first and never trained.
 With ``train.finetune_blocks: N`` the last N backbone blocks train with it, on the cached maps that
-enter them (artifacts/feature_maps.npy).
+enter them (artifacts/feature_maps.npy, the colour descriptor of the same view after them).
 The saved model is the full network, backbone included, so search needs nothing else.
 """
 
@@ -17,7 +17,8 @@ import numpy as np
 from lookalike.artifacts import write_bytes, write_json, write_with
 from lookalike.catalogue.reading import read_table
 from lookalike.model.backbones import split_backbone
-from lookalike.model.network import build_embedding_model, new_backbone, save_embedding_model
+from lookalike.model.colour import COLOUR_FEATURES
+from lookalike.model.network import build_embedding_model, build_pooled_top, new_backbone, save_embedding_model
 from lookalike.model.training import (
     MISSING,
     attribute_labels,
@@ -49,12 +50,13 @@ def main() -> None:
     backbone = new_backbone(backbone_params["name"], backbone_params["image_size"], backbone_params["weights"])
     top = None
     if finetune_blocks:
-        top = split_backbone(backbone, backbone_params["name"], finetune_blocks)[1]
+        blocks = split_backbone(backbone, backbone_params["name"], finetune_blocks)[1]
         cached_for = json.loads((PROJECT_ROOT / "artifacts/feature_maps.json").read_text())
         if cached_for != maps_description(params, features.shape):
             raise SystemExit(f"artifacts/feature_maps.npy was cut for {cached_for}, not for these params "
                              f"({maps_description(params, features.shape)}): rerun the features stage (dvc repro)")
-        freeze_for_finetuning(backbone, top)
+        freeze_for_finetuning(backbone, blocks)
+        top = build_pooled_top(blocks, COLOUR_FEATURES if params["model"]["colour_descriptor"] else 0)
     # Maps stay memory-mapped (hundreds of MB at 5k, gigabytes for the full download); pooled features are small.
     subspaces = params["model"]["subspaces"]
     attributes = {name: attribute_labels(subset, spec["column"]) for name, spec in subspaces.items()}

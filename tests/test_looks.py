@@ -179,16 +179,12 @@ def test_a_mode_over_an_unknown_sub_space_is_refused(params) -> None:
         validate(params)
 
 
-def test_the_colour_descriptor_and_fine_tuning_on_maps_are_refused_together(params) -> None:
+def test_fine_tuning_keeps_the_colour_descriptor_and_the_picture_sub_space(params) -> None:
+    """Cached map rows carry the view's descriptor and the picture axes are fitted on the top's output, so the
+    default model fine-tunes as it is (both were refused before)."""
     params["train"]["finetune_blocks"] = 2
-    with pytest.raises(ParamsError, match="model.colour_descriptor"):
-        validate(params)
-    params["model"]["colour_descriptor"] = False
-    with pytest.raises(ParamsError, match="@features"):  # the picture sub-space projects the pretrained features
-        validate(params)
-    del params["model"]["subspaces"]["picture"], params["similarity"]["picture"]
-    params["model"]["embedding_dim"], params["text"]["target"] = 256, "stored"
     validate(params)
+    assert params["model"]["colour_descriptor"] and params["model"]["subspaces"]["picture"]["column"] == "@features"
 
 
 def test_a_params_file_without_sub_spaces_trains_the_type_only_head(params) -> None:

@@ -116,18 +116,7 @@ def test_catalogue_folder_is_resolved_against_root(params, tmp_path):
         validate(params, root=tmp_path / "elsewhere")
 
 
-def for_finetuning(params: dict) -> None:
-    """Fine-tuning needs the colour descriptor off and no picture sub-space (tests/test_looks.py,
-    tests/test_picture_subspace.py)."""
-    params["model"]["colour_descriptor"] = False
-    picture = params["model"]["subspaces"].pop("picture")
-    params["model"]["embedding_dim"] -= picture["dim"]
-    del params["similarity"]["picture"]
-    params["text"]["target"] = "stored"
-
-
 def test_finetune_blocks_beyond_the_backbone_raise(params):
-    for_finetuning(params)
     params["backbone"]["name"] = "efficientnet_lite0"  # 16 MBConv blocks
     params["train"]["finetune_blocks"] = 15
     validate(params)
@@ -137,7 +126,6 @@ def test_finetune_blocks_beyond_the_backbone_raise(params):
 
 
 def test_finetune_blocks_limit_follows_the_backbone(params):
-    for_finetuning(params)
     params["train"]["finetune_blocks"] = 17
     params["backbone"]["name"] = "resnet50"  # 16 residual blocks
     with raises_naming("train.finetune_blocks"):

@@ -126,7 +126,6 @@ def test_the_default_build_has_a_picture_sub_space_that_words_search(params) -> 
     (lambda p: p["model"]["subspaces"]["usage"].update(column=FEATURES_COLUMN), "at most one"),
     (lambda p: p["text"].update(target="shine"), "text.target"),
     (lambda p: (p["model"].update(embedding="concat"), p["text"].update(target="picture")), "model.embedding: head"),
-    (lambda p: (p["model"].update(colour_descriptor=False), p["train"].update(finetune_blocks=2)), "fine-tun"),
 ])
 def test_a_picture_sub_space_or_words_target_the_build_cannot_have_is_refused(params, change, message) -> None:
     change(params)

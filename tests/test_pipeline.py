@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 import yaml
 from conftest import PER_LABEL, SLICE_LABELS, ran_stages, run, tiny_project_copy
-from test_params import for_finetuning
 
-from lookalike.model.colour import COLOUR_FEATURES, backbone_part
+from lookalike.model.colour import COLOUR_FEATURES
 
 
 def test_every_output_exists_and_agrees(tiny_project: Path) -> None:
@@ -155,14 +154,15 @@ def test_finetuning_blocks_caches_their_input_maps_and_trains_only_them(tiny_pro
     shutil.copytree(tiny_project, project, symlinks=True)
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["train"].update(finetune_blocks=2, finetune_steps=20, eval_every=10)
-    for_finetuning(params)  # maps, not the photo the colour descriptor reads; no pretrained features to project
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert ran_stages(run(["dvc", "repro"], project)) == {"features", "train", "embed", "text", "index", "evaluate"}
     maps = np.load(project / "artifacts/feature_maps.npy")
-    assert maps.dtype == np.float16 and maps.shape == (2, 60, 3, 3, 192)  # 96 px: the last two blocks see 3x3
+    # 96 px: the last two blocks see 3x3x192 maps, flattened, then the same view's colour descriptor
+    assert maps.dtype == np.float16 and maps.shape == (2, 60, 3 * 3 * 192 + COLOUR_FEATURES)
     pooled = np.load(project / "artifacts/features.npy")
-    with_colour = np.load(tiny_project / "artifacts/features.npy")  # the default: the colour descriptor last
-    np.testing.assert_allclose(pooled, backbone_part(with_colour, True), atol=1e-4)
+    with_colour = np.load(tiny_project / "artifacts/features.npy")  # without fine-tuning: the same views
+    np.testing.assert_allclose(pooled, with_colour, atol=1e-4)
+    np.testing.assert_allclose(maps[..., -COLOUR_FEATURES:], with_colour[..., -COLOUR_FEATURES:], atol=2e-3)
     assert np.load(tiny_project / "artifacts/feature_maps.npy").shape == (0,)  # not fine-tuning: nothing cached
     sys.path.insert(0, str(project))
     try:

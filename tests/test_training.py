@@ -93,34 +93,55 @@ def test_no_regression_selection_keeps_a_step_at_least_as_good_as_raw_features_o
 
 
 def test_finetuning_on_cached_maps_trains_the_top_blocks_only_and_the_saved_model_agrees(train_params) -> None:
+    """The top blocks train on cached flat map rows with the colour descriptor after them; the picture sub-space's
+    axes are refitted on the kept top's output; the full image model gives the vectors the cached rows gave."""
     import keras
 
     from lookalike.model.backbones import build_backbone, split_backbone
-    from lookalike.model.network import build_embedding_model
+    from lookalike.model.colour import COLOUR_FEATURES
+    from lookalike.model.network import (
+        PrincipalProjection,
+        build_bottom_model,
+        build_embedding_model,
+        build_pooled_top,
+    )
     from lookalike.model.training import freeze_for_finetuning
 
     keras.utils.set_random_seed(0)
     backbone = build_backbone("efficientnet_lite0", 64, weights="imagenet")  # random weights give all-zero maps
+    backbone.name = "backbone"
     bottom, top = split_backbone(backbone, "efficientnet_lite0", 2)
     rng = np.random.default_rng(0)
     labels = np.repeat(np.array(list("abcd")), 8)
     images = rng.uniform(-1, 1, (len(labels), 64, 64, 3)).astype(np.float32)
     images[:, :8, :8, :] += np.arange(4).repeat(8)[:, None, None, None] * 0.5  # a label cue
-    maps = bottom(images).numpy().astype(np.float16)[None]
+    rows_cached = build_bottom_model(bottom, "lite")(images).numpy()
+    assert rows_cached.shape == (len(labels), int(np.prod(top.input_shape[1:])) + COLOUR_FEATURES)
+    maps = rows_cached.astype(np.float16)[None]
     before = {w.path: w.numpy().copy() for w in backbone.weights}
     freeze_for_finetuning(backbone, top)
+    pooled_top = build_pooled_top(top, COLOUR_FEATURES)
     model, train = train_params
+    subspaces = {"type": {"column": "labels", "dim": 16, "weight": 1.0},
+                 "picture": {"column": "@features", "dim": 8, "weight": 0.1}}
+    model = {**model, "colour_descriptor": True, "subspaces": subspaces, "embedding_dim": 24}
     rows = np.arange(len(labels))
-    result = train_head(maps, labels, rows[rows % 4 != 0], rows[rows % 4 == 0], model,
+    train_rows = rows[rows % 4 != 0]
+    result = train_head(maps, labels, train_rows, rows[rows % 4 == 0], model,
                         {**train, "finetune_steps": 20, "eval_every": 10, "classes_per_batch": 4},
-                        log=lambda _: None, backbone_top=top)
+                        log=lambda _: None, backbone_top=pooled_top, attributes={"type": labels, "picture": labels})
     changed = {w.path for w in backbone.weights if not np.array_equal(w.numpy(), before[w.path])}
     top_paths = {w.path for w in top.weights}
     assert changed and changed <= top_paths  # nothing below the cut moves
     assert not any("bn" in path or "batch_normalization" in path for path in changed)  # ImageNet BN statistics kept
     assert {w.path for w in top.trainable_weights} == changed
-    full = build_embedding_model(backbone, result.head)
-    on_maps = embed_features(build_embedding_model(top, result.head), maps[0])
+    refit = PrincipalProjection(8, COLOUR_FEATURES)
+    refit.build((None, int(pooled_top.output_shape[-1])))
+    refit.fit(embed_features(pooled_top, maps[0, train_rows], 256))
+    kept = result.head.get_layer("project_picture")
+    np.testing.assert_array_equal(kept.axes.numpy(), refit.axes.numpy())  # fitted on the kept top, not the first
+    full = build_embedding_model(backbone, result.head, "lite")
+    on_maps = embed_features(keras.Model(pooled_top.input, result.head(pooled_top.output)[0]), maps[0], 256)
     np.testing.assert_allclose(full(images).numpy(), on_maps, atol=2e-3)  # maps were cached as float16
 
 

@@ -96,8 +96,9 @@ class ColourDescriptor(keras.layers.Layer):
 class PrincipalProjection(keras.layers.Layer):
     """Features (batch, feature_dim) -> float32 (batch, dim) unit rows: the backbone part and the colour part (the
     last ``colour_features`` numbers) each scaled to unit length, joined, centred and projected on fixed principal
-    axes (:meth:`fit`, on the train split's features). Not trained: the sub-space keeps what the pretrained features
-    tell apart (one product from another of its type and colour), which the label-trained sub-spaces drop."""
+    axes (:meth:`fit`, on the train split's features). Not trained: the sub-space keeps what the backbone's features
+    (pretrained, or with fine-tuned top blocks the kept ones) tell apart (one product from another of its type and
+    colour), which the label-trained sub-spaces drop."""
 
     def __init__(self, dim: int, colour_features: int = 0, **kwargs):
         super().__init__(**kwargs)
@@ -204,28 +205,52 @@ def final_output(model: keras.Model) -> keras.Model:
     return keras.Model(model.inputs, model.outputs[0], name=model.name)
 
 
+def with_colour(image, features, colour_normalisation: str | None):
+    """``features`` of ``image`` (Keras tensors), with the image's colour descriptor after them when
+    ``colour_normalisation`` (the backbone's input normalisation) is given."""
+    if not colour_normalisation:
+        return features
+    return keras.layers.Concatenate(name="with_colour")(
+        [features, ColourDescriptor(colour_normalisation, name="colour_descriptor")(image)])
+
+
 def build_feature_model(backbone: keras.Model, colour_normalisation: str | None = None) -> keras.Model:
     """image -> pooled backbone features, and with ``colour_normalisation`` (the backbone's input
     normalisation) the colour descriptor after them: the pretrained baseline and the training input."""
     inputs = keras.Input(backbone.input_shape[1:], name="image")
     pooled = keras.layers.GlobalAveragePooling2D(name="global_average_pooling")(backbone(inputs))
-    if colour_normalisation:
-        pooled = keras.layers.Concatenate(name="with_colour")(
-            [pooled, ColourDescriptor(colour_normalisation, name="colour_descriptor")(inputs)])
-    return keras.Model(inputs, pooled, name="feature_model")
+    return keras.Model(inputs, with_colour(inputs, pooled, colour_normalisation), name="feature_model")
+
+
+def build_bottom_model(bottom: keras.Model, colour_normalisation: str | None = None) -> keras.Model:
+    """image -> one flat row: the maps entering the blocks that fine-tune (``bottom``'s output, flattened), and
+    with ``colour_normalisation`` the colour descriptor after them. What the features stage caches per view, so
+    the top blocks train on maps while the head still sees the descriptor of the very same (augmented) photo."""
+    inputs = keras.Input(bottom.input_shape[1:], name="image")
+    row = keras.layers.Flatten(name="flat_maps")(bottom(inputs))
+    return keras.Model(inputs, with_colour(inputs, row, colour_normalisation), name="bottom_model")
+
+
+def build_pooled_top(top: keras.Model, colour_features: int = 0) -> keras.Model:
+    """A flat row of :func:`build_bottom_model` -> the head's input: GAP(top(maps)), then the row's colour
+    descriptor (its last ``colour_features`` numbers) unchanged. Fine-tuning trains ``top``'s layers through it."""
+    map_shape = tuple(int(d) for d in top.input_shape[1:])
+    size = int(np.prod(map_shape))
+    row = keras.Input((size + colour_features,), name="flat_row")
+    maps = keras.layers.Reshape(map_shape, name="maps")(row[:, :size] if colour_features else row)
+    pooled = keras.layers.GlobalAveragePooling2D(name="global_average_pooling")(top(maps))
+    if colour_features:
+        pooled = keras.layers.Concatenate(name="with_colour")([pooled, row[:, size:]])
+    return keras.Model(row, pooled, name="pooled_top")
 
 
 def build_embedding_model(backbone: keras.Model, head: keras.Model, colour_normalisation: str | None = None,
                           all_outputs: bool = False) -> keras.Model:
-    """image (preprocessed, float32) -> unit embedding; given the backbone's top blocks
-    instead, their cached input maps -> unit embedding (what fine-tuning trains; ``all_outputs`` keeps
-    the head's per-sub-space outputs after the embedding, for the loss)."""
+    """image (preprocessed, float32) -> unit embedding (``all_outputs`` keeps the head's per-sub-space outputs
+    after the embedding)."""
     inputs = keras.Input(backbone.input_shape[1:], name="image")
     pooled = keras.layers.GlobalAveragePooling2D(name="global_average_pooling")(backbone(inputs))
-    if colour_normalisation:
-        pooled = keras.layers.Concatenate(name="with_colour")(
-            [pooled, ColourDescriptor(colour_normalisation, name="colour_descriptor")(inputs)])
-    outputs = head(pooled)
+    outputs = head(with_colour(inputs, pooled, colour_normalisation))
     if isinstance(outputs, list) and not all_outputs:
         outputs = outputs[0]
     return keras.Model(inputs, outputs, name="lookalike_embedder")

@@ -22,7 +22,7 @@ from lookalike.catalogue.reading import missing
 from lookalike.evaluation.metrics import count_relevant, evaluate_retrieval, relevance, retrieval_metrics, unit_rows
 from lookalike.model.colour import COLOUR_FEATURES
 from lookalike.model.losses import info_nce_loss, metric_loss
-from lookalike.model.network import CompiledModel, build_embedding_model, build_head, fit_projections
+from lookalike.model.network import CompiledModel, build_head, fit_projections
 from lookalike.params import BATCH_BY, FEATURES_COLUMN, INSTANCE_COLUMN
 from lookalike.search.index import build_index, search
 
@@ -150,7 +150,8 @@ def label_codes(values: np.ndarray, train_rows: np.ndarray) -> np.ndarray:
 
 def embed_features(model: keras.Model | CompiledModel, features: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """float32 (n, emb_dim): ``model`` (the head, or top blocks + head) over cached features
-    (n, feature_dim) or maps (n, h, w, c); maps go in batches of 256 to bound activation memory.
+    (n, feature_dim), maps (n, h, w, c) or flat map rows; maps go in batches of 256 to bound activation memory
+    (flat rows: pass ``batch_size``).
 
     The call is a traced function: eager Keras calls over maps grew memory by gigabytes.
     """
@@ -190,9 +191,10 @@ def train_head(
     """Train a head on ``features`` (views, n, ...); view 0 is the plain image.
 
     ``features`` are pooled backbone features (views, n, feature_dim), or, with
-    ``backbone_top``, cached (views, n, h, w, c) maps that the top backbone blocks
-    turn into pooled features: those blocks then train too, at
-    ``train.finetune_learning_rate`` (cosine decay over ``train.finetune_steps``).
+    ``backbone_top`` (:func:`~lookalike.model.network.build_pooled_top`), cached flat rows (views, n, h*w*c
+    [+ colour descriptor]) that the top backbone blocks turn into the head's input: those blocks then train too,
+    at ``train.finetune_learning_rate`` (cosine decay over ``train.finetune_steps``). A picture sub-space is
+    fitted on the top's output before training and fitted again on the kept weights' output after it.
     Only ``train_rows`` are sampled (any view); ``val_rows`` are queries against
     train + val for early stopping on MAP@R (``train.selection: look``: the mean of MAP@R by ``labels`` and
     by ``look_labels``, type and colour together).
@@ -220,14 +222,20 @@ def train_head(
     head = build_head(feature_dim, model_params["hidden_dim"], model_params["embedding_dim"],
                       train_params["dropout"], model_params["embedding"], seed, subspaces,
                       COLOUR_FEATURES if model_params.get("colour_descriptor") else 0)
-    if any(spec["column"] == FEATURES_COLUMN for spec in (subspaces or {}).values()):
-        if backbone_top is not None:
-            raise ValueError(f"a {FEATURES_COLUMN} sub-space projects the pretrained features: it cannot fine-tune")
-        fit_rows = train_rows if len(train_rows) <= PROJECTION_FIT_ROWS else np.sort(
-            np.random.default_rng(seed).choice(train_rows, PROJECTION_FIT_ROWS, replace=False))
-        fit_projections(head, features[0, fit_rows])
-    # maps -> embedding, with the per-sub-space outputs for the loss
-    embedder = head if backbone_top is None else build_embedding_model(backbone_top, head, all_outputs=True)
+    batch_size = 4096 if backbone_top is None else 256  # rows of maps through the top blocks: bounded activations
+    projected = any(spec["column"] == FEATURES_COLUMN for spec in (subspaces or {}).values())
+    fit_rows = train_rows if len(train_rows) <= PROJECTION_FIT_ROWS else np.sort(
+        np.random.default_rng(seed).choice(train_rows, PROJECTION_FIT_ROWS, replace=False))
+
+    def fit_picture() -> None:
+        """The picture sub-space's axes, on the head's input of the train split (fine-tuning: the top's output)."""
+        fit_projections(head, features[0, fit_rows] if backbone_top is None
+                        else embed_features(backbone_top, features[0, fit_rows], batch_size))
+
+    if projected:
+        fit_picture()
+    # (flat maps ->) embedding, with the per-sub-space outputs for the loss
+    embedder = head if backbone_top is None else keras.Model(backbone_top.input, head(backbone_top.output))
     steps = int(train_params["finetune_steps"] if backbone_top is not None else train_params["steps"])
     optimizer = keras.optimizers.AdamW(train_params["learning_rate"], weight_decay=train_params["weight_decay"])
     top_variables = [] if backbone_top is None else backbone_top.trainable_variables
@@ -326,8 +334,8 @@ def train_head(
         return scores
 
     def validate() -> dict[str, float]:
-        queries = embed_features(compiled_embedder, features[1, val_rows]) if check_instance else None
-        return scores_of(embed_features(compiled_embedder, features[0, gallery_rows]), queries)
+        queries = embed_features(compiled_embedder, features[1, val_rows], batch_size) if check_instance else None
+        return scores_of(embed_features(compiled_embedder, features[0, gallery_rows], batch_size), queries)
 
     # "no_regression": the kept step must match or beat the pretrained features on every val metric,
     # so training never makes search worse for the queries the head would otherwise lose.
@@ -381,6 +389,8 @@ def train_head(
     if floor and best[0] < 0:
         log("warning: no checked step matched the pretrained features on every val metric; kept the best MAP@R")
     embedder.set_weights(best[3])
+    if projected and backbone_top is not None:
+        fit_picture()  # the kept top's picture: the axes follow the features the stored vectors are made of
     first_label = next((i for i, instance in enumerate(is_instance) if not instance), None)
     kept_proxies = proxies[first_label].numpy() if first_label is not None else np.zeros((0, part_dims[0]), np.float32)
     return TrainResult(head, pd.DataFrame(history), best[1], best[2], time.perf_counter() - started,
@@ -392,7 +402,7 @@ def maps_description(params: dict, shape: tuple[int, ...]) -> dict:
     backbone = params["backbone"]
     return {"backbone": backbone["name"], "weights": backbone["weights"], "image_size": backbone["image_size"],
             "resize_mode": backbone["resize_mode"], "finetune_blocks": params["train"]["finetune_blocks"],
-            "shape": [int(d) for d in shape]}
+            "colour_descriptor": bool(params["model"].get("colour_descriptor")), "shape": [int(d) for d in shape]}
 
 
 def freeze_for_finetuning(backbone: keras.Model, backbone_top: keras.Model) -> None:
