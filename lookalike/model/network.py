@@ -244,14 +244,13 @@ def build_pooled_top(top: keras.Model, colour_features: int = 0) -> keras.Model:
     return keras.Model(row, pooled, name="pooled_top")
 
 
-def build_embedding_model(backbone: keras.Model, head: keras.Model, colour_normalisation: str | None = None,
-                          all_outputs: bool = False) -> keras.Model:
-    """image (preprocessed, float32) -> unit embedding (``all_outputs`` keeps the head's per-sub-space outputs
-    after the embedding)."""
+def build_embedding_model(backbone: keras.Model, head: keras.Model,
+                          colour_normalisation: str | None = None) -> keras.Model:
+    """image (preprocessed, float32) -> unit embedding."""
     inputs = keras.Input(backbone.input_shape[1:], name="image")
     pooled = keras.layers.GlobalAveragePooling2D(name="global_average_pooling")(backbone(inputs))
     outputs = head(with_colour(inputs, pooled, colour_normalisation))
-    if isinstance(outputs, list) and not all_outputs:
+    if isinstance(outputs, list):
         outputs = outputs[0]
     return keras.Model(inputs, outputs, name="lookalike_embedder")
 
